@@ -1,0 +1,86 @@
+# ldpk developer tasks. Only PyPI is used.
+#
+#   make demo    create .venv (if needed) and run `ldpk demo --out ldpk-demo`
+#   make test    create .venv (if needed) and run the test suite (2 workers)
+#   make lint    ruff check + ruff format --check
+#   make bench   install the bench extras and run every benchmarks/*.py
+#   make clean   remove build outputs and caches (keeps .venv)
+#
+# The interpreter used to create .venv can be given explicitly: make test PYTHON=/path/to/python3.12
+
+SHELL := /bin/bash
+VENV := .venv
+VPY := $(VENV)/bin/python
+LINT_PATHS := $(wildcard src tests benchmarks examples)
+PYTEST_ARGS ?=
+
+# Find a Python >= 3.12 that actually runs (a pyenv shim such as `python3.12` may exist
+# and still fail when pyenv's selected version is older): python3.12, python3.13, then
+# pyenv's installed 3.12.*, 3.13.* (newest patch first). Prints sys.executable, or nothing.
+FIND_PYTHON := \
+	check='import sys; assert sys.version_info >= (3, 12)'; \
+	for cmd in python3.12 python3.13; do \
+	  if command -v "$$cmd" >/dev/null 2>&1 && "$$cmd" -c "$$check" >/dev/null 2>&1; then \
+	    "$$cmd" -c 'import sys; print(sys.executable)'; exit 0; \
+	  fi; \
+	done; \
+	if command -v pyenv >/dev/null 2>&1; then \
+	  root=$$(pyenv root 2>/dev/null); \
+	  for minor in 3.12 3.13; do \
+	    for p in $$(ls -d "$$root"/versions/$$minor.*/bin/python3 2>/dev/null | sort -rV); do \
+	      if "$$p" -c "$$check" >/dev/null 2>&1; then echo "$$p"; exit 0; fi; \
+	    done; \
+	  done; \
+	fi
+
+# Evaluated lazily, once, and only by targets that need it (`make clean` never searches).
+PYTHON ?= $(eval PYTHON := $(shell $(FIND_PYTHON)))$(PYTHON)
+
+.PHONY: venv .venv demo test lint bench clean print-python
+
+venv .venv: $(VENV)/.installed
+
+$(VPY):
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "ldpk needs Python >= 3.12: install python3.12 or pyenv (then: pyenv install 3.12)," \
+	       "or run make with PYTHON=/path/to/python3.12" >&2; \
+	  exit 1; \
+	fi
+	"$(PYTHON)" -m venv $(VENV)
+
+# Re-installs whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(VPY)
+	$(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install -e ".[test]"
+	@touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(VPY) -m pip install -e ".[test,bench]"
+	@touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ldpk demo --out ldpk-demo
+
+test: $(VENV)/.installed
+	@$(VPY) -m pytest -n 2 -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as a failure" >&2; fi; \
+	exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+bench: $(VENV)/.installed-bench
+	@set -e; found=0; \
+	for f in benchmarks/*.py; do \
+	  [ -e "$$f" ] || continue; found=1; \
+	  echo "== $$f"; $(VPY) "$$f"; \
+	done; \
+	if [ $$found -eq 0 ]; then echo "no benchmarks/*.py found" >&2; fi
+
+clean:
+	rm -rf dist build ldpk-demo .pytest_cache .ruff_cache src/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+print-python:
+	@echo "$(PYTHON)"

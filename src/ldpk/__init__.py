@@ -1,0 +1,36 @@
+"""ldpk: pharmacokinetics, biodistribution and PK-PD of living drugs, on JAX.
+
+The public API is what this module exports (``__all__``); everything else is private.
+"""
+
+from ldpk._config import configure as _configure
+
+_configure()
+
+from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
+from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
+from ldpk.model import Model, build_model, builtin_models, check_model, load_model  # noqa: E402
+from ldpk.solve import ODEOptions, Simulation, simulate  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bolus",
+    "DataError",
+    "EventTable",
+    "Infusion",
+    "LdpkError",
+    "Model",
+    "ModelError",
+    "ODEOptions",
+    "Records",
+    "Reset",
+    "Simulation",
+    "SolverError",
+    "__version__",
+    "build_model",
+    "builtin_models",
+    "check_model",
+    "load_model",
+    "simulate",
+]

@@ -1,0 +1,451 @@
+"""Dose events with NONMEM record semantics, and their padded array form.
+
+A *regimen* is a time-ordered list of NONMEM-style records for one subject:
+
+========  ==============================================================================
+EVID      0 observation, 1 dose, 2 other (a prediction time), 3 reset, 4 reset and dose
+AMT       amount (model amount unit)
+RATE      0 bolus; > 0 infusion at RATE (amount/time, duration F·AMT/RATE);
+          -1 rate modelled by the route's ``rate``; -2 duration modelled by ``duration``
+II, ADDL  ADDL additional doses every II (time)
+SS        1 steady state (resets the system first), 2 steady state added to the current state;
+          AMT = 0 with RATE > 0 and II = 0 is a steady-state constant infusion
+CMT/route the dose target; a route carries lag time, bioavailability F, modelled rate/duration
+========  ==============================================================================
+
+Semantics follow NONMEM 7 (checked against NONMEM 7.4.3 output, ``tests/test_nmtest.py``):
+a reset (EVID 3/4, SS = 1) sets amounts to their initial values, stops running infusions and
+cancels doses not yet given (lagged doses, additional doses). Records at equal times are taken
+in data order; a lagged or additional dose that lands on a record's time is given before it.
+For a steady-state dose with lag time L, the steady state is that of doses at T + L + k·II:
+the state at T is the periodic steady state a time II - L after the dose at T + L - II (for
+L > II NONMEM extrapolates this backwards in time, and so does ldpk).
+
+Python users build the same records with :class:`Bolus`, :class:`Infusion` and :class:`Reset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ldpk.errors import DataError
+from ldpk.model import Model
+from ldpk.model._compile import RouteTable
+
+# Event kinds of the static timeline (see ``ldpk.solve._timeline``).
+PAD, OBS, RESET, BOLUS, INF_START, INF_STOP, SS_SET, SS_RUNSTOP = range(8)
+KIND_NAMES = ("pad", "obs", "reset", "bolus", "inf_start", "inf_stop", "ss_set", "ss_runstop")
+#: How many infusions of a steady-state train may still be running at the steady-state time.
+MAX_SS_OVERLAP = 8
+
+
+# ---- Python-side dose objects ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Bolus:
+    """A bolus of ``amount`` (model amount unit) at ``time`` (model time unit) into ``route``.
+
+    ``every``/``count``: repeat every ``every`` time units, ``count`` doses in all (NONMEM II and
+    ADDL = count - 1). ``ss``: 1 or 2 for steady state (see module docs)."""
+
+    amount: float
+    time: float = 0.0
+    route: str | None = None
+    every: float = 0.0
+    count: int = 1
+    ss: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return _record(self, rate=0.0)
+
+
+@dataclass(frozen=True)
+class Infusion:
+    """A zero-order input of ``amount`` starting at ``time``.
+
+    Give exactly one of ``rate`` (amount/time) or ``duration`` (time), or neither to use the
+    route's modelled rate or duration (NONMEM RATE = -1 / -2). A given duration becomes
+    RATE = amount / duration, so bioavailability changes the duration, as in NONMEM."""
+
+    amount: float
+    time: float = 0.0
+    route: str | None = None
+    rate: float | None = None
+    duration: float | None = None
+    every: float = 0.0
+    count: int = 1
+    ss: int = 0
+    modelled: str | None = field(default=None, compare=False)
+
+    def record(self) -> dict[str, Any]:
+        if self.rate is not None and self.duration is not None:
+            raise DataError("Infusion: give `rate` or `duration`, not both")
+        if self.rate is not None:
+            rate = float(self.rate)
+            if rate <= 0:
+                raise DataError(f"Infusion: rate must be > 0, got {self.rate}")
+        elif self.duration is not None:
+            if self.duration <= 0:
+                raise DataError(f"Infusion: duration must be > 0, got {self.duration}")
+            rate = float(self.amount) / float(self.duration)
+        else:
+            rate = -1.0 if self.modelled == "rate" else -2.0
+        return _record(self, rate=rate)
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Reset the system at ``time`` (NONMEM EVID 3)."""
+
+    time: float
+
+    def record(self) -> dict[str, Any]:
+        return {"time": float(self.time), "evid": 3}
+
+
+def _record(d: Bolus | Infusion, rate: float) -> dict[str, Any]:
+    if d.count < 1 or int(d.count) != d.count:
+        raise DataError(f"{type(d).__name__}: count must be a whole number >= 1, got {d.count}")
+    if d.count > 1 and not d.every > 0:
+        raise DataError(f"{type(d).__name__}: repeated doses need every > 0, got {d.every}")
+    return {
+        "time": float(d.time),
+        "evid": 1,
+        "amt": float(d.amount),
+        "route": d.route,
+        "rate": rate,
+        "ii": float(d.every),
+        "addl": int(d.count) - 1,
+        "ss": int(d.ss),
+    }
+
+
+# ---- records ------------------------------------------------------------------------------
+_NUMERIC = ("time", "evid", "amt", "rate", "ii", "addl", "ss")
+
+
+@dataclass(frozen=True)
+class Records:
+    """Validated records of one subject (NumPy arrays, one row per record, time-ordered).
+
+    ``route`` indexes the model's route table (declared routes, then ``cmt:<name>``)."""
+
+    time: np.ndarray
+    evid: np.ndarray
+    amt: np.ndarray
+    route: np.ndarray
+    rate: np.ndarray
+    ii: np.ndarray
+    addl: np.ndarray
+    ss: np.ndarray
+    cov: np.ndarray  # (n_records, n_covariates), last value carried forward
+    source_rows: np.ndarray  # row numbers in the user's input, for messages
+    where: str = "<regimen>"
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+
+def route_table(model: Model) -> RouteTable:
+    from ldpk.model._compile import compile_model  # cached per call site; cheap
+
+    return compile_model(model).routes
+
+
+def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
+    """Route index for a dose given by route name, or by compartment (name or 1-based number).
+
+    A dose into a compartment uses the declared route targeting it when there is exactly one
+    (so its lag and bioavailability apply, as NONMEM's ALAGn/Fn do), else a plain route."""
+    names = list(model.route_names)
+    cmts = list(model.compartment_names)
+    n_declared = len(names)
+    if route is not None and not (isinstance(route, float) and np.isnan(route)) and route != "":
+        r = str(route)
+        if r in names:
+            return names.index(r)
+        if r.startswith("cmt:") and r[4:] in cmts:
+            return n_declared + cmts.index(r[4:])
+        raise DataError(f"{where}: unknown route {r!r}; routes: {', '.join(names) or '(none)'}")
+    if cmt is None or (isinstance(cmt, float) and np.isnan(cmt)):
+        if len(names) == 1:
+            return 0
+        raise DataError(
+            f"{where}: a dose needs a route or CMT; routes: {', '.join(names) or '(none)'}, "
+            f"compartments: {', '.join(f'{i + 1}={c}' for i, c in enumerate(cmts))}"
+        )
+    if isinstance(cmt, str) and not cmt.strip().lstrip("-").isdigit():
+        if cmt not in cmts:
+            raise DataError(
+                f"{where}: CMT {cmt!r} is not a compartment; compartments: {', '.join(cmts)}"
+            )
+        idx = cmts.index(cmt)
+    else:
+        try:
+            num = float(cmt)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: CMT {cmt!r} is not a compartment number") from None
+        if num != int(num) or not 1 <= num <= len(cmts):
+            raise DataError(
+                f"{where}: CMT {cmt!r} is not a compartment number; valid: 1 to {len(cmts)} "
+                f"({', '.join(f'{i + 1}={c}' for i, c in enumerate(cmts))})"
+            )
+        idx = int(num) - 1
+    declared = [i for i, r in enumerate(model.routes) if r.target == cmts[idx]]
+    return declared[0] if len(declared) == 1 else n_declared + idx
+
+
+def make_records(
+    model: Model,
+    rows: Sequence[Mapping[str, Any]],
+    where: str = "<regimen>",
+    row_numbers: Sequence[int] | None = None,
+) -> Records:
+    """Validate NONMEM-style rows of one subject (keys: time, evid, amt, route or cmt, rate, ii,
+    addl, ss and covariate names) into :class:`Records`. Errors name the row and field."""
+    cov_names = model.covariate_names
+    n = len(rows)
+    out = {k: np.zeros(n) for k in _NUMERIC}
+    route = np.zeros(n, dtype=np.int32)
+    cov = np.full((n, len(cov_names)), np.nan)
+    rownum = np.asarray(row_numbers if row_numbers is not None else range(1, n + 1))
+    for i, row in enumerate(rows):
+        at = f"{where}: row {rownum[i]}"
+        for k in _NUMERIC:
+            v = row.get(k, 0.0)
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                v = 0.0
+            try:
+                out[k][i] = float(v)
+            except (TypeError, ValueError):
+                raise DataError(f"{at}, column {k.upper()}: {v!r} is not a number") from None
+            if not np.isfinite(out[k][i]):
+                raise DataError(f"{at}, column {k.upper()}: {v!r} is not finite")
+        evid = out["evid"][i]
+        if evid not in (0, 1, 2, 3, 4):
+            raise DataError(
+                f"{at}, column EVID: {row.get('evid')!r} is not valid; use 0 observation, 1 dose, "
+                "2 other, 3 reset, 4 reset and dose"
+            )
+        if evid in (1, 4):
+            route[i] = resolve_route(model, row.get("route"), row.get("cmt"), at)
+            amt, rate, ii, addl, ss = (out[k][i] for k in ("amt", "rate", "ii", "addl", "ss"))
+            if amt < 0:
+                raise DataError(f"{at}, column AMT: {amt} is negative")
+            if rate < 0 and rate not in (-1.0, -2.0):
+                raise DataError(f"{at}, column RATE: {rate} is not valid; use 0, > 0, -1 or -2")
+            if ss not in (0, 1, 2):
+                raise DataError(f"{at}, column SS: {ss} is not valid; use 0, 1 or 2")
+            if addl < 0 or addl != int(addl):
+                raise DataError(f"{at}, column ADDL: {addl} must be a whole number >= 0")
+            if ii < 0:
+                raise DataError(f"{at}, column II: {ii} is negative")
+            if addl > 0 and ii <= 0:
+                raise DataError(f"{at}, columns ADDL/II: additional doses need II > 0")
+            if ss and ii <= 0 and not (amt == 0 and rate > 0):
+                raise DataError(
+                    f"{at}, columns SS/II: a steady-state dose needs II > 0 (or AMT = 0 with "
+                    "RATE > 0 for a steady-state infusion)"
+                )
+            if rate in (-1.0, -2.0):
+                r = model.routes[route[i]] if route[i] < len(model.routes) else None
+                attr = "rate" if rate == -1.0 else "duration"
+                if r is None or getattr(r, attr) is None:
+                    name = model.routes[route[i]].name if r is not None else f"cmt route {route[i]}"
+                    raise DataError(
+                        f"{at}, column RATE: {rate:g} asks for a modelled {attr}, but route "
+                        f"{name!r} has no `{attr}:` expression in {model.source}"
+                    )
+            if amt == 0 and not (ss and rate > 0):
+                raise DataError(f"{at}, column AMT: a dose needs AMT > 0")
+        for j, c in enumerate(cov_names):
+            if (
+                c in row
+                and row[c] is not None
+                and not (isinstance(row[c], float) and np.isnan(row[c]))
+            ):
+                try:
+                    cov[i, j] = float(row[c])
+                except (TypeError, ValueError):
+                    raise DataError(f"{at}, column {c}: {row[c]!r} is not a number") from None
+    t = out["time"]
+    if n and np.any(np.diff(t) < 0):
+        i = int(np.argmax(np.diff(t) < 0)) + 1
+        raise DataError(
+            f"{where}: row {rownum[i]}, column TIME: {t[i]} is earlier than the previous record "
+            f"({t[i - 1]}); records must be in time order"
+        )
+    # Covariates: last value carried forward, first value carried back, then the default.
+    for j, c in enumerate(model.covariates):
+        col = cov[:, j]
+        seen = ~np.isnan(col)
+        if not seen.any():
+            if c.default is None:
+                raise DataError(
+                    f"{where}: covariate {c.name!r} has no values and no default in {model.source}"
+                )
+            col[:] = c.default
+            continue
+        idx = np.where(seen, np.arange(n), -1)
+        np.maximum.accumulate(idx, out=idx)
+        first = int(np.argmax(seen))
+        idx[idx < 0] = first
+        cov[:, j] = col[idx]
+    return Records(
+        out["time"], out["evid"].astype(np.int32), out["amt"], route, out["rate"], out["ii"],
+        out["addl"].astype(np.int64), out["ss"].astype(np.int32), cov, rownum, where,
+    )  # fmt: skip
+
+
+def regimen_records(
+    model: Model,
+    doses: Iterable[Bolus | Infusion | Reset | Mapping[str, Any]],
+    times: Sequence[float] | np.ndarray,
+    covariates: Mapping[str, float] | None = None,
+) -> Records:
+    """Records for ``doses`` plus an observation (EVID 2) at each of ``times``. At equal times
+    doses come first, so a prediction at a bolus time includes the bolus."""
+    rows: list[dict[str, Any]] = []
+    for d in doses:
+        rows.append(dict(d) if isinstance(d, Mapping) else d.record())
+    for r in rows:
+        r.setdefault("time", 0.0)
+    rows.sort(key=lambda r: r["time"])
+    obs = [{"time": float(t), "evid": 2} for t in np.asarray(times, dtype=float).ravel()]
+    merged = sorted(rows + obs, key=lambda r: (r["time"], r["evid"] == 2))
+    if covariates:
+        for r in merged:
+            for k, v in covariates.items():
+                r.setdefault(k, v)
+    return make_records(model, merged)
+
+
+# ---- static timeline ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EventTable:
+    """The padded, static form of one or more subjects' records, consumed by the kernels.
+
+    Leading axis (if any) is the subject. Per-subject arrays:
+    ``rec_time`` (Nrec,), ``rec_cov`` (Nrec, C); doses (Nd,): ``d_time d_amt d_route d_rate
+    d_rec``; steady-state doses (Ns,): ``s_time s_amt s_route s_rate s_ii s_mode s_rec``;
+    events (Ne,): ``e_kind e_ref e_slot e_epoch e_rec e_time``; observations (No,): ``obs_event``
+    (event index of each observation) and ``obs_mask``."""
+
+    arrays: dict[str, np.ndarray]
+    n_obs: tuple[int, ...] | int
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.arrays[key]
+
+    @property
+    def batched(self) -> bool:
+        return self.arrays["e_kind"].ndim == 2
+
+
+def event_table(rec: Records, max_overlap: int = MAX_SS_OVERLAP) -> EventTable:
+    """Expand records into the static event list: ADDL doses, infusion stops, steady states."""
+    ev: list[
+        tuple[int, int, int, int, int, float, float]
+    ] = []  # seq, kind, ref, slot, epoch, rec, t
+    d_rows: list[tuple[float, float, int, float, int]] = []
+    s_rows: list[tuple[float, float, int, float, float, int, int]] = []
+    obs_events: list[int] = []
+    epoch = 0
+    for i in range(len(rec)):
+        t, evid = float(rec.time[i]), int(rec.evid[i])
+        if evid in (3, 4):
+            epoch += 1
+            ev.append((4 * i, RESET, -1, 0, epoch, i, t))
+        if evid in (0, 2):
+            ev.append((4 * i + 3, OBS, len(obs_events), 0, epoch, i, t))
+            obs_events.append(-1)  # filled after sorting
+        if evid not in (1, 4):
+            continue
+        amt, rate, ss = float(rec.amt[i]), float(rec.rate[i]), int(rec.ss[i])
+        route = int(rec.route[i])
+        if ss:
+            if ss == 1:
+                epoch += 1
+            s = len(s_rows)
+            s_rows.append((t, amt, route, rate, float(rec.ii[i]), ss, i))
+            ev.append((4 * i, SS_SET, s, 0, epoch, i, t))
+            if amt == 0:  # steady-state constant infusion: no dose events
+                continue
+            if rate != 0:
+                for m in range(max_overlap):
+                    ev.append((4 * i + 2, SS_RUNSTOP, s, m, epoch, i, t))
+        for k in range(int(rec.addl[i]) + 1):
+            tk = t + k * float(rec.ii[i])
+            d = len(d_rows)
+            d_rows.append((tk, amt, route, rate, i))
+            if rate == 0:
+                ev.append((4 * i + 1, BOLUS, d, 0, epoch, i, tk))
+            else:
+                ev.append((4 * i + 1, INF_START, d, 0, epoch, i, tk))
+                ev.append((4 * i + 2, INF_STOP, d, 0, epoch, i, tk))
+    if not d_rows:  # keep arrays non-empty; nothing refers to this row
+        d_rows.append((0.0, 0.0, 0, 0.0, 0))
+    n_ss = len(s_rows)
+    if not s_rows:
+        s_rows.append((0.0, 0.0, 0, 0.0, 1.0, 2, 0))
+    # Static order: data order (seq), which a stable sort by event time keeps for ties.
+    ev.sort(key=lambda e: e[0])
+    kinds = np.array([e[1] for e in ev], dtype=np.int32)
+    for pos, e in enumerate(ev):
+        if e[1] == OBS:
+            obs_events[e[2]] = pos
+    arrays = {
+        "rec_time": rec.time.astype(float),
+        "rec_cov": rec.cov.astype(float),
+        "d_time": np.array([r[0] for r in d_rows], dtype=float),
+        "d_amt": np.array([r[1] for r in d_rows], dtype=float),
+        "d_route": np.array([r[2] for r in d_rows], dtype=np.int32),
+        "d_rate": np.array([r[3] for r in d_rows], dtype=float),
+        "d_rec": np.array([r[4] for r in d_rows], dtype=np.int32),
+        "s_time": np.array([r[0] for r in s_rows], dtype=float),
+        "s_amt": np.array([r[1] for r in s_rows], dtype=float),
+        "s_route": np.array([r[2] for r in s_rows], dtype=np.int32),
+        "s_rate": np.array([r[3] for r in s_rows], dtype=float),
+        "s_ii": np.array([r[4] for r in s_rows], dtype=float),
+        "s_mode": np.array([r[5] for r in s_rows], dtype=np.int32),
+        "s_rec": np.array([r[6] for r in s_rows], dtype=np.int32),
+        "s_valid": np.arange(len(s_rows)) < n_ss,
+        "s_const": np.array([r[1] == 0 and r[3] > 0 for r in s_rows], dtype=bool),
+        "e_kind": kinds,
+        "e_ref": np.array([e[2] for e in ev], dtype=np.int32),
+        "e_slot": np.array([e[3] for e in ev], dtype=np.int32),
+        "e_epoch": np.array([e[4] for e in ev], dtype=np.int32),
+        "e_rec": np.array([e[5] for e in ev], dtype=np.int32),
+        "e_time": np.array([e[6] for e in ev], dtype=float),
+        "obs_event": np.array(obs_events, dtype=np.int32),
+        "obs_mask": np.ones(len(obs_events), dtype=bool),
+    }
+    return EventTable(arrays, len(obs_events))
+
+
+_PAD_VALUES = {"e_kind": PAD, "obs_mask": False, "s_valid": False, "s_ii": 1.0, "s_mode": 2}
+
+
+def stack_tables(tables: Sequence[EventTable]) -> EventTable:
+    """Pad several subjects' tables to common sizes and stack them on a leading axis, so one
+    compiled kernel serves every subject."""
+    if not tables:
+        raise DataError("no subjects to stack")
+    out = {}
+    for key in tables[0].arrays:
+        arrs = [t.arrays[key] for t in tables]
+        size = max(a.shape[0] for a in arrs)
+        padded = []
+        for a in arrs:
+            width = [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1)
+            fill = _PAD_VALUES.get(key, 0)
+            if key in ("rec_time", "rec_cov") and a.shape[0]:
+                p = np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)])
+            else:
+                p = np.pad(a, width, constant_values=fill)
+            padded.append(p)
+        out[key] = np.stack(padded)
+    return EventTable(out, tuple(int(t.n_obs) for t in tables))

@@ -1,0 +1,37 @@
+"""Model files -> :class:`Model`: schema, safe expression compiler, loader and checks."""
+
+from ldpk.model._expr import FUNCTIONS, Expr, compile_expr
+from ldpk.model._load import CheckReport, builtin_models, check_model, load_model, models_dir
+from ldpk.model._model import (
+    Compartment,
+    Covariate,
+    Derived,
+    Flow,
+    Model,
+    Output,
+    Parameter,
+    Prior,
+    Route,
+    build_model,
+)
+
+__all__ = [
+    "FUNCTIONS",
+    "CheckReport",
+    "Compartment",
+    "Covariate",
+    "Derived",
+    "Expr",
+    "Flow",
+    "Model",
+    "Output",
+    "Parameter",
+    "Prior",
+    "Route",
+    "build_model",
+    "builtin_models",
+    "check_model",
+    "compile_expr",
+    "load_model",
+    "models_dir",
+]

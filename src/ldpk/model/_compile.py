@@ -1,0 +1,154 @@
+"""A Model compiled into pure jax.numpy functions used by every kernel.
+
+Parameter and covariate values travel as flat arrays (``theta`` of shape (P,), ``cov`` of
+shape (C,)); the environment built from them is a dict of named scalars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ldpk.model._model import Model, derived_order
+
+Env = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Dose routes resolved to compartment indices. Declared routes come first, then one plain
+    route per compartment (no lag, F = 1) named ``cmt:<compartment>``."""
+
+    names: tuple[str, ...]
+    target: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledModel:
+    """Pure functions of one model. Hashable by identity; build once per Model."""
+
+    model: Model
+    n_states: int
+    routes: RouteTable
+    env: Callable[[Float[Array, " P"], Float[Array, " C"]], Env]
+    rate_matrix: Callable[[Env], Float[Array, "n n"]]
+    vector_field: Callable[[Any, Float[Array, " n"], Env], Float[Array, " n"]]
+    outputs: Callable[[Any, Float[Array, " n"], Env], Float[Array, " m"]]
+    initial: Callable[[Env], Float[Array, " n"]]
+    route_values: Callable[[Env], Float[Array, "R 4"]]
+    has_initial: bool
+
+    @property
+    def linear(self) -> bool:
+        return self.model.is_linear
+
+
+def compile_model(model: Model) -> CompiledModel:
+    """Turn a Model into the functions the kernels call (traced once per compilation)."""
+    m = model
+    pnames = m.parameter_names
+    cnames = m.covariate_names
+    order = derived_order(m)
+    cmt_index = {c: i for i, c in enumerate(m.compartment_names)}
+    n = len(m.compartments)
+
+    def env_fn(theta: Any, cov: Any) -> Env:
+        env: Env = {name: theta[i] for i, name in enumerate(pnames)}
+        env.update({name: cov[i] for i, name in enumerate(cnames)})
+        for d in order:
+            env[d.name] = d.expr(env)
+        return env
+
+    k_flows = [
+        (cmt_index[f.source], None if f.target is None else cmt_index[f.target], f.k)
+        for f in m.flows
+        if f.k is not None and f.source is not None
+    ]
+    rate_flows = [
+        (
+            None if f.source is None else cmt_index[f.source],
+            None if f.target is None else cmt_index[f.target],
+            f.rate,
+        )
+        for f in m.flows
+        if f.rate is not None
+    ]
+
+    def rate_matrix(env: Env) -> Any:
+        K = jnp.zeros((n, n))
+        for src, tgt, k in k_flows:
+            kv = k(env)
+            K = K.at[src, src].add(-kv)
+            if tgt is not None:
+                K = K.at[tgt, src].add(kv)
+        return K
+
+    def state_env(t: Any, x: Any, env: Env) -> Env:
+        e = dict(env)
+        e.update({c: x[i] for c, i in cmt_index.items()})
+        e["t"] = t
+        return e
+
+    def vector_field(t: Any, x: Any, env: Env) -> Any:
+        dx = rate_matrix(env) @ x if k_flows else jnp.zeros_like(x)
+        if rate_flows:
+            e = state_env(t, x, env)
+            for src, tgt, r in rate_flows:
+                rv = r(e)
+                if src is not None:
+                    dx = dx.at[src].add(-rv)
+                if tgt is not None:
+                    dx = dx.at[tgt].add(rv)
+        return dx
+
+    outs = [o.expr for o in m.outputs]
+
+    def outputs(t: Any, x: Any, env: Env) -> Any:
+        if not outs:
+            return jnp.zeros((0,))
+        e = state_env(t, x, env)
+        return jnp.stack([jnp.broadcast_to(o(e), jnp.shape(t)) * 1.0 for o in outs])
+
+    inits = [(i, c.initial) for i, c in enumerate(m.compartments) if c.initial is not None]
+
+    def initial(env: Env) -> Any:
+        x = jnp.zeros((n,))
+        for i, e in inits:
+            x = x.at[i].set(e(env))
+        return x
+
+    route_names = list(m.route_names) + [f"cmt:{c}" for c in m.compartment_names]
+    route_target = [cmt_index[r.target] for r in m.routes] + list(range(n))
+    route_exprs = [(r.lag, r.bioavailability, r.rate, r.duration) for r in m.routes]
+    defaults = (0.0, 1.0, jnp.nan, jnp.nan)
+
+    def route_values(env: Env) -> Any:
+        rows = []
+        for exprs in route_exprs:
+            rows.append(
+                jnp.stack(
+                    [
+                        jnp.asarray(d if e is None else e(env), dtype=float)
+                        for e, d in zip(exprs, defaults, strict=True)
+                    ]
+                )
+            )
+        plain = jnp.broadcast_to(jnp.asarray(defaults, dtype=float), (n, 4))
+        return jnp.concatenate([jnp.stack(rows), plain]) if rows else plain
+
+    return CompiledModel(
+        model=m,
+        n_states=n,
+        routes=RouteTable(tuple(route_names), tuple(route_target)),
+        env=env_fn,
+        rate_matrix=rate_matrix,
+        vector_field=vector_field,
+        outputs=outputs,
+        initial=initial,
+        route_values=route_values,
+        has_initial=bool(inits),
+    )

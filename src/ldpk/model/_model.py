@@ -1,0 +1,539 @@
+"""The immutable ``Model``: compartments, parameters, covariates, derived quantities, flows,
+routes, outputs and references. A JAX pytree whose leaves are the parameter values."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+
+from ldpk.errors import ModelError
+from ldpk.model._expr import Expr, compile_expr
+
+PRIOR_DISTRIBUTIONS = {
+    "normal": ("loc", "scale"),
+    "lognormal": ("loc", "scale"),
+    "halfnormal": ("scale",),
+    "uniform": ("low", "high"),
+    "beta": ("a", "b"),
+    "gamma": ("shape", "rate"),
+    "fixed": (),
+}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior for a parameter. ``lognormal`` uses loc/scale of log(value)."""
+
+    dist: str
+    args: tuple[tuple[str, float], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dist": self.dist, **dict(self.args)}
+
+
+@dataclass(frozen=True)
+class Compartment:
+    name: str
+    unit: str = ""
+    description: str = ""
+    initial: Expr | None = None
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A model parameter. ``value`` is the typical value in ``unit``; ``iiv`` is the standard
+    deviation of a log-normal between-subject random effect (None: no variability)."""
+
+    name: str
+    value: Any
+    unit: str
+    description: str = ""
+    prior: Prior | None = None
+    iiv: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A subject- or time-varying data item available to expressions (last value carried
+    forward between data records)."""
+
+    name: str
+    unit: str = ""
+    description: str = ""
+    default: float | None = None
+
+
+@dataclass(frozen=True)
+class Derived:
+    name: str
+    expr: Expr
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Transfer from ``source`` to ``target`` (either None: input from outside, or loss).
+    Exactly one of ``k`` (first-order rate constant, 1/time) and ``rate`` (amount/time)."""
+
+    source: str | None
+    target: str | None
+    k: Expr | None = None
+    rate: Expr | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A dose route: the target compartment and optional lag time (time), bioavailability
+    (fraction), modelled infusion rate (amount/time) and modelled duration (time)."""
+
+    name: str
+    target: str
+    lag: Expr | None = None
+    bioavailability: Expr | None = None
+    rate: Expr | None = None
+    duration: Expr | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    expr: Expr
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    """An immutable compartment model (a JAX pytree; the leaves are parameter values)."""
+
+    name: str
+    compartments: tuple[Compartment, ...]
+    parameters: tuple[Parameter, ...]
+    flows: tuple[Flow, ...]
+    outputs: tuple[Output, ...] = ()
+    routes: tuple[Route, ...] = ()
+    derived: tuple[Derived, ...] = ()
+    covariates: tuple[Covariate, ...] = ()
+    description: str = ""
+    time_unit: str = "h"
+    amount_unit: str = ""
+    references: tuple[str, ...] = ()
+    notes: str = ""
+    source: str = "<python>"
+    extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    # ---- names -------------------------------------------------------------------------
+    @property
+    def compartment_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.compartments)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.covariates)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    @property
+    def route_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.routes)
+
+    @property
+    def is_linear(self) -> bool:
+        """True when every flow is first order with a rate constant free of states and time."""
+        return all(f.rate is None for f in self.flows)
+
+    def parameter(self, name: str) -> Parameter:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise ModelError(
+            f"{self.source}: no parameter {name!r}; parameters: {', '.join(self.parameter_names)}"
+        )
+
+    def with_values(self, **values: Any) -> Model:
+        """A copy with some parameter values replaced."""
+        unknown = set(values) - set(self.parameter_names)
+        if unknown:
+            raise ModelError(
+                f"{self.source}: unknown parameter(s) {sorted(unknown)}; "
+                f"parameters: {', '.join(self.parameter_names)}"
+            )
+        params = tuple(
+            dataclasses.replace(p, value=values[p.name]) if p.name in values else p
+            for p in self.parameters
+        )
+        return dataclasses.replace(self, parameters=params)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _flatten(m: Model) -> tuple[tuple[Any, ...], Model]:
+    return tuple(p.value for p in m.parameters), m
+
+
+def _unflatten(aux: Model, children: Sequence[Any]) -> Model:
+    params = tuple(
+        dataclasses.replace(p, value=v) for p, v in zip(aux.parameters, children, strict=True)
+    )
+    obj = object.__new__(Model)
+    for f in dataclasses.fields(Model):
+        object.__setattr__(obj, f.name, getattr(aux, f.name))
+    object.__setattr__(obj, "parameters", params)
+    return obj
+
+
+jax.tree_util.register_pytree_node(Model, _flatten, _unflatten)
+
+
+# ---- validation --------------------------------------------------------------------------
+def _names_in_order(items: Sequence[Derived]) -> list[Derived]:
+    """Topological order of derived quantities; raises on cycles."""
+    by_name = {d.name: d for d in items}
+    order: list[Derived] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        s = state.get(name, 0)
+        if s == 2:
+            return
+        if s == 1:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ModelError(f"derived quantities form a cycle: {cycle}; break the cycle")
+        state[name] = 1
+        for dep in sorted(by_name[name].expr.names):
+            if dep in by_name:
+                visit(dep, [*path, name])
+        state[name] = 2
+        order.append(by_name[name])
+
+    for d in items:
+        visit(d.name, [])
+    return order
+
+
+def validate(m: Model) -> None:
+    """Structural checks; raises ModelError naming the source, the entry and the fix."""
+    src = m.source
+    seen: dict[str, str] = {}
+    groups = [
+        ("compartment", m.compartment_names),
+        ("parameter", m.parameter_names),
+        ("covariate", m.covariate_names),
+        ("derived quantity", tuple(d.name for d in m.derived)),
+    ]
+    reserved = {"t"}
+    for kind, names in groups:
+        for n in names:
+            if not n.isidentifier():
+                raise ModelError(f"{src}: {kind} name {n!r} is not a valid identifier")
+            if n in reserved:
+                raise ModelError(f"{src}: {kind} name {n!r} is reserved (it is time); rename it")
+            if n in seen:
+                raise ModelError(f"{src}: name {n!r} is used twice (as {seen[n]} and {kind})")
+            seen[n] = kind
+    if not m.compartments:
+        raise ModelError(f"{src}: a model needs at least one compartment")
+    for p in m.parameters:
+        if not p.unit:
+            raise ModelError(
+                f"{src}: parameters.{p.name} has no unit; add e.g. `unit: 1/h` "
+                "(use `unit: '1'` for dimensionless quantities)"
+            )
+    for kind, names in (("output", m.output_names), ("route", m.route_names)):
+        if len(set(names)) != len(names):
+            raise ModelError(f"{src}: duplicate {kind} names in {list(names)}")
+    cmts = set(m.compartment_names)
+    for i, f in enumerate(m.flows):
+        for end, name in (("from", f.source), ("to", f.target)):
+            if name is not None and name not in cmts:
+                raise ModelError(
+                    f"{src}: flows[{i}].{end} names compartment {name!r}, which does not exist; "
+                    f"compartments: {', '.join(m.compartment_names)}"
+                )
+        if (f.k is None) == (f.rate is None):
+            raise ModelError(f"{src}: flows[{i}] needs exactly one of `k:` and `rate:`")
+        if f.source is None and f.target is None:
+            raise ModelError(f"{src}: flows[{i}] needs `from:` or `to:`")
+        if f.k is not None and f.source is None:
+            raise ModelError(
+                f"{src}: flows[{i}] is a first-order flow (`k:`) without a source; an input "
+                "from outside needs `rate:` (amount per time)"
+            )
+    for r in m.routes:
+        if r.target not in cmts:
+            raise ModelError(
+                f"{src}: routes.{r.name}.target is {r.target!r}, which is not a compartment; "
+                f"compartments: {', '.join(m.compartment_names)}"
+            )
+    order = _names_in_order(m.derived)  # raises on cycles
+    # Name scopes: what each kind of expression may refer to.
+    static = set(m.parameter_names) | set(m.covariate_names)
+    available: set[str] = set(static)
+    for d in order:
+        bad = d.expr.names - available - {x.name for x in m.derived}
+        if bad:
+            raise ModelError(
+                f"{src}: derived.{d.name} uses {sorted(bad)}, which derived quantities cannot use "
+                "(states and time are not allowed there)"
+            )
+        available.add(d.name)
+    states = set(m.compartment_names)
+    for i, f in enumerate(m.flows):
+        if f.k is not None and f.k.names - available:
+            bad = sorted(f.k.names - available)
+            raise ModelError(
+                f"{src}: flows[{i}].k uses {bad}: a rate constant may use parameters, covariates "
+                "and derived quantities only; use `rate:` for state- or time-dependent flows"
+            )
+    for r in m.routes:
+        for attr in ("lag", "bioavailability", "rate", "duration"):
+            e = getattr(r, attr)
+            if e is not None and e.names - available:
+                raise ModelError(
+                    f"{src}: routes.{r.name}.{attr} uses {sorted(e.names - available)}; "
+                    f"valid names: {', '.join(sorted(available))}"
+                )
+    for c in m.compartments:
+        if c.initial is not None and c.initial.names - available:
+            raise ModelError(
+                f"{src}: compartments.{c.name}.initial uses {sorted(c.initial.names - available)}; "
+                f"valid names: {', '.join(sorted(available))}"
+            )
+    del states
+
+
+def scope(m: Model, kind: str) -> dict[str, str]:
+    """Names an expression of ``kind`` may use ('static', 'dynamic'), mapped to what they are."""
+    names = {p.name: "parameter" for p in m.parameters}
+    names |= {c.name: "covariate" for c in m.covariates}
+    names |= {d.name: "derived" for d in m.derived}
+    if kind == "dynamic":
+        names |= {c.name: "compartment amount" for c in m.compartments}
+        names["t"] = "time"
+    return names
+
+
+def derived_order(m: Model) -> list[Derived]:
+    return _names_in_order(m.derived)
+
+
+# ---- construction helpers used by the loader and by Python users --------------------------
+def _num(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def make_prior(spec: Any, where: str) -> Prior:
+    if isinstance(spec, Prior):
+        return spec
+    if not isinstance(spec, Mapping) or "dist" not in spec:
+        raise ModelError(
+            f"{where}: a prior is a mapping with `dist:` and its arguments, e.g. "
+            "{dist: lognormal, loc: 0.1, scale: 0.5}; "
+            f"distributions: {', '.join(sorted(PRIOR_DISTRIBUTIONS))}"
+        )
+    dist = spec["dist"]
+    if dist not in PRIOR_DISTRIBUTIONS:
+        raise ModelError(
+            f"{where}: unknown prior {dist!r}; valid: {', '.join(sorted(PRIOR_DISTRIBUTIONS))}"
+        )
+    want = PRIOR_DISTRIBUTIONS[dist]
+    got = set(spec) - {"dist"}
+    if got != set(want):
+        raise ModelError(f"{where}: prior {dist} takes {list(want)}, got {sorted(got)}")
+    return Prior(dist, tuple((k, _num(spec[k], f"{where}.{k}")) for k in want))
+
+
+def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
+    """Build a Model from a mapping with the model-file layout (see ``models/README.md``)."""
+    if not isinstance(spec, Mapping):
+        raise ModelError(f"{source}: a model file must be a mapping at top level")
+    known = {
+        "name", "description", "time_unit", "amount_unit", "compartments", "parameters",
+        "covariates", "derived", "flows", "routes", "outputs", "references", "notes",
+        "example",
+    }  # fmt: skip
+    unknown = set(spec) - known
+    if unknown:
+        raise ModelError(
+            f"{source}: unknown top-level entr{'y' if len(unknown) == 1 else 'ies'} "
+            f"{sorted(unknown)}; valid: {', '.join(sorted(known))}"
+        )
+
+    def mapping(key: str) -> Mapping[str, Any]:
+        v = spec.get(key) or {}
+        if not isinstance(v, Mapping):
+            raise ModelError(f"{source}: `{key}` must be a mapping of name -> entry")
+        return v
+
+    def entry(key: str, name: str, v: Any, allowed: set[str]) -> Mapping[str, Any]:
+        if v is None:
+            v = {}
+        if not isinstance(v, Mapping):
+            raise ModelError(f"{source}: {key}.{name} must be a mapping")
+        bad = set(v) - allowed
+        if bad:
+            raise ModelError(
+                f"{source}: {key}.{name} has unknown field(s) {sorted(bad)}; "
+                f"valid: {', '.join(sorted(allowed))}"
+            )
+        return v
+
+    pnames = list(mapping("parameters"))
+    cnames = list(mapping("covariates"))
+    dnames = list(mapping("derived"))
+    states = list(mapping("compartments"))
+    static_scope = set(pnames) | set(cnames) | set(dnames)
+    dynamic_scope = static_scope | set(states) | {"t"}
+
+    parameters = []
+    for n, v in mapping("parameters").items():
+        v = entry(
+            "parameters", n, v, {"value", "unit", "description", "prior", "iiv", "lower", "upper"}
+        )
+        if "value" not in v:
+            raise ModelError(f"{source}: parameters.{n} needs `value:`")
+        unit = v.get("unit")
+        parameters.append(
+            Parameter(
+                name=n,
+                value=_num(v["value"], f"{source}: parameters.{n}.value"),
+                unit="" if unit is None else str(unit),
+                description=str(v.get("description", "")),
+                prior=make_prior(v["prior"], f"{source}: parameters.{n}.prior")
+                if "prior" in v
+                else None,
+                iiv=_num(v["iiv"], f"{source}: parameters.{n}.iiv")
+                if v.get("iiv") is not None
+                else None,
+                lower=_num(v["lower"], f"{source}: parameters.{n}.lower") if "lower" in v else None,
+                upper=_num(v["upper"], f"{source}: parameters.{n}.upper") if "upper" in v else None,
+            )
+        )
+    covariates = []
+    for n, v in mapping("covariates").items():
+        v = entry("covariates", n, v, {"unit", "description", "default"})
+        default = v.get("default")
+        covariates.append(
+            Covariate(
+                n,
+                str(v.get("unit", "")),
+                str(v.get("description", "")),
+                None if default is None else _num(default, f"{source}: covariates.{n}.default"),
+            )
+        )
+    derived = []
+    for n, v in mapping("derived").items():
+        if not isinstance(v, Mapping):
+            v = {"expr": v}
+        v = entry("derived", n, v, {"expr", "unit", "description"})
+        derived.append(
+            Derived(
+                n,
+                compile_expr(v.get("expr"), static_scope - {n}, f"{source}: derived.{n}"),
+                str(v.get("unit", "")),
+                str(v.get("description", "")),
+            )
+        )
+    compartments = []
+    for n, v in mapping("compartments").items():
+        v = entry("compartments", n, v, {"unit", "description", "initial"})
+        init = v.get("initial")
+        compartments.append(
+            Compartment(
+                n,
+                str(v.get("unit", "")),
+                str(v.get("description", "")),
+                None
+                if init is None
+                else compile_expr(init, static_scope, f"{source}: compartments.{n}.initial"),
+            )
+        )
+    flows = []
+    raw_flows = spec.get("flows") or []
+    if not isinstance(raw_flows, list):
+        raise ModelError(f"{source}: `flows` must be a list of {{from, to, k | rate}} entries")
+    for i, v in enumerate(raw_flows):
+        v = entry("flows", f"[{i}]", v, {"from", "to", "k", "rate", "description"})
+        where = f"{source}: flows[{i}]"
+        flows.append(
+            Flow(
+                source=v.get("from"),
+                target=v.get("to"),
+                k=compile_expr(v["k"], static_scope, f"{where}.k") if "k" in v else None,
+                rate=compile_expr(v["rate"], dynamic_scope, f"{where}.rate")
+                if "rate" in v
+                else None,
+                description=str(v.get("description", "")),
+            )
+        )
+    routes = []
+    for n, v in mapping("routes").items():
+        if isinstance(v, str):
+            v = {"target": v}
+        v = entry(
+            "routes", n, v, {"target", "lag", "bioavailability", "rate", "duration", "description"}
+        )
+        if "target" not in v:
+            raise ModelError(f"{source}: routes.{n} needs `target:` (a compartment)")
+        exprs = {
+            a: compile_expr(v[a], static_scope, f"{source}: routes.{n}.{a}") if a in v else None
+            for a in ("lag", "bioavailability", "rate", "duration")
+        }
+        routes.append(
+            Route(n, str(v["target"]), description=str(v.get("description", "")), **exprs)
+        )
+    outputs = []
+    for n, v in mapping("outputs").items():
+        if not isinstance(v, Mapping):
+            v = {"expr": v}
+        v = entry("outputs", n, v, {"expr", "unit", "description"})
+        outputs.append(
+            Output(
+                n,
+                compile_expr(v.get("expr"), dynamic_scope, f"{source}: outputs.{n}"),
+                str(v.get("unit", "")),
+                str(v.get("description", "")),
+            )
+        )
+    refs = spec.get("references") or []
+    if isinstance(refs, str):
+        refs = [refs]
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"{source}: the model needs a `name:`")
+    extra = tuple((k, spec[k]) for k in ("example",) if k in spec)
+    return Model(
+        name=name,
+        description=str(spec.get("description", "")).strip(),
+        time_unit=str(spec.get("time_unit", "h")),
+        amount_unit=str(spec.get("amount_unit", "")),
+        compartments=tuple(compartments),
+        parameters=tuple(parameters),
+        covariates=tuple(covariates),
+        derived=tuple(derived),
+        flows=tuple(flows),
+        routes=tuple(routes),
+        outputs=tuple(outputs),
+        references=tuple(str(r) for r in refs),
+        notes=str(spec.get("notes", "")).strip(),
+        source=source,
+        extra=extra,
+    )

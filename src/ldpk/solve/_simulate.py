@@ -1,0 +1,238 @@
+"""``simulate()``: one entry point for both kernels, batched over parameter sets and subjects."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldpk.dosing import (
+    MAX_SS_OVERLAP,
+    Bolus,
+    EventTable,
+    Infusion,
+    Records,
+    Reset,
+    event_table,
+    regimen_records,
+)
+from ldpk.errors import DataError, ModelError, SolverError
+from ldpk.model import Model
+from ldpk.model._compile import CompiledModel, compile_model
+from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
+from ldpk.solve._timeline import run_subject
+
+Regimen = Sequence[Bolus | Infusion | Reset | Mapping[str, Any]] | Records | EventTable
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Result of :func:`simulate`.
+
+    ``states``: amounts, shape (*batch, T, n_compartments); ``outputs``: (*batch, T, n_outputs);
+    ``times``: (T,) or (subjects, T) for event tables. Units are those of the model."""
+
+    model: Model
+    times: np.ndarray
+    states: Any
+    outputs: Any
+    kernel: str
+
+    @property
+    def compartment_names(self) -> tuple[str, ...]:
+        return self.model.compartment_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.model.output_names
+
+    def state(self, name: str) -> Any:
+        return self.states[..., self.model.compartment_names.index(name)]
+
+    def output(self, name: str) -> Any:
+        if name not in self.model.output_names:
+            raise KeyError(f"no output {name!r}; outputs: {', '.join(self.model.output_names)}")
+        return self.outputs[..., self.model.output_names.index(name)]
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.model.output_names:
+            return self.output(name)
+        if name in self.model.compartment_names:
+            return self.state(name)
+        raise KeyError(
+            f"{name!r} is neither an output ({', '.join(self.model.output_names)}) nor a "
+            f"compartment ({', '.join(self.model.compartment_names)})"
+        )
+
+
+def _structure(model: Model) -> Model:
+    """The model with parameter values zeroed: a cache key that ignores values."""
+    params = tuple(dataclasses.replace(p, value=0.0) for p in model.parameters)
+    return dataclasses.replace(model, parameters=params)
+
+
+@lru_cache(maxsize=64)
+def _compiled(structure: Model) -> CompiledModel:
+    return compile_model(structure)
+
+
+@lru_cache(maxsize=64)
+def _kernel(
+    structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
+    overlap: int, batched_table: bool,
+) -> Any:  # fmt: skip
+    cm = _compiled(structure)
+    prop = LinearPropagator(cm) if kernel == "exact" else ODEPropagator(cm, options)
+
+    def one(tab: dict[str, Any], theta: Any) -> Any:
+        return run_subject(prop, cm, tab, theta, has_ss, has_const, overlap)
+
+    over_params = jax.vmap(one, in_axes=(None, 0))
+    # With an event table of several subjects: subjects, each with its own parameter sets.
+    return jax.jit(jax.vmap(over_params, in_axes=(0, 0)) if batched_table else over_params)
+
+
+def parameter_matrix(model: Model, params: Mapping[str, Any] | None) -> tuple[Any, tuple[int, ...]]:
+    """Stack parameter values (defaults from the model) into (*batch, P) with broadcasting."""
+    params = dict(params or {})
+    unknown = set(params) - set(model.parameter_names)
+    if unknown:
+        raise DataError(
+            f"unknown parameter(s) {sorted(unknown)} for model {model.name!r}; "
+            f"parameters: {', '.join(model.parameter_names)}"
+        )
+    cols = [jnp.asarray(params.get(p.name, p.value), dtype=float) for p in model.parameters]
+    try:
+        shape = jnp.broadcast_shapes(*(c.shape for c in cols))
+    except ValueError:
+        shapes = {p.name: tuple(c.shape) for p, c in zip(model.parameters, cols, strict=True)}
+        raise DataError(f"parameter arrays do not broadcast together: {shapes}") from None
+    theta = jnp.stack([jnp.broadcast_to(c, shape) for c in cols], axis=-1)
+    return theta, tuple(shape)
+
+
+def choose_kernel(model: Model, method: str) -> str:
+    if method not in ("auto", "exact", "ode"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'ode', got {method!r}")
+    if method == "exact" and not model.is_linear:
+        raise ModelError(f"{model.source}: the exact kernel needs a linear model (all flows `k:`)")
+    if method == "auto":
+        return "exact" if model.is_linear else "ode"
+    return method
+
+
+def _check_steady_state_possible(model: Model, table: EventTable) -> None:
+    if not np.any(table["s_valid"]):
+        return
+    outflow = {f.source for f in model.flows if f.source is not None}
+    sinks = [c for c in model.compartment_names if c not in outflow]
+    if sinks and model.is_linear:
+        raise DataError(
+            f"steady-state dosing (SS) needs every compartment to reach a steady state, but "
+            f"{', '.join(sinks)} in {model.source} has no outflow"
+        )
+
+
+def simulate(
+    model: Model,
+    params: Mapping[str, Any] | None = None,
+    regimen: Regimen = (),
+    times: Sequence[float] | np.ndarray | None = None,
+    *,
+    covariates: Mapping[str, float] | None = None,
+    method: str = "auto",
+    ode: ODEOptions | None = None,
+    max_ss_overlap: int = MAX_SS_OVERLAP,
+    check: bool = True,
+) -> Simulation:
+    """Simulate ``model`` under ``regimen`` and return every compartment and output at ``times``.
+
+    Parameters
+    ----------
+    model: a :class:`~ldpk.Model` (``ldpk.load_model``).
+    params: parameter values by name (model units); each a scalar or an array. Arrays broadcast
+        together into a batch of parameter sets, simulated with one compiled kernel (vmap).
+        Missing names take the model's values.
+    regimen: doses (:class:`Bolus`, :class:`Infusion`, :class:`Reset` or NONMEM-style dicts);
+        or validated :class:`~ldpk.dosing.Records`; or an :class:`~ldpk.dosing.EventTable` of
+        several subjects, in which case ``params`` carry a leading subject axis.
+    times: prediction times (model time unit). Required unless the regimen holds observation
+        records (EVID 0/2).
+    covariates: constant covariate values for a Python regimen.
+    method: 'auto' (exact for linear models, ODE otherwise), 'exact' or 'ode'.
+    ode: :class:`ODEOptions` for the ODE kernel (solver, tolerances, steady-state tolerance).
+    check: raise :class:`SolverError` naming failed parameter sets (else failures are NaN).
+    """
+    kernel = choose_kernel(model, method)
+    options = ode or ODEOptions()
+    if isinstance(regimen, EventTable):
+        table = regimen
+        obs_times = None
+    else:
+        if isinstance(regimen, Records):
+            rec = regimen
+        else:
+            if times is None:
+                raise DataError("simulate(): give `times` (prediction times)")
+            rec = regimen_records(model, list(regimen), times, covariates)
+        table = event_table(rec, max_ss_overlap)
+        obs_times = rec.time[np.isin(rec.evid, (0, 2))]
+    _check_steady_state_possible(model, table)
+    theta, batch = parameter_matrix(model, params)
+    arrays = {k: jnp.asarray(v) for k, v in table.arrays.items()}
+    has_ss = bool(np.any(table["s_valid"]))
+    has_const = bool(np.any(table["s_valid"] & table["s_const"]))
+    fn = _kernel(
+        _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched
+    )
+    if table.batched:
+        n_sub = table["e_kind"].shape[0]
+        if not batch or batch[0] != n_sub:
+            theta = jnp.broadcast_to(theta, (n_sub, *batch, theta.shape[-1]))
+        flat = theta.reshape(n_sub, -1, theta.shape[-1])
+        x, y, ok = fn(arrays, flat)
+        out_batch = theta.shape[:-1]
+        x = x.reshape(*out_batch, *x.shape[2:])
+        y = y.reshape(*out_batch, *y.shape[2:])
+        ok = ok.reshape(out_batch)
+        t_out = table["e_time"][np.arange(n_sub)[:, None], table["obs_event"]]
+    else:
+        flat = theta.reshape(-1, theta.shape[-1])
+        x, y, ok = fn(arrays, flat)
+        x = x.reshape(*batch, *x.shape[1:])
+        y = y.reshape(*batch, *y.shape[1:])
+        ok = ok.reshape(batch)
+        t_out = obs_times
+    if check and not isinstance(ok, jax.core.Tracer):
+        _raise_failures(model, theta, np.asarray(ok), kernel)
+    return Simulation(model, np.asarray(t_out), x, y, kernel)
+
+
+def _raise_failures(model: Model, theta: Any, ok: np.ndarray, kernel: str) -> None:
+    if ok.all():
+        return
+    bad = np.argwhere(~ok)
+    th = np.asarray(theta).reshape(*ok.shape, -1)
+    lines = []
+    for idx in bad[:5]:
+        values = ", ".join(
+            f"{n}={v:.6g}" for n, v in zip(model.parameter_names, th[tuple(idx)], strict=True)
+        )
+        lines.append(f"  parameter set {tuple(int(i) for i in idx)}: {values}")
+    more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+    hint = (
+        "the ODE solver hit max_steps or produced a non-finite state; try ODEOptions("
+        "max_steps=..., rtol=..., solver='kvaerno5') or check the parameter values"
+        if kernel == "ode"
+        else "the state became non-finite (overflow), or a steady state could not be computed"
+    )
+    raise SolverError(
+        f"simulation failed for {len(bad)} of {ok.size} parameter set(s) of model "
+        f"{model.name!r}: {hint}\n" + "\n".join(lines) + more
+    )

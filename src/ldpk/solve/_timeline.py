@@ -1,0 +1,216 @@
+"""The event timeline: NONMEM dosing semantics shared by the exact and the ODE kernel.
+
+Static event lists (``ldpk.dosing.event_table``) get their times here, from parameter-
+dependent lag times, bioavailabilities and modelled infusion rates or durations; events are
+sorted by time (a stable sort, so ties keep data order) and one ``lax.scan`` advances the
+state from event to event with the kernel's ``propagate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldpk.dosing import (
+    BOLUS,
+    INF_START,
+    INF_STOP,
+    PAD,
+    RESET,
+    SS_RUNSTOP,
+    SS_SET,
+)
+from ldpk.model._compile import CompiledModel
+
+
+def _safe(den: Any) -> Any:
+    """A denominator that is never 0 (keeps gradients finite in branches masked away)."""
+    return jnp.where(den == 0, 1.0, den)
+
+
+def _dose_quantities(rv: Any, amt: Any, code: Any) -> tuple[Any, Any, Any, Any]:
+    """(lag, amount, rate, duration) of doses from route values (lag, F, R, D) and RATE codes."""
+    lag, F, R, D = rv[..., 0], rv[..., 1], rv[..., 2], rv[..., 3]
+    amount = F * amt
+    given = code > 0
+    modelled_rate = code == -1
+    rate = jnp.where(given, code, jnp.where(modelled_rate, R, amount / _safe(D)))
+    dur = jnp.where(given, amount / _safe(code), jnp.where(modelled_rate, amount / _safe(R), D))
+    bolus = code == 0
+    return lag, amount, jnp.where(bolus, 0.0, rate), jnp.where(bolus, 0.0, dur)
+
+
+def run_subject(
+    prop: Any,
+    cm: CompiledModel,
+    tab: dict[str, Any],
+    theta: Any,
+    has_ss: bool,
+    has_const_ss: bool,
+    max_overlap: int,
+) -> tuple[Any, Any, Any]:
+    """Simulate one subject with one parameter vector.
+
+    Returns states at the observation records (No, n), outputs (No, m) and a success flag."""
+    n = cm.n_states
+    target = jnp.asarray(np.asarray(cm.routes.target, dtype=np.int32))
+    envs = jax.vmap(lambda c: cm.env(theta, c))(tab["rec_cov"])
+
+    def env_at(i: Any) -> Any:
+        return jax.tree_util.tree_map(lambda a: a[i], envs)
+
+    rv = jax.vmap(cm.route_values)(envs)  # (Nrec, R, 4)
+
+    # ---- doses: start and stop times, amounts, rates --------------------------------------
+    d_rv = rv[tab["d_rec"], tab["d_route"]]
+    d_lag, d_amount, d_rate, d_dur = _dose_quantities(d_rv, tab["d_amt"], tab["d_rate"])
+    d_start = tab["d_time"] + d_lag
+    d_stop = d_start + d_dur
+    d_cmt = target[tab["d_route"]]
+
+    # ---- steady states ---------------------------------------------------------------------
+    S = max_overlap
+    if has_ss:
+        s_rv = rv[tab["s_rec"], tab["s_route"]]
+        s_lag, s_amount, s_rate, s_dur = _dose_quantities(s_rv, tab["s_amt"], tab["s_rate"])
+        s_cmt = target[tab["s_route"]]
+        ss_x, ss_u, ss_stop, ss_run, ss_ok = jax.vmap(
+            lambda *a: _steady_state(prop, env_at, n, S, has_const_ss, *a)
+        )(
+            tab["s_time"], tab["s_ii"], s_lag, s_amount, s_rate, s_dur, s_cmt,
+            tab["s_rec"], tab["s_const"],
+        )  # fmt: skip
+        ss_ok = jnp.all(ss_ok | ~tab["s_valid"])
+    else:
+        ss_ok = jnp.array(True)
+
+    # ---- event times, values and targets ----------------------------------------------------
+    kind, ref, slot = tab["e_kind"], tab["e_ref"], tab["e_slot"]
+    dref = jnp.clip(ref, 0, d_start.shape[0] - 1)
+    times = tab["e_time"]
+    times = jnp.where((kind == BOLUS) | (kind == INF_START), d_start[dref], times)
+    times = jnp.where(kind == INF_STOP, d_stop[dref], times)
+    value = jnp.where(kind == BOLUS, d_amount[dref], 0.0)
+    value = jnp.where(kind == INF_START, d_rate[dref], value)
+    value = jnp.where(kind == INF_STOP, -d_rate[dref], value)
+    cmt = d_cmt[dref]
+    if has_ss:
+        sref = jnp.clip(ref, 0, ss_x.shape[0] - 1)
+        is_run = kind == SS_RUNSTOP
+        times = jnp.where(is_run, ss_stop[sref, slot], times)
+        value = jnp.where(is_run & ss_run[sref, slot], -s_rate[sref], value)
+        cmt = jnp.where(is_run, s_cmt[sref], cmt)
+    times = jnp.where(kind == PAD, jnp.inf, times)
+    order = jnp.argsort(times, stable=True)
+    s_times = times[order]
+    t_first = s_times[0]
+
+    def step(carry, i):
+        t, x, u, epoch, rec, ok = carry
+        k = kind[i]
+        te = s_times_by_event[i]
+        pad = k == PAD
+        dt = jnp.where(pad, 0.0, te - t)
+        x, ok1 = prop.propagate(x, t, dt, u, env_at(rec))
+        t = jnp.where(pad, t, te)
+        is_reset = (k == RESET) | ((k == SS_SET) & (ss_mode_of(i) == 1))
+        epoch = jnp.where(is_reset, epoch + 1, epoch)
+        x = jnp.where(is_reset, x_reset(i), x)
+        u = jnp.where(is_reset, 0.0, u)
+        live = tab["e_epoch"][i] == epoch
+        onehot = jax.nn.one_hot(cmt[i], n)
+        x = x + jnp.where(live & (k == BOLUS), value[i], 0.0) * onehot
+        rate_event = (k == INF_START) | (k == INF_STOP) | (k == SS_RUNSTOP)
+        u = u + jnp.where(live & rate_event, value[i], 0.0) * onehot
+        if has_ss:
+            sset = live & (k == SS_SET)
+            x = x + jnp.where(sset, ss_x[jnp.clip(ref[i], 0, ss_x.shape[0] - 1)], 0.0)
+            u = u + jnp.where(sset, ss_u[jnp.clip(ref[i], 0, ss_x.shape[0] - 1)], 0.0)
+        # Covariates: last record at or before t (a lagged or additional dose is no record).
+        er = tab["e_rec"][i]
+        anchored = (k != PAD) & (te == tab["rec_time"][er])
+        rec = jnp.where(anchored, jnp.maximum(rec, er), rec)
+        return (t, x, u, epoch, rec, ok & (ok1 | pad)), x
+
+    s_times_by_event = times
+
+    def ss_mode_of(i):
+        if not has_ss:
+            return jnp.array(0)
+        return tab["s_mode"][jnp.clip(ref[i], 0, tab["s_mode"].shape[0] - 1)]
+
+    def x_reset(i):
+        return cm.initial(env_at(tab["e_rec"][i])) if cm.has_initial else jnp.zeros(n)
+
+    rec0 = tab["e_rec"][order[0]]
+    x0 = cm.initial(env_at(rec0)) if cm.has_initial else jnp.zeros(n)
+    carry0 = (t_first, x0, jnp.zeros(n), jnp.array(0, dtype=jnp.int32), rec0, ss_ok)
+    (_, _, _, _, _, ok), snaps = jax.lax.scan(step, carry0, order)
+    # snaps[j] is the state after the j-th event in time order.
+    position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    obs_pos = position[tab["obs_event"]]
+    x_obs = snaps[obs_pos]
+    obs_rec = tab["e_rec"][tab["obs_event"]]
+    t_obs = times[tab["obs_event"]]
+    y_obs = jax.vmap(lambda t, x, r: cm.outputs(t, x, env_at(r)))(t_obs, x_obs, obs_rec)
+    finite = jnp.all(jnp.isfinite(x_obs) | ~tab["obs_mask"][:, None])
+    return x_obs, y_obs, ok & finite
+
+
+def _steady_state(prop, env_at, n, S, has_const_ss, t, ii, lag, amount, rate, dur, cmt, rec, const):
+    """State and running input at time t of a steady-state dose record (NONMEM SS).
+
+    The train is doses at s_k = t + lag + k·II. The state at t is the periodic steady state
+    a time a0 = II - lag after the dose at s_-1 (computed forward for a0 >= 0; for a0 < 0,
+    i.e. lag > II, extrapolated backwards with that dose's infusion running, as NONMEM does).
+    Returns (x, running input rate vector, stop times of running infusions (S,), which of the
+    S slots are running, ok)."""
+    env = env_at(rec)
+    e = jax.nn.one_hot(cmt, n)
+    b = jnp.where(rate == 0, amount, 0.0) * e
+    r = rate * e
+    ii_s = _safe(ii)
+    q = jnp.floor(dur / ii_s)  # whole intervals covered by one infusion
+    d = dur - q * ii_s
+    c0 = jnp.where(dur > 0, jnp.ceil(dur / ii_s), 0.0)  # infusions running just after a dose
+
+    def period(x):
+        y, ok1 = prop.propagate(x + b, t, d, (q + 1) * r, env)
+        y, ok2 = prop.propagate(y, t + d, ii_s - d, q * r, env)
+        return y, ok1 & ok2
+
+    def train():
+        xs, ok = prop.fixed_point(period, env, ii_s)  # just before a dose
+        a0 = ii_s - lag
+        fwd = a0 >= 0
+        dt1 = jnp.where(fwd, jnp.minimum(a0, d), a0)
+        u1 = jnp.where(fwd, q + 1, c0) * r
+        dt2 = jnp.where(fwd, jnp.maximum(a0 - d, 0.0), 0.0)
+        y, ok1 = prop.propagate(xs + b, t, dt1, u1, env)
+        y, ok2 = prop.propagate(y, t + dt1, dt2, q * r, env)
+        m = jnp.arange(S)
+        age = a0 + m * ii_s
+        running = (age < dur) & (fwd | (m < c0)) & (dur > 0)
+        n_running = jnp.where(fwd, jnp.ceil((dur - a0) / ii_s), c0)
+        fits = jnp.where(dur > a0, n_running, 0.0) <= S
+        return (
+            y,
+            jnp.sum(running) * r,
+            jnp.where(running, t + dur - age, t),
+            running,
+            ok & ok1 & ok2 & fits,
+        )
+
+    if not has_const_ss:
+        return train()
+
+    def constant():
+        # NONMEM 7 (AMT = 0, RATE > 0, SS): the state at t is the steady state of the constant
+        # infusion, and the infusion does not continue after t (checked against nmtest id 26).
+        xs, ok = prop.constant_input_steady_state(r, t, env)
+        return xs, jnp.zeros_like(r), jnp.full(S, t), jnp.zeros(S, dtype=bool), ok
+
+    return jax.lax.cond(const, constant, train)
