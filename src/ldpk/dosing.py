@@ -449,3 +449,60 @@ def stack_tables(tables: Sequence[EventTable]) -> EventTable:
             padded.append(p)
         out[key] = np.stack(padded)
     return EventTable(out, tuple(int(t.n_obs) for t in tables))
+
+
+# ---- NONMEM-style tables ------------------------------------------------------------------
+_NONMEM_COLUMNS = {"id", "time", "evid", "amt", "cmt", "rate", "ii", "addl", "ss", "mdv", "dv", "route"}
+
+
+def read_table(path: str | Any) -> Any:
+    """Read a CSV or Parquet table into a pandas DataFrame (clear error if unreadable)."""
+    import pandas as pd
+
+    p = str(path)
+    try:
+        if p.endswith(".parquet"):
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except FileNotFoundError:
+        raise DataError(f"{p}: no such file") from None
+    except Exception as exc:  # pandas raises many kinds
+        raise DataError(f"{p}: cannot read as a table: {exc}") from None
+
+
+def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict[Any, Records]:
+    """Split a NONMEM-style table (pandas DataFrame) into validated Records per ID.
+
+    Column names are case-insensitive: ID, TIME, EVID, AMT, CMT (number or name), ROUTE (route
+    name, optional), RATE, II, ADDL, SS, MDV and covariate columns named as in the model. Without
+    EVID, rows with AMT > 0 are doses and the others observations (EVID 0; MDV = 1 makes them
+    EVID 2). Row numbers in messages are 1-based data rows (the header is row 0)."""
+    cols = {c.lower(): c for c in table.columns}
+    if "time" not in cols:
+        raise DataError(f"{where}: no TIME column; columns: {', '.join(map(str, table.columns))}")
+    cov_cols = {}
+    for c in model.covariate_names:
+        if c in table.columns:
+            cov_cols[c] = c
+        elif c.lower() in cols and c.lower() not in _NONMEM_COLUMNS:
+            cov_cols[c] = cols[c.lower()]
+    ids = table[cols["id"]].to_numpy() if "id" in cols else np.zeros(len(table), dtype=int)
+    order: dict[Any, list[int]] = {}
+    for i, sid in enumerate(ids):
+        order.setdefault(sid, []).append(i)
+    data = {k: table[v].to_numpy() for k, v in cols.items() if k in _NONMEM_COLUMNS}
+    covs = {c: table[v].to_numpy() for c, v in cov_cols.items()}
+    out: dict[Any, Records] = {}
+    for sid, idx in order.items():
+        rows = []
+        for i in idx:
+            row: dict[str, Any] = {k: v[i] for k, v in data.items()}
+            if "evid" not in row:
+                amt = row.get("amt", 0.0)
+                is_dose = amt is not None and not (isinstance(amt, float) and np.isnan(amt)) and float(amt) > 0
+                mdv = row.get("mdv", 0)
+                row["evid"] = 1 if is_dose else (2 if mdv == 1 else 0)
+            row.update({c: v[i] for c, v in covs.items()})
+            rows.append(row)
+        out[sid] = make_records(model, rows, where=f"{where} (ID {sid})", row_numbers=[i + 1 for i in idx])
+    return out

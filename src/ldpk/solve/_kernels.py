@@ -57,12 +57,24 @@ class LinearPropagator:
         self.cm = cm
         self.n = cm.n_states
 
-    def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+    def _flow(self, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         K = self.cm.rate_matrix(env)
         n = self.n
         aug = jnp.zeros((n + 1, n + 1)).at[:n, :n].set(K * dt).at[:n, n].set(u * dt)
         E = expm(aug)
-        return E[:n, :n] @ x + E[:n, n], jnp.array(True)
+        return E[:n, :n], E[:n, n]
+
+    def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        E, g = self._flow(dt, u, env)
+        return E @ x + g, jnp.array(True)
+
+    def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        """Like propagate, also for dt < 0 (NONMEM's backward extrapolation of a steady state).
+        Backwards, x = E(|dt|)^-1 (y - g) is solved rather than expm(K dt) formed, whose
+        large positive eigenvalues (e^{ka |dt|}) would swamp the other states in rounding."""
+        E, g = self._flow(jnp.abs(dt), u, env)
+        back = jnp.linalg.solve(E, x - g)
+        return jnp.where(dt >= 0, E @ x + g, back), jnp.array(True)
 
     def fixed_point(self, period_map: Any, env: Env, ii: Any) -> tuple[Any, Any]:
         """x with x = period_map(x), for the affine map x -> e^{K II} x + period_map(0)."""
@@ -113,6 +125,9 @@ class ODEPropagator:
         y = sol.ys[-1]
         ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(y))
         return jnp.where(zero, x, y), zero | ok
+
+    def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        return self.propagate(x, t, dt, u, env)  # diffrax integrates backwards when t1 < t0
 
     def fixed_point(self, period_map: Any, env: Env, ii: Any) -> tuple[Any, Any]:
         """Dose to convergence: iterate the period map from zero until the change is within

@@ -189,7 +189,7 @@ def _steady_state(prop, env_at, n, S, has_const_ss, t, ii, lag, amount, rate, du
         dt1 = jnp.where(fwd, jnp.minimum(a0, d), a0)
         u1 = jnp.where(fwd, q + 1, c0) * r
         dt2 = jnp.where(fwd, jnp.maximum(a0 - d, 0.0), 0.0)
-        y, ok1 = prop.propagate(xs + b, t, dt1, u1, env)
+        y, ok1 = prop.propagate_signed(xs + b, t, dt1, u1, env)
         y, ok2 = prop.propagate(y, t + dt1, dt2, q * r, env)
         m = jnp.arange(S)
         age = a0 + m * ii_s

@@ -1,0 +1,169 @@
+"""Shared helpers of the benchmark scripts: timing, machine information, atomic JSON output
+and markdown tables. Not part of the ldpk package; scripts import it from their own folder."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+# ---- timing ---------------------------------------------------------------------------------
+def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall-clock seconds of one call of ``fn`` and its result. ``fn`` must block until its
+    work is done (e.g. call ``jax.block_until_ready`` on what it returns)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def time_best(
+    fn: Callable[[], Any], *, min_total_s: float = 1.0, max_repeats: int = 5
+) -> tuple[float, list[float], Any]:
+    """Repeat ``fn`` until ``min_total_s`` seconds have been spent or ``max_repeats`` calls made
+    (at least once). Returns (best wall seconds, every call's seconds, last result)."""
+    times: list[float] = []
+    out = None
+    while True:
+        dt, out = time_once(fn)
+        times.append(dt)
+        if sum(times) >= min_total_s or len(times) >= max_repeats:
+            break
+    return min(times), times, out
+
+
+# ---- machine information --------------------------------------------------------------------
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
+    """CPU count, memory, platform, Python and package versions, and the JAX backend."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_count_usable": usable,
+        "memory_gib": _memory_gib(),
+        "python": sys.version.split()[0],
+    }
+    versions = {}
+    for dist in ("ldpk", "jax", "jaxlib", "numpy", "scipy", "diffrax", *extra_packages):
+        versions[dist] = _version(dist)
+    info["versions"] = versions
+    if "jax" in sys.modules:
+        import jax
+
+        info["jax_backend"] = jax.default_backend()
+        info["jax_devices"] = [str(d) for d in jax.devices()]
+        info["jax_enable_x64"] = bool(jax.config.read("jax_enable_x64"))
+    env = {k: v for k, v in os.environ.items() if k.startswith(("LDPK_", "XLA_", "JAX_"))}
+    if env:
+        info["environment"] = env
+    return info
+
+
+# ---- output ---------------------------------------------------------------------------------
+def _jsonable(obj: Any) -> Any:
+    """NumPy scalars and arrays to Python; non-finite floats to null (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as JSON to ``path``: to a temporary file in the same folder first, then
+    renamed into place (``os.replace``), so a reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_jsonable(data), fh, indent=2, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number for a table: 3 significant digits, thousands separators for large values."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()
+) -> str:
+    """A GitHub-flavoured markdown table; columns whose index is in ``right`` are right-aligned."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "| " + " | ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ) + " |"
+
+    sep = "|" + "|".join(
+        ("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)
+    ) + "|"
+    return "\n".join([fmt(headers), sep, *(fmt(r) for r in cells)])
