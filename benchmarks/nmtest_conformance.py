@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine_info, write_json  # noqa: E402
+from benchmarks._common import machine_info, write_json_atomic  # noqa: E402
 from tests._nmtest import ATOL_FRAC, RTOL, compare, reference_dir  # noqa: E402
 
 
@@ -28,7 +28,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/nmtest_conformance.json")
     args = ap.parse_args()
     path = (args.data or reference_dir()) / "nmtest.csv"
-    result = {"machine": machine_info(), "reference": str(path), "rtol": RTOL, "atol_frac": ATOL_FRAC}
+    result = {
+        "machine": machine_info(),
+        "reference": str(path),
+        "rtol": RTOL,
+        "atol_frac": ATOL_FRAC,
+    }
     for method in ["exact", "ode"] if args.ode else ["exact"]:
         t0 = time.perf_counter()
         cases = compare(path, method=method)
@@ -43,7 +48,7 @@ def main() -> int:
         }
         print(f"{method}: {passed}/{len(cases)} cases match NONMEM ({wall:.1f} s)")
     result["passed"] = result["exact"]["passed"]
-    write_json(args.out, result)
+    write_json_atomic(args.out, result)
     return 0 if result["passed"] == result["exact"]["total"] else 1
 
 

@@ -23,3 +23,11 @@ def test_all_54_cases_present(results):
 def test_every_case_matches_nonmem(results):
     failed = {k: v for k, v in results.items() if not v["passed"]}
     assert not failed, f"{len(failed)} case(s) differ from NONMEM: {failed}"
+
+
+@pytest.mark.slow
+def test_ode_kernel_matches_nonmem_too(reference_data_dir):
+    """The same 54 cases through the diffrax kernel (about a minute; run with -m slow)."""
+    results = compare(reference_data_dir / "nmtest.csv", method="ode")
+    failed = {k: v for k, v in results.items() if not v["passed"]}
+    assert len(results) == 54 and not failed, failed

@@ -452,7 +452,20 @@ def stack_tables(tables: Sequence[EventTable]) -> EventTable:
 
 
 # ---- NONMEM-style tables ------------------------------------------------------------------
-_NONMEM_COLUMNS = {"id", "time", "evid", "amt", "cmt", "rate", "ii", "addl", "ss", "mdv", "dv", "route"}
+_NONMEM_COLUMNS = {
+    "id",
+    "time",
+    "evid",
+    "amt",
+    "cmt",
+    "rate",
+    "ii",
+    "addl",
+    "ss",
+    "mdv",
+    "dv",
+    "route",
+}
 
 
 def read_table(path: str | Any) -> Any:
@@ -499,10 +512,16 @@ def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict
             row: dict[str, Any] = {k: v[i] for k, v in data.items()}
             if "evid" not in row:
                 amt = row.get("amt", 0.0)
-                is_dose = amt is not None and not (isinstance(amt, float) and np.isnan(amt)) and float(amt) > 0
+                is_dose = (
+                    amt is not None
+                    and not (isinstance(amt, float) and np.isnan(amt))
+                    and float(amt) > 0
+                )
                 mdv = row.get("mdv", 0)
                 row["evid"] = 1 if is_dose else (2 if mdv == 1 else 0)
             row.update({c: v[i] for c, v in covs.items()})
             rows.append(row)
-        out[sid] = make_records(model, rows, where=f"{where} (ID {sid})", row_numbers=[i + 1 for i in idx])
+        out[sid] = make_records(
+            model, rows, where=f"{where} (ID {sid})", row_numbers=[i + 1 for i in idx]
+        )
     return out

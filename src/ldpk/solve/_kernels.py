@@ -26,6 +26,7 @@ class ODEOptions:
     rtol/atol: step-size controller tolerances; max_steps: per interval between events.
     ss_rtol/ss_atol/ss_max_doses: steady state by dosing to convergence — stop when
     |x_k+1 - x_k| <= ss_atol + ss_rtol |x_k+1| for every state, at most ss_max_doses periods.
+    ss_max_newton: Newton steps for NONMEM's backward steady-state extrapolation (lag > II).
     """
 
     solver: str = "kvaerno5"
@@ -35,6 +36,7 @@ class ODEOptions:
     ss_rtol: float = 1e-10
     ss_atol: float = 1e-12
     ss_max_doses: int = 10_000
+    ss_max_newton: int = 4
 
 
 _SOLVERS = {
@@ -127,7 +129,25 @@ class ODEPropagator:
         return jnp.where(zero, x, y), zero | ok
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
-        return self.propagate(x, t, dt, u, env)  # diffrax integrates backwards when t1 < t0
+        """Like propagate, also for dt < 0. Backwards integration of a dissipative system is
+        unstable (errors grow like e^{k |dt|}), so for dt < 0 the state z at t + dt is found
+        by Newton's method on the forward problem propagate(z, t + dt, |dt|) = x (exact in one
+        step for linear systems; ss_max_newton steps at most)."""
+        h = jnp.abs(dt)
+
+        def forward(z: Any) -> Any:
+            return self.propagate(z, t - h, h, u, env)[0]
+
+        def newton(_: int, z: Any) -> Any:
+            fz, J = forward(z), jax.jacrev(forward)(z)
+            return z - jnp.linalg.solve(J, fz - x)
+
+        back = jax.lax.fori_loop(0, self.o.ss_max_newton, newton, x)
+        ok_back = jnp.all(
+            jnp.abs(forward(back) - x) <= 1e3 * (self.o.atol + self.o.rtol * jnp.abs(x))
+        )
+        fwd, ok_fwd = self.propagate(x, t, h, u, env)
+        return jnp.where(dt >= 0, fwd, back), jnp.where(dt >= 0, ok_fwd, ok_back)
 
     def fixed_point(self, period_map: Any, env: Env, ii: Any) -> tuple[Any, Any]:
         """Dose to convergence: iterate the period map from zero until the change is within
