@@ -525,3 +525,71 @@ def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict
             model, rows, where=f"{where} (ID {sid})", row_numbers=[i + 1 for i in idx]
         )
     return out
+
+
+_DOSE_HELP = (
+    'a dose is "AMOUNT ROUTE at TIME [over DURATION | rate RATE] [every II for N] [ss]", '
+    'e.g. "100 iv at 0", "500 iv at 0 over 1", "320 oral at 0 every 12 for 6"'
+)
+
+
+def parse_dose(text: str, model: Model | None = None) -> Bolus | Infusion:
+    """Parse a dose written as ``AMOUNT ROUTE at TIME [over D | rate R] [every II for N] [ss]``
+    (model units). ``over``/``rate`` make it an infusion; ``ss`` makes it a steady-state dose."""
+    words = text.replace(",", " ").split()
+    try:
+        amount = float(words[0])
+        route = words[1]
+        if words[2] != "at":
+            raise ValueError
+        time = float(words[3])
+        rest = words[4:]
+        opts: dict[str, Any] = {}
+        while rest:
+            w = rest.pop(0)
+            if w == "over":
+                opts["duration"] = float(rest.pop(0))
+            elif w == "rate":
+                opts["rate"] = float(rest.pop(0))
+            elif w == "every":
+                opts["every"] = float(rest.pop(0))
+                if rest[:1] == ["for"]:
+                    rest.pop(0)
+                    n = float(rest.pop(0))
+                    if n != int(n):
+                        raise ValueError
+                    opts["count"] = int(n)
+            elif w == "ss":
+                opts["ss"] = 1
+            else:
+                raise ValueError
+    except (ValueError, IndexError):
+        raise DataError(f"cannot read dose {text!r}: {_DOSE_HELP}") from None
+    if model is not None and route not in model.route_names:
+        cmts = model.compartment_names
+        if not (route.startswith("cmt:") and route[4:] in cmts):
+            raise DataError(
+                f"dose {text!r}: unknown route {route!r}; routes of {model.name}: "
+                f"{', '.join(model.route_names) or '(none)'}"
+            )
+    if "duration" in opts or "rate" in opts:
+        return Infusion(amount, time, route, **opts)
+    return Bolus(amount, time, route, **opts)
+
+
+def example_regimen(model: Model) -> tuple[list[Bolus | Infusion], np.ndarray]:
+    """The example regimen and prediction times declared in a model file (``example:``)."""
+    spec = dict(model.extra).get("example")
+    if not spec:
+        raise DataError(f"{model.source}: the model has no `example:` regimen; give --dose")
+    doses: list[Bolus | Infusion] = []
+    for i, d in enumerate(spec.get("doses", [])):
+        d = dict(d)
+        kind = d.pop("type", "bolus")
+        try:
+            doses.append(Infusion(**d) if kind == "infusion" else Bolus(**d))
+        except TypeError as exc:
+            raise DataError(f"{model.source}: example.doses[{i}]: {exc}") from None
+    tt = spec.get("times", {"start": 0, "stop": 24, "step": 0.5})
+    times = np.arange(tt["start"], tt["stop"] + tt["step"] / 2, tt["step"])
+    return doses, times
