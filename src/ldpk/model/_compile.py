@@ -124,7 +124,10 @@ def compile_model(model: Model) -> CompiledModel:
     route_names = list(m.route_names) + [f"cmt:{c}" for c in m.compartment_names]
     route_target = [cmt_index[r.target] for r in m.routes] + list(range(n))
     route_exprs = [(r.lag, r.bioavailability, r.rate, r.duration) for r in m.routes]
-    defaults = (0.0, 1.0, jnp.nan, jnp.nan)
+    # Lag 0, F = 1; a route without a modelled rate or duration gets 1.0 there, never used
+    # (records asking for one are rejected) but finite, so masked-away branches of
+    # where() keep gradients finite (a NaN there would poison d/dF).
+    defaults = (0.0, 1.0, 1.0, 1.0)
 
     def route_values(env: Env) -> Any:
         rows = []

@@ -13,9 +13,9 @@ from typing import Any
 import diffrax
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import expm
 
 from ldpk.model._compile import CompiledModel, Env
+from ldpk.solve._expm import expm, matmul
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,18 @@ class LinearPropagator:
 
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         E, g = self._flow(dt, u, env)
-        return E @ x + g, jnp.array(True)
+        return matmul(E, x) + g, jnp.array(True)
+
+    def transition(self, dt: Any, env: Env, with_input: bool) -> tuple[Any, Any]:
+        """(e^{K dt}, ∫0^dt e^{K s} ds); the integral from expm([[K, I], [0, 0]] dt) when
+        ``with_input``, else zeros (a bolus-only schedule needs only e^{K dt})."""
+        K = self.cm.rate_matrix(env)
+        n = self.n
+        if not with_input:
+            return expm(K * dt), jnp.zeros((n, n))
+        aug = jnp.zeros((2 * n, 2 * n)).at[:n, :n].set(K * dt).at[:n, n:].set(jnp.eye(n) * dt)
+        E = expm(aug)
+        return E[:n, :n], E[:n, n:]
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         """Like propagate, also for dt < 0 (NONMEM's backward extrapolation of a steady state).

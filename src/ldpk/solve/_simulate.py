@@ -13,7 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldpk.dosing import (
+    BOLUS,
+    INF_START,
     MAX_SS_OVERLAP,
+    RESET,
     Bolus,
     EventTable,
     Infusion,
@@ -26,7 +29,7 @@ from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
-from ldpk.solve._timeline import run_subject
+from ldpk.solve._timeline import event_times, run_static, run_subject
 
 Regimen = Sequence[Bolus | Infusion | Reset | Mapping[str, Any]] | Records | EventTable
 
@@ -85,12 +88,14 @@ def _compiled(structure: Model) -> CompiledModel:
 @lru_cache(maxsize=64)
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
-    overlap: int, batched_table: bool,
+    overlap: int, batched_table: bool, static: str | None = None,
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
     prop = LinearPropagator(cm) if kernel == "exact" else ODEPropagator(cm, options)
 
     def one(tab: dict[str, Any], theta: Any) -> Any:
+        if static:
+            return run_static(prop, cm, tab, theta, static == "infusion")
         return run_subject(prop, cm, tab, theta, has_ss, has_const, overlap)
 
     over_params = jax.vmap(one, in_axes=(None, 0))
@@ -188,9 +193,13 @@ def simulate(
     arrays = {k: jnp.asarray(v) for k, v in table.arrays.items()}
     has_ss = bool(np.any(table["s_valid"]))
     has_const = bool(np.any(table["s_valid"] & table["s_const"]))
+    static = None
+    if kernel == "exact" and not table.batched and not has_ss:
+        static = _static_plan(model, table, arrays)
     fn = _kernel(
-        _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched
-    )
+        _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
+        static,
+    )  # fmt: skip
     if table.batched:
         n_sub = table["e_kind"].shape[0]
         if not batch or batch[0] != n_sub:
@@ -212,6 +221,47 @@ def simulate(
     if check and not isinstance(ok, jax.core.Tracer):
         _raise_failures(model, theta, np.asarray(ok), kernel)
     return Simulation(model, np.asarray(t_out), x, y, kernel)
+
+
+def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str | None:
+    """If no event time depends on the parameters and covariates are constant, add the sorted
+    order and the distinct step lengths to ``arrays`` and return 'bolus' or 'infusion'."""
+    cov = table["rec_cov"]
+    if cov.size and not np.all(cov == cov[:1]):
+        return None
+    kinds = table["e_kind"]
+    doses = kinds[(kinds == BOLUS) | (kinds == INF_START)]
+    infusion = bool(np.any(doses == INF_START))
+    n_declared = len(model.routes)
+    for d in np.unique(table["d_route"][: max(1, len(doses))]):
+        if d >= n_declared:
+            continue
+        r = model.routes[d]
+        used = [r.lag] + ([r.bioavailability, r.rate, r.duration] if infusion else [])
+        if any(e is not None and not e.is_constant for e in used):
+            return None
+    cm = _compiled(_structure(model))
+    theta = jnp.asarray([p.value for p in model.parameters], dtype=float)
+    times = np.asarray(event_times(cm, arrays, theta))
+    order = np.argsort(times, kind="stable")
+    t_sorted = times[order]
+    steps = np.diff(t_sorted, prepend=t_sorted[0])
+    # Step lengths equal to 1e-12 relative share one transition matrix (error <= 1e-12·k·dt).
+    key = np.round(steps, 12 - int(np.floor(np.log10(max(np.abs(steps).max(), 1e-300)))))
+    uniq = np.unique(key[key != 0])
+    step = np.where(key == 0, 0, np.searchsorted(uniq, key) + 1)  # 0: zero step (identity)
+    if uniq.size == 0:
+        uniq = np.ones(1)  # keep the array non-empty; unused
+    # Which dose events are live: a reset cancels doses of earlier records not yet given.
+    epoch, live = 0, np.zeros(len(order), dtype=bool)
+    for pos, e in enumerate(order):
+        epoch += int(kinds[e] == RESET)
+        live[pos] = table["e_epoch"][e] == epoch
+    arrays.update(
+        p_order=jnp.asarray(order), p_step=jnp.asarray(step), p_dt=jnp.asarray(uniq),
+        p_live=jnp.asarray(live), p_time=jnp.asarray(t_sorted),
+    )  # fmt: skip
+    return "infusion" if infusion else "bolus"
 
 
 def _raise_failures(model: Model, theta: Any, ok: np.ndarray, kernel: str) -> None:

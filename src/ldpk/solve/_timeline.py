@@ -24,6 +24,7 @@ from ldpk.dosing import (
     SS_SET,
 )
 from ldpk.model._compile import CompiledModel
+from ldpk.solve._expm import matmul
 
 
 def _safe(den: Any) -> Any:
@@ -43,6 +44,28 @@ def _dose_quantities(rv: Any, amt: Any, code: Any) -> tuple[Any, Any, Any, Any]:
     return lag, amount, jnp.where(bolus, 0.0, rate), jnp.where(bolus, 0.0, dur)
 
 
+def dose_schedule(cm: CompiledModel, tab: dict[str, Any], theta: Any) -> tuple[Any, Any, Any]:
+    """Per-record environments, route values and the doses' start and stop times, amounts,
+    rates and target compartments (lag, F and modelled rate/duration applied)."""
+    envs = jax.vmap(lambda c: cm.env(theta, c))(tab["rec_cov"])
+    rv = jax.vmap(cm.route_values)(envs)  # (Nrec, R, 4)
+    d_rv = rv[tab["d_rec"], tab["d_route"]]
+    d_lag, d_amount, d_rate, d_dur = _dose_quantities(d_rv, tab["d_amt"], tab["d_rate"])
+    d_start = tab["d_time"] + d_lag
+    target = jnp.asarray(np.asarray(cm.routes.target, dtype=np.int32))
+    return envs, rv, (d_start, d_start + d_dur, d_amount, d_rate, target[tab["d_route"]])
+
+
+def event_times(cm: CompiledModel, tab: dict[str, Any], theta: Any) -> Any:
+    """Times of the events of a table without steady-state records (PAD events: +inf)."""
+    _, _, (d_start, d_stop, *_) = dose_schedule(cm, tab, theta)
+    kind, ref = tab["e_kind"], tab["e_ref"]
+    dref = jnp.clip(ref, 0, d_start.shape[0] - 1)
+    times = jnp.where((kind == BOLUS) | (kind == INF_START), d_start[dref], tab["e_time"])
+    times = jnp.where(kind == INF_STOP, d_stop[dref], times)
+    return jnp.where(kind == PAD, jnp.inf, times)
+
+
 def run_subject(
     prop: Any,
     cm: CompiledModel,
@@ -56,20 +79,11 @@ def run_subject(
 
     Returns states at the observation records (No, n), outputs (No, m) and a success flag."""
     n = cm.n_states
+    envs, rv, (d_start, d_stop, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
     target = jnp.asarray(np.asarray(cm.routes.target, dtype=np.int32))
-    envs = jax.vmap(lambda c: cm.env(theta, c))(tab["rec_cov"])
 
     def env_at(i: Any) -> Any:
         return jax.tree_util.tree_map(lambda a: a[i], envs)
-
-    rv = jax.vmap(cm.route_values)(envs)  # (Nrec, R, 4)
-
-    # ---- doses: start and stop times, amounts, rates --------------------------------------
-    d_rv = rv[tab["d_rec"], tab["d_route"]]
-    d_lag, d_amount, d_rate, d_dur = _dose_quantities(d_rv, tab["d_amt"], tab["d_rate"])
-    d_start = tab["d_time"] + d_lag
-    d_stop = d_start + d_dur
-    d_cmt = target[tab["d_route"]]
 
     # ---- steady states ---------------------------------------------------------------------
     S = max_overlap
@@ -214,3 +228,42 @@ def _steady_state(prop, env_at, n, S, has_const_ss, t, ii, lag, amount, rate, du
         return xs, jnp.zeros_like(r), jnp.full(S, t), jnp.zeros(S, dtype=bool), ok
 
     return jax.lax.cond(const, constant, train)
+
+
+def run_static(
+    prop: Any, cm: CompiledModel, tab: dict[str, Any], theta: Any, infusion: bool
+) -> tuple[Any, Any, Any]:
+    """The exact kernel for a schedule known before tracing (see ``static_plan``): event
+    order, step lengths, resets and which doses are live are static, so the scan is
+    x <- E[j] x + G[j] u + bolus, with one transition (E, G) per distinct step length."""
+    n = cm.n_states
+    envs, _, (_, _, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
+    env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
+    # Step index 0 is the zero-length step (identity); p_dt holds the nonzero lengths.
+    E, G = jax.vmap(lambda h: prop.transition(h, env0, infusion))(tab["p_dt"])
+    E = jnp.concatenate([jnp.eye(n)[None], E])
+    G = jnp.concatenate([jnp.zeros((1, n, n)), G])
+    order, kind = tab["p_order"], tab["e_kind"][tab["p_order"]]
+    live = tab["p_live"]  # in time order
+    dref = jnp.clip(tab["e_ref"][order], 0, d_amount.shape[0] - 1)
+    onehot = jax.nn.one_hot(d_cmt[dref], n)
+    bolus = jnp.where(live & (kind == BOLUS), d_amount[dref], 0.0)[:, None] * onehot
+    sign = jnp.where(kind == INF_START, 1.0, jnp.where(kind == INF_STOP, -1.0, 0.0))
+    rate = jnp.where(live, sign * d_rate[dref], 0.0)[:, None] * onehot
+    x0 = cm.initial(env0) if cm.has_initial else jnp.zeros(n)
+
+    def step(carry, inp):
+        x, u = carry
+        j, reset, b, r = inp
+        x = matmul(E[j], x) + (matmul(G[j], u) if infusion else 0.0)
+        x = jnp.where(reset, x0, x) + b
+        u = jnp.where(reset, 0.0, u) + r
+        return (x, u), x
+
+    _, snaps = jax.lax.scan(step, (x0, jnp.zeros(n)), (tab["p_step"], kind == RESET, bolus, rate))
+    position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    obs = tab["obs_event"]
+    x_obs = snaps[position[obs]]
+    t_obs = tab["p_time"][position[obs]]
+    y_obs = jax.vmap(lambda t, x: cm.outputs(t, x, env0))(t_obs, x_obs)
+    return x_obs, y_obs, jnp.all(jnp.isfinite(x_obs))
