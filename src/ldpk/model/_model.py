@@ -477,7 +477,8 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
             Flow(
                 source=v.get("from"),
                 target=v.get("to"),
-                k=compile_expr(v["k"], static_scope, f"{where}.k") if "k" in v else None,
+                # Compiled with every name in scope so that validate() can say to use `rate:`.
+                k=compile_expr(v["k"], dynamic_scope, f"{where}.k") if "k" in v else None,
                 rate=compile_expr(v["rate"], dynamic_scope, f"{where}.rate")
                 if "rate" in v
                 else None,

@@ -241,8 +241,11 @@ def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str
         if any(e is not None and not e.is_constant for e in used):
             return None
     cm = _compiled(_structure(model))
-    theta = jnp.asarray([p.value for p in model.parameters], dtype=float)
-    times = np.asarray(event_times(cm, arrays, theta))
+    # The times do not depend on parameter values here (checked above); ones stand in for
+    # them, since the values themselves may be tracers (jit or grad over the Model).
+    with jax.ensure_compile_time_eval():  # concrete even inside an outer jit
+        theta = jnp.ones(len(model.parameters))
+        times = np.asarray(event_times(cm, dict(table.arrays), theta))
     order = np.argsort(times, kind="stable")
     t_sorted = times[order]
     steps = np.diff(t_sorted, prepend=t_sorted[0])
