@@ -3,6 +3,7 @@ and markdown tables. Not part of the ldpk package; scripts import it from their 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -41,6 +42,47 @@ def time_best(
         if sum(times) >= min_total_s or len(times) >= max_repeats:
             break
     return min(times), times, out
+
+
+_COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compile_seconds = [0.0]
+_listening = [False]
+
+
+def _on_duration(event: str, duration: float, **_: Any) -> None:
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[0] += duration
+
+
+class CompileTimer:
+    """Seconds JAX spends tracing, lowering and compiling (XLA) inside a ``with`` block, from
+    ``jax.monitoring`` duration events; execution time is not counted. ``.seconds`` after exit."""
+
+    seconds: float = 0.0
+
+    def __enter__(self) -> CompileTimer:
+        if not _listening[0]:
+            import jax
+
+            jax.monitoring.register_event_duration_secs_listener(_on_duration)
+            _listening[0] = True
+        self._start = _compile_seconds[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = _compile_seconds[0] - self._start
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (other work on the machine skews timings)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 # ---- machine information --------------------------------------------------------------------
@@ -85,6 +127,7 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_count_usable": usable,
         "memory_gib": _memory_gib(),
+        "load_average": load_average(),
         "python": sys.version.split()[0],
     }
     versions = {}
@@ -101,6 +144,25 @@ def machine_info(extra_packages: Sequence[str] = ()) -> dict[str, Any]:
     if env:
         info["environment"] = env
     return info
+
+
+def git_info(repo: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """Commit of the checkout and whether its tracked files (or untracked ones under src/)
+    differ from it: numbers measured on a dirty tree say so."""
+    import subprocess
+
+    repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "pyproject.toml"],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "src_dirty": bool(status), "src_changes": [s.strip() for s in status]}
 
 
 # ---- output ---------------------------------------------------------------------------------
@@ -129,12 +191,13 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     return path
 
@@ -158,12 +221,20 @@ def markdown_table(
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
 
     def fmt(row: Sequence[str]) -> str:
-        return "| " + " | ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+            + " |"
+        )
 
-    sep = "|" + "|".join(
-        ("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)
-    ) + "|"
+    sep = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return "\n".join([fmt(headers), sep, *(fmt(r) for r in cells)])
