@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from ldpk.model._compile import CompiledModel, Env
 from ldpk.solve._expm import expm, matmul
+from ldpk.solve._linsolve import MAX_SIZE, SmallDenseSolver
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class ODEOptions:
     ss_rtol/ss_atol/ss_max_doses: steady state by dosing to convergence — stop when
     |x_k+1 - x_k| <= ss_atol + ss_rtol |x_k+1| for every state, at most ss_max_doses periods.
     ss_max_newton: Newton steps for NONMEM's backward steady-state extrapolation (lag > II).
+    pcoeff/icoeff: PID step-size controller coefficients (default 0/1, an I controller).
+    0.3/0.3 takes about half the steps with the implicit solvers, but gave gradients 0.2 %
+    off finite differences at rtol 1e-10..1e-12 (Michaelis-Menten test model), so it is
+    not the default.
     """
 
     solver: str = "kvaerno5"
@@ -37,6 +42,8 @@ class ODEOptions:
     ss_atol: float = 1e-12
     ss_max_doses: int = 10_000
     ss_max_newton: int = 4
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
 
 
 _SOLVERS = {
@@ -112,10 +119,19 @@ class ODEPropagator:
         self.o = options
         if options.solver not in _SOLVERS:
             raise ValueError(f"unknown solver {options.solver!r}; valid: {', '.join(_SOLVERS)}")
-        self.solver = _SOLVERS[options.solver]()
+        cls = _SOLVERS[options.solver]
+        if issubclass(cls, diffrax.AbstractImplicitSolver) and cm.n_states <= MAX_SIZE:
+            root = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(
+                linear_solver=SmallDenseSolver()
+            )
+            self.solver = cls(root_finder=root)
+        else:
+            self.solver = cls()
         vf = cm.vector_field
         self.term = diffrax.ODETerm(lambda t, y, args: vf(t, y, args[0]) + args[1])
-        self.controller = diffrax.PIDController(rtol=options.rtol, atol=options.atol)
+        self.controller = diffrax.PIDController(
+            rtol=options.rtol, atol=options.atol, pcoeff=options.pcoeff, icoeff=options.icoeff
+        )
 
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         # A zero-length interval returns x unchanged; integrate over a dummy unit interval
@@ -138,6 +154,27 @@ class ODEPropagator:
         y = sol.ys[-1]
         ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(y))
         return jnp.where(zero, x, y), zero | ok
+
+    def solve_saving(
+        self, x: Any, t0: float, t1: float, ts: Any, u: Any, env: Env
+    ) -> tuple[Any, Any]:
+        """One solve over [t0, t1] (no discontinuity inside) saving at ``ts`` (within
+        [t0, t1], nondecreasing) and at t1: returns (states at ts, state at t1, ok)."""
+        sol = diffrax.diffeqsolve(
+            self.term,
+            self.solver,
+            t0=t0,
+            t1=t1,
+            dt0=None,
+            y0=x,
+            args=(env, u),
+            saveat=diffrax.SaveAt(ts=ts, t1=True),
+            stepsize_controller=self.controller,
+            max_steps=self.o.max_steps,
+            throw=False,
+        )
+        ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
+        return sol.ys[:-1], sol.ys[-1], ok
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         """Like propagate, also for dt < 0. Backwards integration of a dissipative system is

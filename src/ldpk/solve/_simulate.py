@@ -15,7 +15,9 @@ import numpy as np
 from ldpk.dosing import (
     BOLUS,
     INF_START,
+    INF_STOP,
     MAX_SS_OVERLAP,
+    OBS,
     RESET,
     Bolus,
     EventTable,
@@ -29,7 +31,7 @@ from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
-from ldpk.solve._timeline import event_times, run_static, run_subject
+from ldpk.solve._timeline import event_times, run_static, run_static_ode, run_subject
 
 Regimen = Sequence[Bolus | Infusion | Reset | Mapping[str, Any]] | Records | EventTable
 
@@ -88,12 +90,14 @@ def _compiled(structure: Model) -> CompiledModel:
 @lru_cache(maxsize=64)
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
-    overlap: int, batched_table: bool, static: str | None = None,
+    overlap: int, batched_table: bool, static: str | tuple | None = None,
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
     prop = LinearPropagator(cm) if kernel == "exact" else ODEPropagator(cm, options)
 
     def one(tab: dict[str, Any], theta: Any) -> Any:
+        if isinstance(static, tuple):
+            return run_static_ode(prop, cm, tab, theta, static)
         if static:
             return run_static(prop, cm, tab, theta, static == "infusion")
         return run_subject(prop, cm, tab, theta, has_ss, has_const, overlap)
@@ -194,8 +198,10 @@ def simulate(
     has_ss = bool(np.any(table["s_valid"]))
     has_const = bool(np.any(table["s_valid"] & table["s_const"]))
     static = None
-    if kernel == "exact" and not table.batched and not has_ss:
+    if not table.batched and not has_ss:
         static = _static_plan(model, table, arrays)
+        if static and kernel == "ode":
+            static = _ode_segments(table, arrays)
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static,
@@ -265,6 +271,46 @@ def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str
         p_live=jnp.asarray(live), p_time=jnp.asarray(t_sorted),
     )  # fmt: skip
     return "infusion" if infusion else "bolus"
+
+
+#: Most ODE solves (segments between discontinuities) unrolled in one compiled kernel; a
+#: schedule with more doses uses the general event scan instead.
+MAX_ODE_SEGMENTS = 48
+
+
+def _ode_segments(table: EventTable, arrays: dict[str, Any]) -> tuple | None:
+    """For a static schedule, the ODE kernel's plan: one solve per interval between
+    discontinuities (doses, infusion edges, resets), saving at the observation times inside
+    it, rather than one solve per event. A tuple of ('solve', t0, t1, obs indices, obs times)
+    and ('event', kind, dose index) entries; None if there would be too many solves."""
+    order = np.asarray(arrays["p_order"])
+    live = np.asarray(arrays["p_live"])
+    t_sorted = np.asarray(arrays["p_time"])
+    kinds = table["e_kind"]
+    ops: list[tuple] = []
+    pending: list[tuple[int, float]] = []
+    start = float(t_sorted[0]) if len(t_sorted) else 0.0
+
+    def flush(end: float) -> None:
+        nonlocal pending, start
+        if end > start or pending:
+            ops.append(
+                ("solve", start, end, tuple(i for i, _ in pending), tuple(t for _, t in pending))
+            )
+        pending, start = [], end
+
+    for pos, e in enumerate(order):
+        k, t = int(kinds[e]), float(t_sorted[pos])
+        if k == OBS:
+            pending.append((int(table["e_ref"][e]), t))
+        elif k == RESET or (live[pos] and k in (BOLUS, INF_START, INF_STOP)):
+            flush(t)
+            ops.append(("event", k, int(table["e_ref"][e])))
+    if pending:
+        flush(max(t for _, t in pending))
+    if sum(op[0] == "solve" for op in ops) > MAX_ODE_SEGMENTS:
+        return None
+    return tuple(ops)
 
 
 def _raise_failures(model: Model, theta: Any, ok: np.ndarray, kernel: str) -> None:
