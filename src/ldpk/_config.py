@@ -4,6 +4,9 @@ Environment variables:
   LDPK_FLOAT32=1          keep JAX's default float32 (e.g. on a GPU; see the README)
   LDPK_CACHE_DIR=PATH     where compiled kernels are cached (default: the user cache dir)
   LDPK_NO_CACHE=1         turn the persistent compilation cache off
+  LDPK_HOST_DEVICES=N     split the CPU into N JAX devices (default: the number of cores),
+                          so that large parameter batches run on every core; 1 turns it off.
+                          Takes effect only if JAX's backend has not started yet.
 """
 
 from __future__ import annotations
@@ -21,7 +24,17 @@ def cache_dir() -> Path:
     return Path(base) / "ldpk" / "jax"
 
 
+def _host_devices() -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return
+    n = os.environ.get("LDPK_HOST_DEVICES") or str(os.cpu_count() or 1)
+    if n.isdigit() and int(n) > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
 def configure() -> None:
+    _host_devices()
     if os.environ.get("LDPK_FLOAT32", "") not in ("1", "true"):
         jax.config.update("jax_enable_x64", True)
     if os.environ.get("LDPK_NO_CACHE", "") in ("1", "true"):

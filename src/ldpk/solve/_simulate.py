@@ -219,7 +219,7 @@ def simulate(
         t_out = table["e_time"][np.arange(n_sub)[:, None], table["obs_event"]]
     else:
         flat = theta.reshape(-1, theta.shape[-1])
-        x, y, ok = fn(arrays, flat)
+        x, y, ok = _sharded(fn, arrays, flat)
         x = x.reshape(*batch, *x.shape[1:])
         y = y.reshape(*batch, *y.shape[1:])
         ok = ok.reshape(batch)
@@ -227,6 +227,28 @@ def simulate(
     if check and not isinstance(ok, jax.core.Tracer):
         _raise_failures(model, theta, np.asarray(ok), kernel)
     return Simulation(model, np.asarray(t_out), x, y, kernel)
+
+
+#: Smallest batch of parameter sets split across devices (below it one device is faster).
+MIN_SHARD = 256
+
+
+def _sharded(fn: Any, arrays: dict[str, Any], flat: Any) -> Any:
+    """Run ``fn`` over the parameter sets ``flat`` (B, P), split across the local devices
+    (the CPU cores, see LDPK_HOST_DEVICES; or several GPUs) when the batch is large."""
+    devices = jax.local_devices()
+    n = flat.shape[0]
+    if len(devices) < 2 or n < MIN_SHARD or isinstance(flat, jax.core.Tracer):
+        return fn(arrays, flat)
+    pad = (-n) % len(devices)
+    if pad:
+        flat = jnp.concatenate([flat, jnp.repeat(flat[-1:], pad, axis=0)])
+    mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
+    flat = jax.device_put(
+        flat, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sets"))
+    )
+    out = fn(arrays, flat)
+    return jax.tree_util.tree_map(lambda a: a[:n], out)
 
 
 def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str | None:
