@@ -32,7 +32,7 @@ def test_example_regimen_responds_and_stays_finite(name):
     sim = ldpk.simulate(m, None, doses, times)
     x = np.asarray(sim.states)
     assert np.all(np.isfinite(x)) and x.min() > -1e-9 * x.max()
-    assert np.asarray(sim["cp"]).max() > 0
+    assert np.asarray(sim[m.output_names[0]]).max() > 0
 
 
 @pytest.mark.parametrize("name", ["one_compartment", "two_compartment", "three_compartment"])

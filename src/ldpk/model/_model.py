@@ -4,6 +4,7 @@ routes, outputs and references. A JAX pytree whose leaves are the parameter valu
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -334,7 +335,13 @@ def derived_order(m: Model) -> list[Derived]:
 
 
 # ---- construction helpers used by the loader and by Python users --------------------------
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _num(value: Any, where: str) -> float:
+    # YAML 1.1 reads 1.0e11 (no exponent sign) as a string: accept plain numeric literals.
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ModelError(f"{where}: expected a number, got {value!r}")
     return float(value)
