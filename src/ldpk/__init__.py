@@ -7,9 +7,17 @@ from ldpk._config import configure as _configure
 
 _configure()
 
+from ldpk import tracer  # noqa: E402
 from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
-from ldpk.model import Model, build_model, builtin_models, check_model, load_model  # noqa: E402
+from ldpk.model import (  # noqa: E402
+    Model,
+    build_model,
+    builtin_models,
+    check_model,
+    load_model,
+    physiology,  # noqa: E402
+)
 from ldpk.solve import ODEOptions, Simulation, simulate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,5 +40,7 @@ __all__ = [
     "builtin_models",
     "check_model",
     "load_model",
+    "physiology",
     "simulate",
+    "tracer",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from ldpk.errors import ModelError
+from ldpk.errors import LdpkError, ModelError
 from ldpk.model._expr import Expr, compile_expr
 
 PRIOR_DISTRIBUTIONS = {
@@ -57,6 +57,7 @@ class Parameter:
     iiv: float | None = None
     lower: float | None = None
     upper: float | None = None
+    physiology: tuple[str, float] | None = None  # (table path, factor to the parameter unit)
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,14 @@ class Route:
 
 @dataclass(frozen=True)
 class Output:
+    """A model output. ``decay``: it is radioactivity of the model's ``tracer`` nuclide, so a
+    prediction of raw (not decay-corrected) data multiplies it by the decay factor."""
+
     name: str
     expr: Expr
     unit: str = ""
     description: str = ""
+    decay: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class Model:
     amount_unit: str = ""
     references: tuple[str, ...] = ()
     notes: str = ""
+    tracer: str | None = None
+    species: str | None = None
     source: str = "<python>"
     extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
@@ -179,6 +186,19 @@ class Model:
             for p in self.parameters
         )
         return dataclasses.replace(self, parameters=params)
+
+    def for_species(self, name: str) -> Model:
+        """The model re-parameterised for another species: every parameter bound to the
+        physiology tables (``value: {physiology: PATH}``) takes that species' value."""
+        from ldpk.model.physiology import lookup
+
+        params = tuple(
+            dataclasses.replace(p, value=lookup(name, p.physiology[0]).value * p.physiology[1])
+            if p.physiology
+            else p
+            for p in self.parameters
+        )
+        return dataclasses.replace(self, parameters=params, species=name)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -282,6 +302,19 @@ def validate(m: Model) -> None:
                 f"{src}: routes.{r.name}.target is {r.target!r}, which is not a compartment; "
                 f"compartments: {', '.join(m.compartment_names)}"
             )
+    if m.tracer is not None:
+        from ldpk.tracer import nuclide
+
+        try:
+            nuclide(m.tracer)
+        except LdpkError as exc:
+            raise ModelError(f"{src}: tracer: {exc}") from None
+    for o in m.outputs:
+        if o.decay and m.tracer is None:
+            raise ModelError(
+                f"{src}: outputs.{o.name} has `decay: true` but the model declares no "
+                "`tracer:` nuclide (e.g. `tracer: 111In`)"
+            )
     order = _names_in_order(m.derived)  # raises on cycles
     # Name scopes: what each kind of expression may refer to.
     static = set(m.parameter_names) | set(m.covariate_names)
@@ -347,6 +380,29 @@ def _num(value: Any, where: str) -> float:
     return float(value)
 
 
+def _physiology_binding(value: Any, species: Any, where: str) -> tuple[str, float, float] | None:
+    """``{physiology: PATH, factor: F}`` -> (PATH, F, table value × F), else None."""
+    if not isinstance(value, Mapping):
+        return None
+    if set(value) - {"physiology", "factor"} or "physiology" not in value:
+        raise ModelError(
+            f"{where}.value: a number, or {{physiology: PATH, factor: F}} such as "
+            "{physiology: liver.weight, factor: 0.001} (g to kg)"
+        )
+    if species is None:
+        raise ModelError(
+            f"{where}.value refers to the physiology tables: add `species:` (e.g. mouse)"
+        )
+    from ldpk.model.physiology import lookup
+
+    factor = _num(value.get("factor", 1.0), f"{where}.value.factor")
+    try:
+        v = lookup(str(species), str(value["physiology"]))
+    except LdpkError as exc:
+        raise ModelError(f"{where}.value: {exc}") from None
+    return str(value["physiology"]), factor, v.value * factor
+
+
 def make_prior(spec: Any, where: str) -> Prior:
     if isinstance(spec, Prior):
         return spec
@@ -375,7 +431,7 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     known = {
         "name", "description", "time_unit", "amount_unit", "compartments", "parameters",
         "covariates", "derived", "flows", "routes", "outputs", "references", "notes",
-        "example",
+        "example", "tracer", "species",
     }  # fmt: skip
     unknown = set(spec) - known
     if unknown:
@@ -418,10 +474,13 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
         if "value" not in v:
             raise ModelError(f"{source}: parameters.{n} needs `value:`")
         unit = v.get("unit")
+        binding = _physiology_binding(v["value"], spec.get("species"), f"{source}: parameters.{n}")
+        value = binding[2] if binding else _num(v["value"], f"{source}: parameters.{n}.value")
         parameters.append(
             Parameter(
                 name=n,
-                value=_num(v["value"], f"{source}: parameters.{n}.value"),
+                value=value,
+                physiology=binding[:2] if binding else None,
                 unit="" if unit is None else str(unit),
                 description=str(v.get("description", "")),
                 prior=make_prior(v["prior"], f"{source}: parameters.{n}.prior")
@@ -512,13 +571,16 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     for n, v in mapping("outputs").items():
         if not isinstance(v, Mapping):
             v = {"expr": v}
-        v = entry("outputs", n, v, {"expr", "unit", "description"})
+        v = entry("outputs", n, v, {"expr", "unit", "description", "decay"})
+        if not isinstance(v.get("decay", False), bool):
+            raise ModelError(f"{source}: outputs.{n}.decay must be true or false")
         outputs.append(
             Output(
                 n,
                 compile_expr(v.get("expr"), dynamic_scope, f"{source}: outputs.{n}"),
                 str(v.get("unit", "")),
                 str(v.get("description", "")),
+                bool(v.get("decay", False)),
             )
         )
     refs = spec.get("references") or []
@@ -542,6 +604,8 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
         outputs=tuple(outputs),
         references=tuple(str(r) for r in refs),
         notes=str(spec.get("notes", "")).strip(),
+        tracer=None if spec.get("tracer") is None else str(spec["tracer"]),
+        species=None if spec.get("species") is None else str(spec["species"]),
         source=source,
         extra=extra,
     )

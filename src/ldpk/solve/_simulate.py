@@ -159,6 +159,7 @@ def simulate(
     ode: ODEOptions | None = None,
     max_ss_overlap: int = MAX_SS_OVERLAP,
     check: bool = True,
+    decay_corrected: bool = True,
 ) -> Simulation:
     """Simulate ``model`` under ``regimen`` and return every compartment and output at ``times``.
 
@@ -177,6 +178,10 @@ def simulate(
     method: 'auto' (exact for linear models, ODE otherwise), 'exact' or 'ode'.
     ode: :class:`ODEOptions` for the ODE kernel (solver, tolerances, steady-state tolerance).
     check: raise :class:`SolverError` naming failed parameter sets (else failures are NaN).
+    decay_corrected: outputs marked ``decay: true`` (radioactivity of the model's ``tracer``)
+        are decay-corrected to the time of dosing when True (the model's amounts); False
+        gives raw activity, multiplied by exp(-ln2 t / half-life). Which one a data set holds
+        is a property of the data; the prediction follows it.
     """
     kernel = choose_kernel(model, method)
     options = ode or ODEOptions()
@@ -224,6 +229,7 @@ def simulate(
         y = y.reshape(*batch, *y.shape[1:])
         ok = ok.reshape(batch)
         t_out = obs_times
+    y = _apply_decay(model, y, t_out, decay_corrected)
     if check and not isinstance(ok, jax.core.Tracer):
         _raise_failures(model, theta, np.asarray(ok), kernel)
     return Simulation(model, np.asarray(t_out), x, y, kernel)
@@ -333,6 +339,17 @@ def _ode_segments(table: EventTable, arrays: dict[str, Any]) -> tuple | None:
     if sum(op[0] == "solve" for op in ops) > MAX_ODE_SEGMENTS:
         return None
     return tuple(ops)
+
+
+def _apply_decay(model: Model, y: Any, times: Any, decay_corrected: bool) -> Any:
+    """Raw activity for outputs marked ``decay: true`` when the data are not decay-corrected."""
+    flags = np.array([o.decay for o in model.outputs], dtype=bool)
+    if decay_corrected or not flags.any():
+        return y
+    from ldpk.tracer import decay_factor
+
+    f = decay_factor(model.tracer, jnp.asarray(times), model.time_unit)  # (..., T)
+    return jnp.where(jnp.asarray(flags), y * f[..., None], y)
 
 
 def _raise_failures(model: Model, theta: Any, ok: np.ndarray, kernel: str) -> None:
