@@ -56,14 +56,19 @@ def dose_schedule(cm: CompiledModel, tab: dict[str, Any], theta: Any) -> tuple[A
     return envs, rv, (d_start, d_start + d_dur, d_amount, d_rate, target[tab["d_route"]])
 
 
+def _dose_event_times(tab: dict[str, Any], d_start: Any, d_stop: Any) -> tuple[Any, Any]:
+    """Event times with dose starts and stops filled in, and each event's dose index."""
+    kind = tab["e_kind"]
+    dref = jnp.clip(tab["e_ref"], 0, d_start.shape[0] - 1)
+    times = jnp.where((kind == BOLUS) | (kind == INF_START), d_start[dref], tab["e_time"])
+    return jnp.where(kind == INF_STOP, d_stop[dref], times), dref
+
+
 def event_times(cm: CompiledModel, tab: dict[str, Any], theta: Any) -> Any:
     """Times of the events of a table without steady-state records (PAD events: +inf)."""
     _, _, (d_start, d_stop, *_) = dose_schedule(cm, tab, theta)
-    kind, ref = tab["e_kind"], tab["e_ref"]
-    dref = jnp.clip(ref, 0, d_start.shape[0] - 1)
-    times = jnp.where((kind == BOLUS) | (kind == INF_START), d_start[dref], tab["e_time"])
-    times = jnp.where(kind == INF_STOP, d_stop[dref], times)
-    return jnp.where(kind == PAD, jnp.inf, times)
+    times, _ = _dose_event_times(tab, d_start, d_stop)
+    return jnp.where(tab["e_kind"] == PAD, jnp.inf, times)
 
 
 def run_subject(
@@ -103,10 +108,7 @@ def run_subject(
 
     # ---- event times, values and targets ----------------------------------------------------
     kind, ref, slot = tab["e_kind"], tab["e_ref"], tab["e_slot"]
-    dref = jnp.clip(ref, 0, d_start.shape[0] - 1)
-    times = tab["e_time"]
-    times = jnp.where((kind == BOLUS) | (kind == INF_START), d_start[dref], times)
-    times = jnp.where(kind == INF_STOP, d_stop[dref], times)
+    times, dref = _dose_event_times(tab, d_start, d_stop)
     value = jnp.where(kind == BOLUS, d_amount[dref], 0.0)
     value = jnp.where(kind == INF_START, d_rate[dref], value)
     value = jnp.where(kind == INF_STOP, -d_rate[dref], value)
