@@ -34,7 +34,6 @@ import numpy as np
 
 from ldpk.errors import DataError
 from ldpk.model import Model
-from ldpk.model._compile import RouteTable
 
 # Event kinds of the static timeline (see ``ldpk.solve._timeline``).
 PAD, OBS, RESET, BOLUS, INF_START, INF_STOP, SS_SET, SS_RUNSTOP = range(8)
@@ -147,12 +146,6 @@ class Records:
 
     def __len__(self) -> int:
         return len(self.time)
-
-
-def route_table(model: Model) -> RouteTable:
-    from ldpk.model._compile import compile_model  # cached per call site; cheap
-
-    return compile_model(model).routes
 
 
 def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
