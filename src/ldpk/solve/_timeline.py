@@ -121,13 +121,19 @@ def run_subject(
         cmt = jnp.where(is_run, s_cmt[sref], cmt)
     times = jnp.where(kind == PAD, jnp.inf, times)
     order = jnp.argsort(times, stable=True)
-    s_times = times[order]
-    t_first = s_times[0]
 
-    def step(carry, i):
+    def ss_mode_of(i):
+        if not has_ss:
+            return jnp.array(0)
+        return tab["s_mode"][jnp.clip(ref[i], 0, tab["s_mode"].shape[0] - 1)]
+
+    def x_reset(i):
+        return cm.initial(env_at(tab["e_rec"][i])) if cm.has_initial else jnp.zeros(n)
+
+    def step(carry, i):  # i: index of the next event in time order
         t, x, u, epoch, rec, ok = carry
         k = kind[i]
-        te = s_times_by_event[i]
+        te = times[i]
         pad = k == PAD
         dt = jnp.where(pad, 0.0, te - t)
         x, ok1 = prop.propagate(x, t, dt, u, env_at(rec))
@@ -151,19 +157,9 @@ def run_subject(
         rec = jnp.where(anchored, jnp.maximum(rec, er), rec)
         return (t, x, u, epoch, rec, ok & (ok1 | pad)), x
 
-    s_times_by_event = times
-
-    def ss_mode_of(i):
-        if not has_ss:
-            return jnp.array(0)
-        return tab["s_mode"][jnp.clip(ref[i], 0, tab["s_mode"].shape[0] - 1)]
-
-    def x_reset(i):
-        return cm.initial(env_at(tab["e_rec"][i])) if cm.has_initial else jnp.zeros(n)
-
     rec0 = tab["e_rec"][order[0]]
     x0 = cm.initial(env_at(rec0)) if cm.has_initial else jnp.zeros(n)
-    carry0 = (t_first, x0, jnp.zeros(n), jnp.array(0, dtype=jnp.int32), rec0, ss_ok)
+    carry0 = (times[order[0]], x0, jnp.zeros(n), jnp.array(0, dtype=jnp.int32), rec0, ss_ok)
     (_, _, _, _, _, ok), snaps = jax.lax.scan(step, carry0, order)
     # snaps[j] is the state after the j-th event in time order.
     position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
