@@ -26,7 +26,7 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     code = (
         "import ldpk, pathlib; m = ldpk.load_model('two_compartment'); "
         "assert pathlib.Path(m.source).parent.name == '_models', m.source; "
-        "assert ldpk.__file__.startswith(%r)" % str(site)
+        f"assert ldpk.__file__.startswith({str(site)!r})"
     )
     env = {**os.environ, "PYTHONPATH": str(site), "LDPK_HOST_DEVICES": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
