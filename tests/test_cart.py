@@ -63,3 +63,19 @@ def test_antigen_driven_variant_expands_kills_and_persists():
     # no antigen, no expansion: cells only decline
     flat = ldpk.simulate(m, {"B0": 0.0}, [ldpk.Bolus(1e8, route="iv")], t)
     assert np.all(np.diff(np.asarray(flat["cart_cells"])) <= 1e-6)
+
+
+def test_switch_at_tmax_is_stepped_onto_exactly(stein):
+    """Regression: with a large expansion (RHO·TMAX = 28.5) the discontinuous inflow into the
+    still-empty memory pool at TMAX stalled the step-size controller below float resolution;
+    `discontinuities: [TMAX]` makes diffrax step onto TMAX. Oracle: closed form at Tmax and
+    the effector pool's exponential decline after it."""
+    p = {"RHO": 2.5622, "TMAX": 11.138, "ALPHA": 0.276787, "KMEM": 0.0067861}
+    t = np.array([11.138, 20.0])
+    sim = ldpk.simulate(stein, p, [ldpk.Bolus(1.0, route="iv")], t)
+    eff = np.asarray(sim.state("effector"))
+    cmax = np.exp(2.5622 * 11.138)
+    assert eff[0] == pytest.approx(cmax, rel=1e-5)
+    assert eff[1] == pytest.approx(
+        cmax * np.exp(-(0.276787 + 0.0067861) * (20.0 - 11.138)), rel=1e-5
+    )

@@ -41,6 +41,7 @@ class CompiledModel:
     initial: Callable[[Env], Float[Array, " n"]]
     route_values: Callable[[Env], Float[Array, "R 4"]]
     has_initial: bool
+    jump_times: Callable[[Env], Any] | None = None  # discontinuities of the vector field
 
     @property
     def linear(self) -> bool:
@@ -162,4 +163,13 @@ def compile_model(model: Model) -> CompiledModel:
         initial=initial,
         route_values=route_values,
         has_initial=bool(inits),
+        jump_times=(
+            (
+                lambda env: jnp.sort(
+                    jnp.stack([jnp.asarray(e(env), float) for e in m.discontinuities])
+                )
+            )
+            if m.discontinuities
+            else None
+        ),
     )

@@ -136,6 +136,7 @@ class Model:
     notes: str = ""
     tracer: str | None = None
     species: str | None = None
+    discontinuities: tuple[Expr, ...] = ()
     source: str = "<python>"
     extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
@@ -380,6 +381,18 @@ def _num(value: Any, where: str) -> float:
     return float(value)
 
 
+def _discontinuities(raw: Any, scope: set[str], source: str) -> tuple[Expr, ...]:
+    """Times at which a `rate:` flow switches (e.g. `where(t < TMAX, ...)`), as expressions of
+    parameters and covariates; the ODE step-size controller steps onto them exactly."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raw = [raw]
+    return tuple(
+        compile_expr(e, scope, f"{source}: discontinuities[{i}]") for i, e in enumerate(raw)
+    )
+
+
 def _physiology_binding(value: Any, species: Any, where: str) -> tuple[str, float, float] | None:
     """``{physiology: PATH, factor: F}`` -> (PATH, F, table value × F), else None."""
     if not isinstance(value, Mapping):
@@ -431,7 +444,7 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     known = {
         "name", "description", "time_unit", "amount_unit", "compartments", "parameters",
         "covariates", "derived", "flows", "routes", "outputs", "references", "notes",
-        "example", "tracer", "species",
+        "example", "tracer", "species", "discontinuities",
     }  # fmt: skip
     unknown = set(spec) - known
     if unknown:
@@ -606,6 +619,7 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
         notes=str(spec.get("notes", "")).strip(),
         tracer=None if spec.get("tracer") is None else str(spec["tracer"]),
         species=None if spec.get("species") is None else str(spec["species"]),
+        discontinuities=_discontinuities(spec.get("discontinuities"), static_scope, source),
         source=source,
         extra=extra,
     )

@@ -133,6 +133,17 @@ class ODEPropagator:
             rtol=options.rtol, atol=options.atol, pcoeff=options.pcoeff, icoeff=options.icoeff
         )
 
+    def _controller(self, env: Env) -> Any:
+        """The step-size controller, told the model's discontinuity times (if any) so that it
+        steps onto them exactly instead of creeping up to a jump in the vector field."""
+        if self.cm.jump_times is None:
+            return self.controller
+        o = self.o
+        return diffrax.PIDController(
+            rtol=o.rtol, atol=o.atol, pcoeff=o.pcoeff, icoeff=o.icoeff,
+            jump_ts=self.cm.jump_times(env),
+        )  # fmt: skip
+
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         # A zero-length interval returns x unchanged; integrate over a dummy unit interval
         # there so that the solver never sees t0 == t1 (and the result is discarded).
@@ -147,7 +158,7 @@ class ODEPropagator:
             y0=x,
             args=(env, u),
             saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=self.controller,
+            stepsize_controller=self._controller(env),
             max_steps=self.o.max_steps,
             throw=False,
         )
@@ -169,7 +180,7 @@ class ODEPropagator:
             y0=x,
             args=(env, u),
             saveat=diffrax.SaveAt(ts=ts, t1=True),
-            stepsize_controller=self.controller,
+            stepsize_controller=self._controller(env),
             max_steps=self.o.max_steps,
             throw=False,
         )
@@ -228,7 +239,7 @@ class ODEPropagator:
             y0=jnp.zeros(self.n),
             args=(env, u),
             saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=self.controller,
+            stepsize_controller=self._controller(env),
             max_steps=self.o.max_steps,
             event=diffrax.Event(
                 diffrax.steady_state_event(rtol=self.o.ss_rtol, atol=self.o.ss_atol)
