@@ -100,8 +100,7 @@ def check_model(name_or_path: str | Path) -> CheckReport:
             notes.append(f"compartment {c.name!r} has no unit")
     if not m.outputs:
         notes.append("no outputs: only compartment amounts can be predicted")
-    outflow = {f.source for f in m.flows if f.source is not None}
-    sinks = [c for c in m.compartment_names if c not in outflow]
+    sinks = m.sink_compartments
     if sinks:
         notes.append(
             f"compartment(s) {', '.join(sinks)} have no outflow: amounts accumulate there and "

@@ -162,6 +162,12 @@ class Model:
         return tuple(r.name for r in self.routes)
 
     @property
+    def sink_compartments(self) -> tuple[str, ...]:
+        """Compartments with no outflow (amounts accumulate; no steady state exists)."""
+        outflow = {f.source for f in self.flows if f.source is not None}
+        return tuple(c for c in self.compartment_names if c not in outflow)
+
+    @property
     def is_linear(self) -> bool:
         """True when every flow is first order with a rate constant free of states and time."""
         return all(f.rate is None for f in self.flows)

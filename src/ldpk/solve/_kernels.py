@@ -129,20 +129,15 @@ class ODEPropagator:
             self.solver = cls()
         vf = cm.vector_field
         self.term = diffrax.ODETerm(lambda t, y, args: vf(t, y, args[0]) + args[1])
-        self.controller = diffrax.PIDController(
-            rtol=options.rtol, atol=options.atol, pcoeff=options.pcoeff, icoeff=options.icoeff
-        )
 
     def _controller(self, env: Env) -> Any:
         """The step-size controller, told the model's discontinuity times (if any) so that it
         steps onto them exactly instead of creeping up to a jump in the vector field."""
-        if self.cm.jump_times is None:
-            return self.controller
         o = self.o
+        jumps = None if self.cm.jump_times is None else self.cm.jump_times(env)
         return diffrax.PIDController(
-            rtol=o.rtol, atol=o.atol, pcoeff=o.pcoeff, icoeff=o.icoeff,
-            jump_ts=self.cm.jump_times(env),
-        )  # fmt: skip
+            rtol=o.rtol, atol=o.atol, pcoeff=o.pcoeff, icoeff=o.icoeff, jump_ts=jumps
+        )
 
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         # A zero-length interval returns x unchanged; integrate over a dummy unit interval

@@ -139,8 +139,7 @@ def choose_kernel(model: Model, method: str) -> str:
 def _check_steady_state_possible(model: Model, table: EventTable) -> None:
     if not np.any(table["s_valid"]):
         return
-    outflow = {f.source for f in model.flows if f.source is not None}
-    sinks = [c for c in model.compartment_names if c not in outflow]
+    sinks = model.sink_compartments
     if sinks and model.is_linear:
         raise DataError(
             f"steady-state dosing (SS) needs every compartment to reach a steady state, but "
