@@ -4,8 +4,9 @@ Environment variables:
   LDPK_FLOAT32=1          keep JAX's default float32 (e.g. on a GPU; see the README)
   LDPK_CACHE_DIR=PATH     where compiled kernels are cached (default: the user cache dir)
   LDPK_NO_CACHE=1         turn the persistent compilation cache off
-  LDPK_HOST_DEVICES=N     split the CPU into N JAX devices (default: the number of cores),
-                          so that large parameter batches run on every core; 1 turns it off.
+  LDPK_HOST_DEVICES=N     split the CPU into N JAX devices (default: the number of cores, at
+                          least 4), so that large parameter batches run on every core and
+                          4 NUTS chains run in parallel; 1 turns it off.
                           Takes effect only if JAX's backend has not started yet.
 """
 
@@ -28,7 +29,7 @@ def _host_devices() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" in flags:
         return
-    n = os.environ.get("LDPK_HOST_DEVICES") or str(os.cpu_count() or 1)
+    n = os.environ.get("LDPK_HOST_DEVICES") or str(max(os.cpu_count() or 1, 4))
     if n.isdigit() and int(n) > 1:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 import lineax as lx
 from lineax._solver.misc import (
     pack_structures,
@@ -21,25 +20,10 @@ from lineax._solver.misc import (
     unravel_solution,
 )
 
-from ldpk.solve._expm import matmul
+from ldpk.solve._expm import matmul, small_inverse
 
 #: Largest system solved this way; larger ones use lineax's LU.
 MAX_SIZE = 12
-
-
-def small_inverse(A: Any) -> Any:
-    """Inverse of a small square matrix: Gauss-Jordan with partial pivoting, unrolled."""
-    n = A.shape[-1]
-    M = jnp.concatenate([A, jnp.eye(n, dtype=A.dtype)], axis=-1)
-    rows = jnp.arange(n)[:, None]
-    for c in range(n):
-        below = jnp.where(jnp.arange(n) >= c, jnp.abs(M[:, c]), -1.0)
-        p = jnp.argmax(below)
-        row_c, row_p = M[c], M[p]
-        M = jnp.where(rows == c, row_p, jnp.where(rows == p, row_c, M))
-        pivot_row = M[c] / M[c, c]
-        M = jnp.where(rows == c, pivot_row, M - M[:, c : c + 1] * pivot_row)
-    return M[:, n:]
 
 
 class SmallDenseSolver(lx.AbstractLinearSolver):

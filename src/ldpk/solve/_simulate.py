@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +32,13 @@ from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
-from ldpk.solve._timeline import event_times, run_static, run_static_ode, run_subject
+from ldpk.solve._timeline import (
+    event_times,
+    run_static,
+    run_static_ode,
+    run_subject,
+    run_superposition,
+)
 
 Regimen = Sequence[Bolus | Infusion | Reset | Mapping[str, Any]] | Records | EventTable
 
@@ -98,6 +105,8 @@ def _kernel(
     def one(tab: dict[str, Any], theta: Any) -> Any:
         if isinstance(static, tuple):
             return run_static_ode(prop, cm, tab, theta, static)
+        if static in ("superpose", "superpose_infusion"):
+            return run_superposition(cm, tab, theta, static == "superpose_infusion")
         if static:
             return run_static(prop, cm, tab, theta, static == "infusion")
         return run_subject(prop, cm, tab, theta, has_ss, has_const, overlap)
@@ -206,6 +215,8 @@ def simulate(
         static = _static_plan(model, table, arrays)
         if static and kernel == "ode":
             static = _ode_segments(table, arrays)
+    elif table.batched and kernel == "exact" and not has_ss:
+        static = _superposition_plan(table)
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static,
@@ -240,8 +251,11 @@ MIN_SHARD = 256
 
 def _sharded(fn: Any, arrays: dict[str, Any], flat: Any) -> Any:
     """Run ``fn`` over the parameter sets ``flat`` (B, P), split across the local devices
-    (the CPU cores, see LDPK_HOST_DEVICES; or several GPUs) when the batch is large."""
+    (the CPU cores, see LDPK_HOST_DEVICES; or several GPUs) when the batch is large. On the
+    CPU at most one device per core is used."""
     devices = jax.local_devices()
+    if devices[0].platform == "cpu":
+        devices = devices[: max(1, os.cpu_count() or 1)]
     n = flat.shape[0]
     if len(devices) < 2 or n < MIN_SHARD or isinstance(flat, jax.core.Tracer):
         return fn(arrays, flat)
@@ -298,6 +312,17 @@ def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str
         p_live=jnp.asarray(live), p_time=jnp.asarray(t_sorted),
     )  # fmt: skip
     return "infusion" if infusion else "bolus"
+
+
+def _superposition_plan(table: EventTable) -> str | None:
+    """'superpose' (or 'superpose_infusion') when every subject's records allow the
+    superposition kernel: no resets and covariates constant within each subject."""
+    if np.any(table["e_kind"] == RESET):
+        return None
+    cov = table["rec_cov"]
+    if cov.size and not np.all(cov == cov[:, :1]):
+        return None
+    return "superpose_infusion" if np.any(table["d_rate"] != 0) else "superpose"
 
 
 #: Most ODE solves (segments between discontinuities) unrolled in one compiled kernel; a

@@ -1,0 +1,87 @@
+"""Convergence checks and goodness-of-fit quantities for a :class:`~ldpk.inference.Fit`.
+
+Thresholds follow Vehtari et al. 2021 (Bayesian Analysis 16:667, rank-normalised R-hat and
+ESS) and Betancourt 2017 (arXiv:1701.02434, divergences and E-BFMI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+EBFMI_MIN = 0.3
+
+
+def convergence_warnings(fit: Any) -> list[str]:
+    """Every convergence problem of a NUTS fit, each as a sentence saying what to try.
+
+    Checks: R-hat ≤ 1.01 and bulk and tail ESS ≥ 400 for every population parameter and
+    between-subject effect, no divergent transitions, E-BFMI ≥ 0.3 in every chain. Fits by SVI,
+    MAP or Laplace carry no MCMC diagnostics; for them the list says so."""
+    import arviz as az
+
+    if fit.method != "nuts":
+        return [f"method {fit.method!r} gives an approximation without MCMC diagnostics; confirm with method='nuts' before relying on intervals"]  # fmt: skip
+    tree = fit.posterior
+    post = tree["posterior"]
+    names = [n for n in post.data_vars if n != "pred"]
+    out = []
+    n_chains = post.sizes["chain"]
+    if n_chains > 1:
+        rhat = az.rhat(tree, var_names=names)
+        worst = _worst(rhat, max)
+        if worst and worst[1] > RHAT_MAX:
+            out.append(
+                f"R-hat up to {worst[1]:.3f} (> {RHAT_MAX}) for {worst[0]}: chains disagree. Run "
+                "longer (warmup=2000, samples=2000), or check for several modes (e.g. ka/k "
+                "flip-flop: tighten the prior on the absorption rate)."
+            )
+    for method, label in (("bulk", "bulk"), ("tail", "tail")):
+        ess = az.ess(tree, var_names=names, method=method)
+        worst = _worst(ess, min)
+        if worst and worst[1] < ESS_MIN:
+            out.append(
+                f"{label} ESS down to {worst[1]:.0f} (< {ESS_MIN}) for {worst[0]}: too few "
+                "effective draws for stable intervals. Draw more samples or chains."
+            )
+    stats = tree["sample_stats"] if "sample_stats" in tree.children else None
+    if stats is not None and "diverging" in stats:
+        n_div = int(np.asarray(stats["diverging"]).sum())
+        if n_div:
+            out.append(
+                f"{n_div} divergent transitions: the sampler missed part of the posterior. Raise "
+                "target_accept (0.95), or give more informative priors on ω (between-subject "
+                "SDs) and residual error."
+            )
+    if stats is not None and "energy" in stats:
+        e = np.asarray(stats["energy"])
+        bfmi = np.square(np.diff(e, axis=1)).mean(axis=1) / e.var(axis=1)
+        if np.any(bfmi < EBFMI_MIN):
+            out.append(
+                f"E-BFMI {bfmi.min():.2f} (< {EBFMI_MIN}) in some chain: the momentum resampling "
+                "explores the energy poorly, usually from heavy tails or a funnel. Reparameterise "
+                "or tighten priors on variance parameters."
+            )
+    return out
+
+
+def _worst(values: Any, pick: Any) -> tuple[str, float] | None:
+    """(variable[index], value) of the worst entry of an ArviZ diagnostic DataTree/Dataset."""
+    best = None
+    ds = (
+        values["posterior"]
+        if hasattr(values, "children") and "posterior" in values.children
+        else values
+    )
+    for name, da in ds.data_vars.items():
+        arr = np.asarray(da.values, dtype=float)
+        if not np.isfinite(arr).any():
+            continue
+        idx = np.nanargmax(arr) if pick is max else np.nanargmin(arr)
+        v = float(arr.ravel()[idx])
+        label = name if arr.size == 1 else f"{name}[{np.unravel_index(idx, arr.shape)}]"
+        if best is None or pick(v, best[1]) == v and v != best[1]:
+            best = (label, v)
+    return best

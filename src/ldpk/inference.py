@@ -1,0 +1,344 @@
+"""fit(): NUTS (default), SVI or MAP with a Laplace approximation → :class:`Fit`, whose
+posterior is an ArviZ 1.x DataTree.
+
+NUTS starts from the MAP: each chain from its own draw of the Laplace approximation at the mode
+(or from the mode with a small jitter where the Hessian is not positive definite), which keeps
+chains out of poor local modes such as the ka/k flip-flop of oral absorption models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.optimize import minimize
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
+from numpyro.infer.initialization import init_to_median, init_to_value
+from numpyro.infer.util import initialize_model
+from numpyro.optim import Adam
+
+from ldpk.data import Dataset, read_data
+from ldpk.errors import DataError
+from ldpk.model import Model
+from ldpk.population import FitSpec, PopulationModel, fit_spec
+from ldpk.solve import ODEOptions
+
+METHODS = ("nuts", "svi", "map", "laplace")
+GUIDES = ("normal", "fullrank", "lowrank")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Sampler settings. ``chains``, ``warmup`` and ``samples`` per chain for NUTS;
+    ``target_accept``; ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
+    for SVI; ``draws`` from SVI guides and Laplace approximations; ``seed`` (a fixed seed gives
+    identical results); ``progress`` bars."""
+
+    chains: int = 4
+    warmup: int = 1000
+    samples: int = 1000
+    target_accept: float = 0.8
+    max_tree_depth: int = 10
+    svi_steps: int = 5000
+    guide: str = "normal"
+    learning_rate: float = 0.01
+    draws: int = 1000
+    seed: int = 0
+    progress: bool = True
+    init_from_map: bool = True
+
+
+@dataclass
+class Fit:
+    """A fitted model. ``posterior``: an ArviZ DataTree with groups posterior,
+    posterior_predictive, log_likelihood, observed_data, sample_stats (NUTS) and constant_data.
+    ``method`` says how it was obtained; ``map_values`` holds the MAP estimate where computed."""
+
+    model: Model
+    dataset: Dataset
+    spec: FitSpec
+    method: str
+    posterior: Any
+    map_values: dict[str, float] = field(default_factory=dict)
+    options: FitOptions = field(default_factory=FitOptions)
+    ode: ODEOptions | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def population(self) -> PopulationModel:
+        return PopulationModel(self.model, self.dataset, self.spec, ode=self.ode)
+
+    def draws(self, name: str) -> np.ndarray:
+        """Posterior draws of a variable, chains and draws flattened to the first axis."""
+        v = self.posterior["posterior"][name].values
+        return v.reshape(-1, *v.shape[2:])
+
+    def summary(self, var_names: list[str] | None = None, ci_prob: float = 0.9) -> Any:
+        """Posterior summary table (pandas): mean, sd, credible interval, MCSE, ESS, R-hat of
+        the population parameters (typical values, ω, residual error, covariate effects)."""
+        import arviz as az
+
+        names = var_names or self.parameter_names()
+        kind = "all" if self.method == "nuts" else "stats"
+        return az.summary(self.posterior, var_names=names, ci_prob=ci_prob, kind=kind)
+
+    def parameter_names(self) -> list[str]:
+        """Names of the population-level variables in the posterior."""
+        post = self.posterior["posterior"]
+        return [n for n in post.data_vars if "subject" not in post[n].dims and "study" not in post[n].dims and n != "pred" and not n.startswith("eta_")]  # fmt: skip
+
+    def save(self, path: str | Path) -> Path:
+        """Write the posterior DataTree to netCDF (atomically; refuses to overwrite inputs)."""
+        from ldpk._io import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            self.posterior.to_netcdf(tmp, engine="h5netcdf")
+        return path
+
+    def convergence(self) -> list[str]:
+        """Convergence problems as sentences with what to try (empty when none)."""
+        from ldpk.diagnostics import convergence_warnings
+
+        return convergence_warnings(self)
+
+
+def load_fit(path: str | Path) -> Any:
+    """Read a posterior DataTree written by :meth:`Fit.save`."""
+    import arviz as az
+
+    return az.from_netcdf(str(path), engine="h5netcdf")
+
+
+def fit(
+    model: Model,
+    data: Dataset | str | Path | Any,
+    *,
+    config: Mapping[str, Any] | str | Path | None = None,
+    method: str = "nuts",
+    options: FitOptions | None = None,
+    ode: ODEOptions | None = None,
+    time_unit: str | None = None,
+    **option_overrides: Any,
+) -> Fit:
+    """Fit ``model`` to ``data`` (a :class:`~ldpk.data.Dataset` or a table for
+    :func:`~ldpk.read_data`) and return a :class:`Fit`.
+
+    ``config``: priors, between-subject variability, residual error, covariate effects and study
+    effects overriding the model file (see :func:`ldpk.population.fit_spec`). ``method``: 'nuts'
+    (default), 'svi', 'map' (point estimate) or 'laplace' (MAP with a normal approximation in the
+    unconstrained space). Keyword overrides set :class:`FitOptions` fields, e.g. ``chains=2``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    opts = options or FitOptions()
+    if option_overrides:
+        bad = set(option_overrides) - set(FitOptions.__dataclass_fields__)
+        if bad:
+            raise TypeError(f"unknown fit options {sorted(bad)}; valid: {', '.join(FitOptions.__dataclass_fields__)}")  # fmt: skip
+        opts = FitOptions(**{**opts.__dict__, **option_overrides})
+    if opts.guide not in GUIDES:
+        raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {opts.guide!r}")
+    ds = data if isinstance(data, Dataset) else read_data(model, data, time_unit=time_unit)
+    if ds.model is not model and ds.model != model:
+        raise DataError("the dataset was read for a different model")
+    spec = fit_spec(model, ds, config)
+    pm = PopulationModel(model, ds, spec, ode=ode)
+    dv = jnp.asarray(ds.dv)
+    key = jax.random.PRNGKey(opts.seed)
+    k_init, k_run, k_pred = jax.random.split(key, 3)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    mode = _map(pm, dv, k_init)
+    timings["map_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if method == "nuts":
+        samples, stats = _nuts(pm, dv, k_run, opts, mode)
+    elif method == "svi":
+        samples, stats = _svi(pm, dv, k_run, opts, mode)
+    elif method == "laplace":
+        if mode.cov is None:
+            raise DataError("the Hessian at the MAP is not positive definite, so there is no Laplace approximation; try method='nuts'")  # fmt: skip
+        samples, stats = _laplace(pm, k_run, opts, mode)
+    else:
+        samples, stats = {k: np.asarray(v)[None, None] for k, v in mode.values.items()}, {}
+    timings["sampling_s"] = time.perf_counter() - t0
+    tree = _to_datatree(pm, dv, samples, stats, k_pred, method)
+    map_values = {k: np.asarray(v).tolist() for k, v in mode.values.items()}
+    return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings)
+
+
+@dataclass(frozen=True)
+class _Mode:
+    """The MAP in the unconstrained space (``flat``, ``unravel``), its constrained ``values``,
+    the Laplace covariance ``cov`` (None if the Hessian is not positive definite) and the
+    model's ``postprocess`` (unconstrained dict -> constrained sites)."""
+
+    flat: Any
+    unravel: Any
+    values: dict[str, Any]
+    cov: np.ndarray | None
+    postprocess: Any
+
+
+def _map(pm: PopulationModel, dv: Any, key: Any) -> _Mode:
+    """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
+    (standardised between-subject effects at 0), and the Hessian there."""
+    info = initialize_model(key, pm, model_args=(dv,), init_strategy=init_to_median(num_samples=31))  # fmt: skip
+    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in info.param_info.z.items()}  # fmt: skip
+    flat0, unravel = ravel_pytree(z0)
+
+    def potential(x: Any) -> Any:
+        return info.potential_fn(unravel(x))
+
+    @jax.jit
+    def solve(x0: Any) -> tuple[Any, Any, Any]:
+        res = minimize(potential, x0, method="BFGS", options={"maxiter": 2000})
+        h = jax.hessian(potential)(res.x)
+        return res.x, res.fun, 0.5 * (h + h.T)
+
+    x, fun, h = solve(flat0)
+    if not np.isfinite(float(fun)):
+        raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
+    values = {k: v for k, v in info.postprocess_fn(unravel(x)).items() if not k.startswith("obs_")}  # fmt: skip
+    cov = None
+    try:
+        np.linalg.cholesky(np.asarray(h))
+        cov = np.linalg.inv(np.asarray(h))
+    except np.linalg.LinAlgError:
+        pass
+    return _Mode(x, unravel, values, cov, info.postprocess_fn)
+
+
+def _nuts(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
+    """NUTS, each chain started from its own draw of the Laplace approximation at the MAP (or
+    the MAP plus N(0, 0.1^2) jitter in the unconstrained space). Chains run in parallel when
+    there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another."""
+    chain_method = "parallel" if jax.local_device_count() >= opts.chains else "sequential"
+    kernel = NUTS(pm, target_accept_prob=opts.target_accept, max_tree_depth=opts.max_tree_depth)
+    mcmc = MCMC(
+        kernel, num_warmup=opts.warmup, num_samples=opts.samples, num_chains=opts.chains,
+        chain_method=chain_method, progress_bar=opts.progress,
+    )  # fmt: skip
+    k_init, k_run = jax.random.split(key)
+    init = _dispersed(mode, k_init, opts.chains)
+    init = jax.vmap(mode.unravel)(init) if opts.chains > 1 else mode.unravel(init[0])
+    fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
+    mcmc.run(k_run, dv, init_params=init, extra_fields=fields)
+    samples = mcmc.get_samples(group_by_chain=True)
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {
+        "diverging": extra["diverging"],
+        "energy": extra["energy"],
+        "n_steps": extra["num_steps"],
+        "acceptance_rate": extra["accept_prob"],
+        "step_size": extra["adapt_state.step_size"],
+        "tree_depth": jnp.floor(jnp.log2(extra["num_steps"] + 1)).astype(int),
+    }
+    return samples, stats
+
+
+def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
+    """n starting points around the MAP (unconstrained, flat)."""
+    if mode.cov is not None:
+        return jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (n,))
+    return mode.flat + 0.1 * jax.random.normal(key, (n, mode.flat.size))
+
+
+def _svi(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
+    """SVI from the MAP with a mean-field, full-rank or low-rank normal guide."""
+    init = init_to_value(values={k: v for k, v in mode.values.items() if k in mode.unravel(mode.flat)})  # fmt: skip
+    guide_cls = {
+        "normal": autoguide.AutoNormal,
+        "fullrank": autoguide.AutoMultivariateNormal,
+        "lowrank": autoguide.AutoLowRankMultivariateNormal,
+    }[opts.guide]
+    guide = guide_cls(pm, init_loc_fn=init)
+    svi = SVI(pm, guide, Adam(opts.learning_rate), Trace_ELBO())
+    k_run, k_draw = jax.random.split(key)
+    res = svi.run(k_run, opts.svi_steps, dv, progress_bar=opts.progress)
+    latent = Predictive(guide, params=res.params, num_samples=opts.draws)(k_draw, dv)
+    return _with_deterministic(pm, latent, k_draw), {"elbo_loss": np.asarray(res.losses)}
+
+
+def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
+    """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
+    x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
+    latent = jax.vmap(lambda v: mode.postprocess(mode.unravel(v)))(x)
+    latent = {k: v for k, v in latent.items() if k in mode.unravel(mode.flat)}
+    return _with_deterministic(pm, latent, key), {}
+
+
+def _with_deterministic(pm: PopulationModel, latent: dict, key: Any) -> dict:
+    """Latent draws plus the model's deterministic sites, as (1 chain, draws, ...) arrays."""
+    out = Predictive(pm, posterior_samples=latent, exclude_deterministic=False)(key, None)
+    out = {**latent, **{k: v for k, v in out.items() if not k.startswith("obs_")}}
+    return {k: np.asarray(v)[None] for k, v in out.items()}
+
+
+def _to_datatree(
+    pm: PopulationModel, dv: Any, samples: dict, extra: dict, key: Any, method: str
+) -> Any:
+    """Posterior, posterior predictive, log likelihood, observed and constant data as a DataTree."""
+    import arviz as az
+
+    ds = pm.dataset
+    chains, draws = next(iter(samples.values())).shape[:2]
+    flat = {k: jnp.asarray(v).reshape(chains * draws, *np.shape(v)[2:]) for k, v in samples.items()}
+    latent = {k: v for k, v in flat.items() if not k.startswith("obs_")}
+
+    @jax.jit
+    def predictive(latent: dict, key: Any) -> tuple[dict, dict]:
+        sites = [f"obs_{o}" for o in pm.spec.errors]
+        pp = Predictive(pm, posterior_samples=latent, return_sites=sites)(key, None)
+        return pp, log_likelihood(pm, latent, dv)
+
+    pp, ll = predictive(latent, key)
+
+    def shaped(d: Mapping[str, Any]) -> dict:
+        return {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in d.items()}
+
+    names = pm.model.output_names
+    dims: dict[str, list[str]] = {"pred": ["obs"]}
+    coords: dict[str, Any] = {"subject": list(map(str, ds.subjects)), "obs": np.arange(ds.n_obs)}
+    for n in samples:
+        if n.startswith("eta_study_"):
+            dims[n] = ["study"]
+            coords["study"] = list(map(str, ds.study_names or ("all",)))
+        elif n.startswith("eta_") or n.endswith("_i"):
+            dims[n] = ["subject"]
+    observed = {}
+    for o in pm.spec.errors:
+        sel = np.flatnonzero(ds.output == names.index(o))
+        dims[f"obs_{o}"] = [f"obs_{o}"]
+        coords[f"obs_{o}"] = sel
+        observed[f"obs_{o}"] = ds.dv[sel]
+    post = {k: np.asarray(v) for k, v in samples.items()}
+    groups: dict[str, Any] = {
+        "posterior": post,
+        "posterior_predictive": shaped(pp),
+        "log_likelihood": shaped(ll),
+        "observed_data": observed,
+        "constant_data": {
+            "obs_subject": ds.subject,
+            "obs_time": ds.time,
+            "obs_output": ds.output,
+            "obs_censored": ds.censored,
+            "obs_row": ds.row,
+        },  # fmt: skip
+    }
+    if extra and method == "nuts":
+        groups["sample_stats"] = {k: np.asarray(v) for k, v in extra.items()}
+    for k in ("obs_subject", "obs_time", "obs_output", "obs_censored", "obs_row"):
+        dims[k] = ["obs"]
+    tree = az.from_dict(groups, coords=coords, dims=dims)
+    tree.attrs["ldpk_method"] = method
+    tree.attrs["ldpk_model"] = pm.model.name
+    return tree

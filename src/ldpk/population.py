@@ -1,0 +1,428 @@
+"""The numpyro population model: priors, between-subject variability, covariates, residual error
+and censoring, built from a :class:`~ldpk.Model`, a :class:`~ldpk.data.Dataset` and a
+:class:`FitSpec`.
+
+Structure (NONMEM/nlmixr2 notation in brackets):
+
+- typical values θ_p of every parameter with a prior (other parameters stay at their values);
+- log-normal between-subject variability, non-centred: ``P_i = θ_p · c_i · exp(ω_p z_ip)``
+  with ``z_ip ~ N(0, 1)`` [ETA = ω z], ``ω_p`` the SD of log P_i [sqrt(OMEGA)];
+- optional study-level random effects ``exp(ω_s,p z_s,p)`` shared by a study's subjects;
+- covariate factors ``c_i``: power (allometric) ``(X_i / ref)^β``, linear ``1 + β (X_i − ref)``
+  and categorical ``exp(β_level)`` (reference level 1);
+- residual error per output, each with its own parameters: additive, proportional, combined
+  (SD = sqrt(a² + b² f²)), log-normal (SD b of log DV) and Student-t (combined scale, ν degrees of
+  freedom); left- or right-censored observations by the M3 likelihood (probability mass beyond
+  the limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.special import log_ndtr
+from numpyro.distributions import constraints
+
+from ldpk.data import Dataset
+from ldpk.errors import ModelError
+from ldpk.model import Model, Prior
+from ldpk.model._model import make_prior
+from ldpk.solve import ODEOptions, simulate
+
+ERROR_MODELS = ("additive", "proportional", "combined", "lognormal", "student_t")
+COVARIATE_EFFECTS = ("power", "linear", "categorical")
+
+#: Smallest prediction used in proportional and log-normal error (guards log(0) and SD = 0).
+TINY = 1e-12
+
+
+def prior_distribution(p: Prior) -> dist.Distribution:
+    """The numpyro distribution of a :class:`~ldpk.model.Prior`."""
+    a = dict(p.args)
+    match p.dist:
+        case "normal":
+            return dist.Normal(a["loc"], a["scale"])
+        case "lognormal":
+            return dist.LogNormal(a["loc"], a["scale"])
+        case "halfnormal":
+            return dist.HalfNormal(a["scale"])
+        case "uniform":
+            return dist.Uniform(a["low"], a["high"])
+        case "beta":
+            return dist.Beta(a["a"], a["b"])
+        case "gamma":
+            return dist.Gamma(a["shape"], a["rate"])
+    raise ModelError(f"prior {p.dist!r} has no distribution")
+
+
+def _positive(p: Prior) -> bool:
+    a = dict(p.args)
+    return p.dist in ("lognormal", "halfnormal", "gamma", "beta") or (
+        p.dist == "uniform" and a["low"] >= 0
+    )
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Residual error of one output: ``kind`` (one of ``ERROR_MODELS``) and priors on its
+    additive SD ``a`` (output unit), proportional SD ``b`` (fraction; for ``lognormal`` the SD of
+    log DV) and, for ``student_t``, the degrees of freedom ``nu``."""
+
+    kind: str = "combined"
+    additive: Prior | None = None
+    proportional: Prior | None = None
+    nu: Prior | None = None
+
+    @property
+    def uses_additive(self) -> bool:
+        return self.kind in ("additive", "combined", "student_t")
+
+    @property
+    def uses_proportional(self) -> bool:
+        return self.kind in ("proportional", "combined", "lognormal", "student_t")
+
+
+@dataclass(frozen=True)
+class CovariateEffect:
+    """A covariate effect on a parameter's individual values. ``kind``: power (allometric;
+    ``(X/reference)^beta``), linear (``1 + beta (X - reference)``) or categorical (one factor
+    ``exp(beta_level)`` per level other than ``reference``). ``beta`` is a fixed number or a
+    prior (estimated)."""
+
+    parameter: str
+    covariate: str
+    kind: str = "power"
+    reference: float = 1.0
+    beta: float | Prior = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"beta_{self.parameter}_{self.covariate}"
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """What is estimated and how. Built by :func:`fit_spec` from the model file and overrides.
+
+    ``priors``: parameter name → prior of its typical value (estimated parameters);
+    ``iiv``: parameter name → prior of ω (SD of the log-normal between-subject effect);
+    ``study_iiv``: parameter name → prior of the between-study SD; ``errors``: output name →
+    :class:`ErrorModel`; ``covariates``: covariate effects; ``fixed``: values of parameters
+    held fixed (overriding the model's)."""
+
+    priors: dict[str, Prior]
+    iiv: dict[str, Prior] = field(default_factory=dict)
+    study_iiv: dict[str, Prior] = field(default_factory=dict)
+    errors: dict[str, ErrorModel] = field(default_factory=dict)
+    covariates: tuple[CovariateEffect, ...] = ()
+    fixed: dict[str, float] = field(default_factory=dict)
+
+
+def default_iiv_prior(omega: float) -> Prior:
+    """ω ~ half-normal with scale 2ω₀ (ω₀ the model file's ``iiv``): weakly informative on the
+    log scale (median ≈ 1.35 ω₀), allowing far more variability than the file's value."""
+    return Prior("halfnormal", (("scale", max(2.0 * omega, 0.1)),))
+
+
+def fit_spec(
+    model: Model,
+    data: Dataset | None = None,
+    config: Mapping[str, Any] | str | Path | None = None,
+) -> FitSpec:
+    """Build the :class:`FitSpec` from the model file's priors and ``iiv`` values, overridden by
+    ``config`` (a mapping or a YAML/TOML file):
+
+    .. code-block:: yaml
+
+        parameters:
+          KA: {prior: {dist: lognormal, loc: 0.5, scale: 0.5}, iiv: {dist: halfnormal, scale: 1}}
+          F: {fixed: 0.8}           # hold at 0.8
+          TLAG: {iiv: none}         # no between-subject variability
+        error:
+          cp: {model: additive, additive: {dist: halfnormal, scale: 2}}
+        covariates:
+          - {parameter: CL, covariate: WT, kind: power, reference: 70, beta: 0.75}
+        study: [CL]                 # study-level random effect on CL
+
+    Default residual error: combined, with SD priors half-normal(scale = SD of the output's
+    observations) for the additive part and half-normal(0.5) for the proportional part."""
+    cfg = _read_config(config)
+    where = str(config) if isinstance(config, (str, Path)) else "fit config"
+    unknown = set(cfg) - {"parameters", "error", "covariates", "study", "fit"}
+    if unknown:
+        raise ModelError(f"{where}: unknown entries {sorted(unknown)}; valid: parameters, error, covariates, study, fit")  # fmt: skip
+    names = set(model.parameter_names)
+    priors: dict[str, Prior] = {}
+    iiv: dict[str, Prior] = {}
+    fixed: dict[str, float] = {}
+    for p in model.parameters:
+        if p.prior is not None and p.prior.dist != "fixed":
+            priors[p.name] = p.prior
+            if p.iiv is not None:
+                iiv[p.name] = default_iiv_prior(p.iiv)
+    for name, over in (cfg.get("parameters") or {}).items():
+        at = f"{where}: parameters.{name}"
+        if name not in names:
+            raise ModelError(f"{at}: {model.name} has no parameter {name!r}; parameters: {', '.join(model.parameter_names)}")  # fmt: skip
+        if not isinstance(over, Mapping) or not set(over) <= {"prior", "iiv", "fixed"}:
+            raise ModelError(f"{at}: give a mapping with prior:, iiv: and/or fixed:")
+        if "fixed" in over:
+            fixed[name] = float(over["fixed"])
+            priors.pop(name, None)
+            iiv.pop(name, None)
+            continue
+        if "prior" in over:
+            priors[name] = make_prior(over["prior"], f"{at}.prior")
+        if "iiv" in over:
+            v = over["iiv"]
+            if v in (None, "none", False, 0):
+                iiv.pop(name, None)
+            elif isinstance(v, (int, float)):
+                iiv[name] = default_iiv_prior(float(v))
+            else:
+                iiv[name] = make_prior(v, f"{at}.iiv")
+    for name in iiv:
+        if name not in priors:
+            raise ModelError(f"{where}: parameter {name} has between-subject variability but no prior (it is not estimated)")  # fmt: skip
+        if not _positive(priors[name]):
+            raise ModelError(f"{where}: parameter {name} has log-normal between-subject variability, so its prior must be on positive values (lognormal, halfnormal, gamma, uniform with low >= 0), not {priors[name].dist}")  # fmt: skip
+    study_iiv = {}
+    for name in cfg.get("study") or ():
+        if name not in priors:
+            raise ModelError(f"{where}: study: {name} is not an estimated parameter; estimated: {', '.join(priors)}")  # fmt: skip
+        study_iiv[name] = Prior("halfnormal", (("scale", 0.5),))
+    covs = tuple(_covariate_effect(c, model, priors, where, i) for i, c in enumerate(cfg.get("covariates") or ()))  # fmt: skip
+    errors = _error_models(model, data, cfg.get("error") or {}, where)
+    if not priors:
+        raise ModelError(f"{model.source}: no parameter has a prior, so nothing is estimated; add `prior:` to parameters in the model file or a fit config")  # fmt: skip
+    return FitSpec(priors, iiv, study_iiv, errors, covs, fixed)
+
+
+def _read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = Path(config)
+    if not path.exists():
+        raise ModelError(f"{path}: no such fit config")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            out = tomllib.loads(text)
+        else:
+            import yaml
+
+            out = yaml.safe_load(text) or {}
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(out, Mapping):
+        raise ModelError(f"{path}: a fit config is a mapping at top level")
+    return dict(out)
+
+
+def _covariate_effect(c: Any, model: Model, priors: dict, where: str, i: int) -> CovariateEffect:
+    at = f"{where}: covariates[{i}]"
+    if not isinstance(c, Mapping) or not {"parameter", "covariate"} <= set(c):
+        raise ModelError(f"{at}: give {{parameter: P, covariate: X, kind: power|linear|categorical, reference: R, beta: number or prior}}")  # fmt: skip
+    if c["parameter"] not in model.parameter_names:
+        raise ModelError(f"{at}: {c['parameter']!r} is not a parameter of {model.name}")
+    kind = c.get("kind", "power")
+    if kind not in COVARIATE_EFFECTS:
+        raise ModelError(f"{at}: kind {kind!r}; valid: {', '.join(COVARIATE_EFFECTS)}")
+    beta = c.get("beta", 1.0 if kind == "power" else 0.0)
+    if kind == "categorical" and not isinstance(beta, Mapping):
+        beta = {"dist": "normal", "loc": 0.0, "scale": 0.5}
+    beta = float(beta) if isinstance(beta, (int, float)) else make_prior(beta, f"{at}.beta")
+    ref = c.get("reference", 70.0 if kind == "power" else 0.0)
+    return CovariateEffect(str(c["parameter"]), str(c["covariate"]), kind, float(ref), beta)
+
+
+def _error_models(model: Model, data: Dataset | None, cfg: Mapping, where: str) -> dict:
+    outs = data.outputs_observed() if data is not None else model.output_names
+    unknown = set(cfg) - set(model.output_names)
+    if unknown:
+        raise ModelError(f"{where}: error: {sorted(unknown)} are not outputs of {model.name}; outputs: {', '.join(model.output_names)}")  # fmt: skip
+    errors = {}
+    for o in outs:
+        c = dict(cfg.get(o) or {})
+        kind = c.pop("model", "combined")
+        if kind not in ERROR_MODELS:
+            raise ModelError(f"{where}: error.{o}.model {kind!r}; valid: {', '.join(ERROR_MODELS)}")  # fmt: skip
+        bad = set(c) - {"additive", "proportional", "nu"}
+        if bad:
+            raise ModelError(f"{where}: error.{o}: unknown {sorted(bad)}; valid: model, additive, proportional, nu")  # fmt: skip
+        scale = 1.0
+        if data is not None:
+            sel = (data.output == model.output_names.index(o)) & (data.censored == 0)
+            if sel.any():
+                scale = float(np.std(data.dv[sel])) or float(np.abs(data.dv[sel]).max()) or 1.0
+        e = ErrorModel(kind)
+        if e.uses_additive:
+            e = replace(e, additive=make_prior(c["additive"], f"{where}: error.{o}.additive") if "additive" in c else Prior("halfnormal", (("scale", scale),)))  # fmt: skip
+        if e.uses_proportional:
+            e = replace(e, proportional=make_prior(c["proportional"], f"{where}: error.{o}.proportional") if "proportional" in c else Prior("halfnormal", (("scale", 0.5),)))  # fmt: skip
+        if kind == "student_t":
+            e = replace(e, nu=make_prior(c["nu"], f"{where}: error.{o}.nu") if "nu" in c else Prior("gamma", (("shape", 2.0), ("rate", 0.1))))  # fmt: skip
+        errors[o] = e
+    return errors
+
+
+class Residual(dist.Distribution):
+    """Residual-error likelihood of observations ``value`` given predictions ``loc`` and SD
+    ``scale`` (log-scale SD for log-normal), with censoring: ``censored`` +1 means the true
+    value is below ``value`` (the limit), −1 above it; then the log-likelihood is the log
+    probability beyond the limit (M3). ``kind``: 'normal', 'lognormal' or 'student_t'."""
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real
+    pytree_data_fields = ("loc", "scale", "censored", "nu")
+    pytree_aux_fields = ("kind",)
+
+    def __init__(
+        self, loc: Any, scale: Any, censored: Any, kind: str = "normal", nu: Any = 1.0,
+        *, validate_args: bool | None = None,
+    ) -> None:  # fmt: skip
+        self.loc, self.scale, self.censored, self.kind, self.nu = loc, scale, censored, kind, nu
+        batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale), jnp.shape(censored))
+        super().__init__(batch_shape=batch, validate_args=validate_args)
+
+    def _base(self) -> dist.Distribution:
+        if self.kind == "student_t":
+            return dist.StudentT(self.nu, self.loc, self.scale)
+        if self.kind == "lognormal":
+            return dist.LogNormal(jnp.log(jnp.maximum(self.loc, TINY)), self.scale)
+        return dist.Normal(self.loc, self.scale)
+
+    def sample(self, key: Any, sample_shape: tuple = ()) -> Any:
+        return self._base().sample(key, sample_shape)
+
+    def log_prob(self, value: Any) -> Any:
+        base = self._base()
+        if self.kind == "lognormal":
+            safe = jnp.where(value > 0, value, 1.0)
+            dens = jnp.where(value > 0, base.log_prob(safe), -jnp.inf)
+            z = (jnp.log(safe) - jnp.log(jnp.maximum(self.loc, TINY))) / self.scale
+            below, above = log_ndtr(z), log_ndtr(-z)
+        elif self.kind == "student_t":
+            dens = base.log_prob(value)
+            c = base.cdf(value)
+            below, above = jnp.log(c), jnp.log1p(-c)
+        else:
+            dens = base.log_prob(value)
+            z = (value - self.loc) / self.scale
+            below, above = log_ndtr(z), log_ndtr(-z)
+        return jnp.where(self.censored > 0, below, jnp.where(self.censored < 0, above, dens))
+
+
+@dataclass(frozen=True)
+class PopulationModel:
+    """A numpyro model function for ``dataset`` under ``spec`` (call it as ``pm(dv)``; with
+    ``dv=None`` it simulates observations). ``kernel`` options go to :func:`ldpk.simulate`."""
+
+    model: Model
+    dataset: Dataset
+    spec: FitSpec
+    method: str = "auto"
+    ode: ODEOptions | None = None
+
+    @property
+    def estimated(self) -> tuple[str, ...]:
+        return tuple(p for p in self.model.parameter_names if p in self.spec.priors)
+
+    def individual_parameters(self, pop: Mapping[str, Any], z: Mapping[str, Any], study_z: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Each subject's parameter values (arrays of length n_subjects) from typical values,
+        ω and standardised effects (``z['CL']``: (n_subjects,)), and covariate effects."""
+        ds, spec = self.dataset, self.spec
+        n = ds.n_subjects
+        out: dict[str, Any] = {}
+        for name in self.model.parameter_names:
+            if name in spec.fixed:
+                out[name] = jnp.full(n, spec.fixed[name])
+                continue
+            if name not in spec.priors:
+                continue
+            v = jnp.broadcast_to(pop[name], (n,))
+            if name in spec.iiv:
+                v = v * jnp.exp(pop[f"omega_{name}"] * z[name])
+            if name in spec.study_iiv and study_z is not None:
+                v = v * jnp.exp(pop[f"omega_study_{name}"] * study_z[name][ds.study])
+            out[name] = v
+        for c in spec.covariates:
+            x = jnp.asarray(ds.covariates[c.covariate])
+            beta = pop[c.name] if isinstance(c.beta, Prior) else c.beta
+            if c.kind == "power":
+                f = (x / c.reference) ** beta
+            elif c.kind == "linear":
+                f = 1.0 + beta * (x - c.reference)
+            else:
+                f = jnp.exp(jnp.where(x == c.reference, 0.0, beta))
+            base = out.get(c.parameter, jnp.full(n, self.model.parameter(c.parameter).value))
+            out[c.parameter] = base * f
+        return out
+
+    def predict_observations(self, params: Mapping[str, Any]) -> Any:
+        """Model predictions at every observation (vector of length n_obs)."""
+        ds = self.dataset
+        sim = simulate(
+            self.model, params, ds.table, method=self.method, ode=self.ode, check=False,
+            decay_corrected=ds.decay_corrected,
+        )  # fmt: skip
+        return sim.outputs[ds.subject, ds.position, ds.output]
+
+    def __call__(self, dv: Any = None) -> None:
+        ds, spec = self.dataset, self.spec
+        pop: dict[str, Any] = {}
+        for name in self.estimated:
+            pop[name] = numpyro.sample(name, prior_distribution(spec.priors[name]))
+        for name, pr in spec.iiv.items():
+            pop[f"omega_{name}"] = numpyro.sample(f"omega_{name}", prior_distribution(pr))
+        for name, pr in spec.study_iiv.items():
+            pop[f"omega_study_{name}"] = numpyro.sample(f"omega_study_{name}", prior_distribution(pr))  # fmt: skip
+        for c in spec.covariates:
+            if isinstance(c.beta, Prior):
+                pop[c.name] = numpyro.sample(c.name, prior_distribution(c.beta))
+        z: dict[str, Any] = {}
+        if spec.iiv:
+            with numpyro.plate("subject", ds.n_subjects):
+                for name in spec.iiv:
+                    z[name] = numpyro.sample(f"eta_{name}", dist.Normal(0.0, 1.0))
+        study_z = None
+        if spec.study_iiv:
+            n_study = len(ds.study_names) or 1
+            study_z = {}
+            with numpyro.plate("study", n_study):
+                for name in spec.study_iiv:
+                    study_z[name] = numpyro.sample(f"eta_study_{name}", dist.Normal(0.0, 1.0))
+        indiv = self.individual_parameters(pop, z, study_z)
+        for name in spec.iiv:
+            numpyro.deterministic(f"{name}_i", indiv[name])
+        pred = self.predict_observations(indiv)
+        numpyro.deterministic("pred", pred)
+        names = self.model.output_names
+        for out, err in spec.errors.items():
+            sel = np.flatnonzero(ds.output == names.index(out))
+            f = pred[sel]
+            a = numpyro.sample(f"sigma_add_{out}", prior_distribution(err.additive)) if err.uses_additive else 0.0  # fmt: skip
+            b = numpyro.sample(f"sigma_prop_{out}", prior_distribution(err.proportional)) if err.uses_proportional else 0.0  # fmt: skip
+            nu = numpyro.sample(f"nu_{out}", prior_distribution(err.nu)) if err.kind == "student_t" else 1.0  # fmt: skip
+            if err.kind == "lognormal":
+                scale, kind = jnp.broadcast_to(b, f.shape), "lognormal"
+            else:
+                scale = jnp.sqrt(a**2 + (b * jnp.abs(f)) ** 2 + TINY**2)
+                kind = "student_t" if err.kind == "student_t" else "normal"
+            cens = jnp.asarray(ds.censored[sel])
+            numpyro.sample(
+                f"obs_{out}", Residual(f, scale, cens, kind, nu),
+                obs=None if dv is None else dv[sel],
+            )  # fmt: skip
