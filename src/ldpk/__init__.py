@@ -8,8 +8,10 @@ from ldpk._config import configure as _configure
 _configure()
 
 from ldpk import tracer  # noqa: E402
+from ldpk.data import Dataset, read_data  # noqa: E402
 from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
+from ldpk.inference import Fit, FitOptions, fit, load_fit  # noqa: E402
 from ldpk.model import (  # noqa: E402
     Model,
     build_model,
@@ -25,7 +27,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Bolus",
     "DataError",
+    "Dataset",
     "EventTable",
+    "Fit",
+    "FitOptions",
     "Infusion",
     "LdpkError",
     "Model",
@@ -39,8 +44,11 @@ __all__ = [
     "build_model",
     "builtin_models",
     "check_model",
+    "fit",
+    "load_fit",
     "load_model",
     "physiology",
+    "read_data",
     "simulate",
     "tracer",
 ]

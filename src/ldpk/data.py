@@ -87,6 +87,7 @@ class Dataset:
     limit: np.ndarray
     row: np.ndarray
     covariates: dict[str, np.ndarray] = field(default_factory=dict)
+    scale: np.ndarray | None = None
     study: np.ndarray | None = None
     study_names: tuple[Any, ...] = ()
     decay_corrected: bool = True
@@ -102,6 +103,11 @@ class Dataset:
     @property
     def output_names(self) -> tuple[str, ...]:
         return self.model.output_names
+
+    @property
+    def obs_scale(self) -> np.ndarray:
+        """Factor from model output unit to observation unit per observation (ones if none)."""
+        return np.ones(self.n_obs) if self.scale is None else self.scale
 
     def outputs_observed(self) -> tuple[str, ...]:
         """Names of the model outputs that have at least one observation, in model order."""
@@ -121,6 +127,7 @@ class Dataset:
                 "CENS": self.censored,
                 "LIMIT": self.limit,
                 "ROW": self.row,
+                "SCALE": self.obs_scale,
             }
         )
 

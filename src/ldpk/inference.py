@@ -17,8 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 from jax.flatten_util import ravel_pytree
-from jax.scipy.optimize import minimize
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import initialize_model
@@ -198,20 +198,24 @@ def _map(pm: PopulationModel, dv: Any, key: Any) -> _Mode:
     def potential(x: Any) -> Any:
         return info.potential_fn(unravel(x))
 
-    @jax.jit
-    def solve(x0: Any) -> tuple[Any, Any, Any]:
-        res = minimize(potential, x0, method="BFGS", options={"maxiter": 2000})
-        h = jax.hessian(potential)(res.x)
-        return res.x, res.fun, 0.5 * (h + h.T)
+    value_and_grad = jax.jit(jax.value_and_grad(potential))
 
-    x, fun, h = solve(flat0)
-    if not np.isfinite(float(fun)):
+    def host(x: np.ndarray) -> tuple[float, np.ndarray]:
+        v, g = value_and_grad(jnp.asarray(x))
+        return float(v), np.asarray(g, dtype=float)
+
+    # SciPy's BFGS with JAX gradients: robust line search, converges to |grad| < 1e-6 here.
+    res = scipy.optimize.minimize(host, np.asarray(flat0), jac=True, method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})  # fmt: skip
+    if not np.isfinite(res.fun):
         raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
+    x = jnp.asarray(res.x)
+    h = np.asarray(jax.jit(jax.hessian(potential))(x))
+    h = 0.5 * (h + h.T)
     values = {k: v for k, v in info.postprocess_fn(unravel(x)).items() if not k.startswith("obs_")}  # fmt: skip
     cov = None
     try:
-        np.linalg.cholesky(np.asarray(h))
-        cov = np.linalg.inv(np.asarray(h))
+        np.linalg.cholesky(h)
+        cov = np.linalg.inv(h)
     except np.linalg.LinAlgError:
         pass
     return _Mode(x, unravel, values, cov, info.postprocess_fn)
@@ -278,7 +282,7 @@ def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tu
 
 def _with_deterministic(pm: PopulationModel, latent: dict, key: Any) -> dict:
     """Latent draws plus the model's deterministic sites, as (1 chain, draws, ...) arrays."""
-    out = Predictive(pm, posterior_samples=latent, exclude_deterministic=False)(key, None)
+    out = Predictive(pm, posterior_samples=latent)(key, None)
     out = {**latent, **{k: v for k, v in out.items() if not k.startswith("obs_")}}
     return {k: np.asarray(v)[None] for k, v in out.items()}
 

@@ -378,7 +378,8 @@ class PopulationModel:
             self.model, params, ds.table, method=self.method, ode=self.ode, check=False,
             decay_corrected=ds.decay_corrected,
         )  # fmt: skip
-        return sim.outputs[ds.subject, ds.position, ds.output]
+        pred = sim.outputs[ds.subject, ds.position, ds.output]
+        return pred if ds.scale is None else pred * ds.scale
 
     def __call__(self, dv: Any = None) -> None:
         ds, spec = self.dataset, self.spec
