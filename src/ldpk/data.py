@@ -53,6 +53,16 @@ STANDARD_COLUMNS = (
 MAX_LISTED = 25
 
 
+def example_data_dir() -> Path:
+    """The bundled example studies: ``ldpk/_examples`` in a wheel, ``<repo>/examples/data`` in
+    a checkout (see ``examples/data/README.md`` for how each was simulated)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_examples", here.parent.parent / "examples" / "data"):
+        if cand.is_dir():
+            return cand
+    raise DataError("the bundled example studies are missing from this installation of ldpk")
+
+
 def convert_time(values: np.ndarray, unit: str, to: str) -> np.ndarray:
     """Convert times from ``unit`` to ``to`` (units: s, min, h, d/day/days, week/weeks/wk)."""
     for u in (unit, to):
