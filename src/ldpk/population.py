@@ -198,8 +198,13 @@ def fit_spec(
     for name in cfg.get("study") or ():
         if name not in priors:
             raise ModelError(f"{where}: study: {name} is not an estimated parameter; estimated: {', '.join(priors)}")  # fmt: skip
+        if data is not None and data.study is None:
+            raise ModelError(f"{where}: study: random effects between studies need a STUDY column in the data")  # fmt: skip
         study_iiv[name] = Prior("halfnormal", (("scale", 0.5),))
     covs = tuple(_covariate_effect(c, model, priors, where, i) for i, c in enumerate(cfg.get("covariates") or ()))  # fmt: skip
+    for c in covs:
+        if data is not None and c.covariate not in data.covariates:
+            raise ModelError(f"{where}: covariate effect on {c.parameter}: the data have no numeric column {c.covariate!r}; columns: {', '.join(data.covariates) or '(none)'}")  # fmt: skip
     errors = _error_models(model, data, cfg.get("error") or {}, where)
     if not priors:
         raise ModelError(f"{model.source}: no parameter has a prior, so nothing is estimated; add `prior:` to parameters in the model file or a fit config")  # fmt: skip
@@ -340,11 +345,21 @@ class PopulationModel:
     def estimated(self) -> tuple[str, ...]:
         return tuple(p for p in self.model.parameter_names if p in self.spec.priors)
 
-    def individual_parameters(self, pop: Mapping[str, Any], z: Mapping[str, Any], study_z: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-        """Each subject's parameter values (arrays of length n_subjects) from typical values,
-        ω and standardised effects (``z['CL']``: (n_subjects,)), and covariate effects."""
+    def individual_parameters(
+        self,
+        pop: Mapping[str, Any],
+        z: Mapping[str, Any],
+        study_z: Mapping[str, Any] | None = None,
+        covariates: Mapping[str, Any] | None = None,
+        n: int | None = None,
+    ) -> dict[str, Any]:
+        """Parameter values of ``n`` individuals (default: the dataset's subjects) from typical
+        values and ω (``pop``), standardised effects (``z['CL']``: (n,)), study effects
+        (``study_z``, indexed by the dataset's study of each subject) and covariate effects
+        (``covariates``: values per individual; default the dataset's subject covariates)."""
         ds, spec = self.dataset, self.spec
-        n = ds.n_subjects
+        n = ds.n_subjects if n is None else n
+        covs = ds.covariates if covariates is None else covariates
         out: dict[str, Any] = {}
         for name in self.model.parameter_names:
             if name in spec.fixed:
@@ -359,7 +374,7 @@ class PopulationModel:
                 v = v * jnp.exp(pop[f"omega_study_{name}"] * study_z[name][ds.study])
             out[name] = v
         for c in spec.covariates:
-            x = jnp.asarray(ds.covariates[c.covariate])
+            x = jnp.broadcast_to(jnp.asarray(covs.get(c.covariate, c.reference), dtype=float), (n,))
             beta = pop[c.name] if isinstance(c.beta, Prior) else c.beta
             if c.kind == "power":
                 f = (x / c.reference) ** beta

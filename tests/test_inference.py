@@ -1,0 +1,117 @@
+"""fit(): every method runs and returns an ArviZ DataTree; a fixed seed gives identical
+results; netCDF round trip; predictions and exposure against closed forms; parameter recovery
+from a simulated study with below-LLOQ observations (M3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ldpk
+
+DOSE = 320.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ldpk.load_model("one_compartment")
+
+
+@pytest.fixture(scope="module")
+def theo(model, reference_data_dir):
+    return ldpk.read_data(model, reference_data_dir / "theo_sd.csv")
+
+
+CFG = {"error": {"cp": {"model": "additive"}}}
+
+
+@pytest.fixture(scope="module")
+def map_fit(model, theo):
+    return ldpk.fit(model, theo, config=CFG, method="map", progress=False)
+
+
+def _oral(t, ka, cl, v, dose=DOSE):
+    k = cl / v
+    return dose * ka / (v * (ka - k)) * (np.exp(-k * t) - np.exp(-ka * t))
+
+
+def test_map_prediction_and_exposure_match_closed_forms(model, map_fit):
+    cl, v, ka = (float(map_fit.map_values[p]) for p in ("CL", "V", "KA"))
+    t = np.linspace(0, 400, 8001)
+    pred = map_fit.predict([ldpk.Bolus(DOSE, route="oral")], t)
+    np.testing.assert_allclose(np.asarray(pred["cp"])[0], _oral(t, ka, cl, v), rtol=1e-9, atol=1e-12)  # fmt: skip
+    exp = map_fit.exposure([ldpk.Bolus(DOSE, route="oral")], t).set_index("metric")["median"]
+    k = cl / v
+    tmax = np.log(ka / k) / (ka - k)
+    assert exp["AUC"] == pytest.approx(DOSE / cl, rel=1e-4)  # trapezoid on a 0.05 h grid
+    assert exp["MRT"] == pytest.approx(1 / ka + 1 / k, rel=1e-3)
+    assert exp["Tmax"] == pytest.approx(tmax, abs=0.05)  # grid spacing
+    assert exp["Cmax"] == pytest.approx(_oral(tmax, ka, cl, v), rel=1e-4)
+
+
+def test_laplace_is_reproducible_and_round_trips(model, theo, tmp_path):
+    a = ldpk.fit(model, theo, config=CFG, method="laplace", progress=False, draws=200, seed=3)
+    b = ldpk.fit(model, theo, config=CFG, method="laplace", progress=False, draws=200, seed=3)
+    np.testing.assert_array_equal(a.draws("CL"), b.draws("CL"))
+    tree = a.posterior
+    assert {"posterior", "posterior_predictive", "log_likelihood", "observed_data"} <= set(tree.children)  # fmt: skip
+    assert tree["posterior_predictive"]["obs_cp"].shape == (1, 200, theo.n_obs)
+    np.testing.assert_array_equal(tree["observed_data"]["obs_cp"].values, theo.dv)
+    path = a.save(tmp_path / "fit.nc")
+    back = ldpk.load_fit(path)
+    np.testing.assert_array_equal(back["posterior"]["CL"].values, tree["posterior"]["CL"].values)
+    summary = a.summary()
+    assert {"CL", "V", "KA", "omega_KA", "sigma_add_cp"} <= set(summary.index)
+
+
+def test_nuts_same_seed_same_draws(model, theo):
+    kw = dict(config=CFG, progress=False, chains=2, warmup=60, samples=40, seed=11)
+    a = ldpk.fit(model, theo, **kw)
+    b = ldpk.fit(model, theo, **kw)
+    np.testing.assert_array_equal(a.draws("KA"), b.draws("KA"))
+    assert a.posterior["sample_stats"]["diverging"].shape == (2, 40)
+    assert a.posterior["posterior"]["eta_CL"].dims == ("chain", "draw", "subject")
+
+
+def test_svi_fullrank_guide(model, theo):
+    f = ldpk.fit(model, theo, config=CFG, method="svi", guide="fullrank", svi_steps=1500, draws=300, progress=False)  # fmt: skip
+    med = {p: float(np.median(f.draws(p))) for p in ("CL", "V", "KA")}
+    # nlmixr2 FOCEi: ka 1.59, CL 2.75, V 31.8 (10 % as in the issue's NUTS check; SVI is an
+    # approximation, so 15 %).
+    assert med["CL"] == pytest.approx(2.75, rel=0.15)
+    assert med["V"] == pytest.approx(31.8, rel=0.15)
+    assert med["KA"] == pytest.approx(1.59, rel=0.15)
+
+
+def _simulated_study(model, tmp_path, seed=7, n=30, lloq=0.5):
+    """A study simulated with known truth: 1-cmt oral, 30 % IIV on CL, V and KA, 15 %
+    proportional error, values below LLOQ reported as BLQ."""
+    rng = np.random.default_rng(seed)
+    truth = {"CL": 3.0, "V": 25.0, "KA": 1.0, "omega": 0.3, "prop": 0.15}
+    times = np.array([0.25, 0.5, 1, 2, 4, 8, 12, 24, 36, 48.0])
+    rows = []
+    for i in range(n):
+        p = {k: truth[k] * np.exp(truth["omega"] * rng.standard_normal()) for k in ("CL", "V", "KA")}
+        c = _oral(times, p["KA"], p["CL"], p["V"], dose=500.0)
+        y = c * (1 + truth["prop"] * rng.standard_normal(times.size))
+        rows.append({"ID": i + 1, "TIME": 0.0, "AMT": 500.0, "EVID": 1, "CMT": 1, "DV": np.nan, "BLQ": 0, "LLOQ": lloq})  # fmt: skip
+        for t, v in zip(times, y, strict=True):
+            rows.append({"ID": i + 1, "TIME": t, "AMT": 0.0, "EVID": 0, "CMT": 2, "DV": v if v >= lloq else np.nan, "BLQ": int(v < lloq), "LLOQ": lloq})  # fmt: skip
+    path = tmp_path / "sim.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path, truth
+
+
+def test_parameter_recovery_with_blq(model, tmp_path):
+    path, truth = _simulated_study(model, tmp_path)
+    ds = ldpk.read_data(model, path)
+    assert 5 <= int((ds.censored == 1).sum()) <= 120  # the design has BLQ data to exercise M3
+    cfg = {"error": {"cp": {"model": "proportional"}}}
+    f = ldpk.fit(model, ds, config=cfg, method="laplace", draws=2000, progress=False)
+    for p in ("CL", "V", "KA"):
+        lo, hi = np.quantile(f.draws(p), [0.05, 0.95])
+        assert lo <= truth[p] <= hi, (p, lo, hi)
+    # The residual SD is not checked here: a Laplace approximation at the joint mode (over
+    # the between-subject effects too) shrinks it (0.129 for a true 0.15 with this seed), the
+    # known bias of joint MAP in hierarchical models; NUTS recovery is checked in the slow tests.
