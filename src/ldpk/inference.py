@@ -70,10 +70,11 @@ class Fit:
     options: FitOptions = field(default_factory=FitOptions)
     ode: ODEOptions | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    kernel: str = "auto"
 
     @property
     def population(self) -> PopulationModel:
-        return PopulationModel(self.model, self.dataset, self.spec, ode=self.ode)
+        return PopulationModel(self.model, self.dataset, self.spec, self.kernel, self.ode)
 
     def draws(self, name: str) -> np.ndarray:
         """Posterior draws of a variable, chains and draws flattened to the first axis."""
@@ -280,6 +281,7 @@ def fit(
     method: str = "nuts",
     options: FitOptions | None = None,
     ode: ODEOptions | None = None,
+    kernel: str = "auto",
     time_unit: str | None = None,
     **option_overrides: Any,
 ) -> Fit:
@@ -289,7 +291,9 @@ def fit(
     ``config``: priors, between-subject variability, residual error, covariate effects and study
     effects overriding the model file (see :func:`ldpk.population.fit_spec`). ``method``: 'nuts'
     (default), 'svi', 'map' (point estimate) or 'laplace' (MAP with a normal approximation in the
-    unconstrained space). Keyword overrides set :class:`FitOptions` fields, e.g. ``chains=2``.
+    unconstrained space). ``kernel``: 'auto' (exact for linear models, ODE otherwise), 'exact'
+    or 'ode'; ``ode``: :class:`~ldpk.ODEOptions` for the ODE kernel. Keyword overrides set
+    :class:`FitOptions` fields, e.g. ``chains=2``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -305,7 +309,7 @@ def fit(
     if ds.model is not model and ds.model != model:
         raise DataError("the dataset was read for a different model")
     spec = fit_spec(model, ds, config)
-    pm = PopulationModel(model, ds, spec, ode=ode)
+    pm = PopulationModel(model, ds, spec, kernel, ode)
     dv = jnp.asarray(ds.dv)
     key = jax.random.PRNGKey(opts.seed)
     k_init, k_run, k_pred = jax.random.split(key, 3)
@@ -327,7 +331,7 @@ def fit(
     timings["sampling_s"] = time.perf_counter() - t0
     tree = _to_datatree(pm, dv, samples, stats, k_pred, method)
     map_values = {k: np.asarray(v).tolist() for k, v in mode.values.items()}
-    return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings)
+    return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
 
 
 @dataclass(frozen=True)
