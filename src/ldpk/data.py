@@ -11,6 +11,7 @@ rows; the header is row 0), column and what would be valid, before anything is c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from ldpk.dosing import (
     EventTable,
     Records,
     event_table,
+    make_records,
     read_table,
     records_from_table,
     resolve_route,
@@ -29,6 +31,7 @@ from ldpk.dosing import (
 )
 from ldpk.errors import DataError, LdpkError
 from ldpk.model import Model
+from ldpk.tracer import convert, valid_units
 
 #: Conversion factors from a time unit to hours.
 TIME_UNITS = {
@@ -41,6 +44,14 @@ TIME_UNITS = {
     "week": 168.0,
     "weeks": 168.0,
     "wk": 168.0,
+    "sec": 1 / 3600,
+    "second": 1 / 3600,
+    "seconds": 1 / 3600,
+    "minute": 1 / 60,
+    "minutes": 1 / 60,
+    "hr": 1.0,
+    "hour": 1.0,
+    "hours": 1.0,
 }
 
 #: Columns with a NONMEM meaning (lower case). Any other numeric column is a covariate.
@@ -209,6 +220,127 @@ def _rxode_evid(evid: np.ndarray, cmt: np.ndarray | None, problems: _Problems) -
     return evid, cmt
 
 
+def _load_frame(data: str | Path | Any, columns: Mapping[str, str] | None, fn: str) -> tuple:
+    """The table as a pandas DataFrame (columns renamed by ``columns``) and its name for messages."""
+    import pandas as pd
+
+    where = str(data) if isinstance(data, (str, Path)) else "<DataFrame>"
+    frame = read_table(data) if isinstance(data, (str, Path)) else data.copy()
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{fn}(): expected a path or a pandas DataFrame, got {type(data)}")
+    return _rename(frame, columns or {}, where), where
+
+
+def _require(frame: Any, cols: Mapping[str, str], need: tuple[str, ...], problems: _Problems, columns: Any) -> None:  # fmt: skip
+    """A problem for every column of ``need`` (lower case) the table lacks."""
+    for c in need:
+        if c not in cols:
+            problems.add(
+                None, c.upper(), f"missing; columns present: {', '.join(map(str, frame.columns))}"
+                + (" (give `columns=` to map other names)" if columns is None else "")
+            )  # fmt: skip
+
+
+def _check_model_time_unit(model: Model) -> None:
+    if model.time_unit not in TIME_UNITS:
+        raise DataError(
+            f"{model.source}: model time unit {model.time_unit!r} is not one of {', '.join(TIME_UNITS)}"
+        )
+
+
+def _censoring(
+    cols: Mapping[str, str], num: Mapping[str, np.ndarray], is_obs: np.ndarray, dv: np.ndarray,
+    problems: _Problems, dv_label: str, missing_dv: str,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Censoring flags (+1 below, -1 above a limit, 0 none) and limits (NaN where none) from the
+    CENS/LIMIT, BLQ and LLOQ columns; problems name ``dv_label`` for the value column."""
+    n = len(dv)
+    cens = np.zeros(n, dtype=np.int64)
+    limit = np.full(n, np.nan)
+    if "cens" in cols:
+        c = np.nan_to_num(num["cens"])
+        for i in np.flatnonzero(is_obs & ~np.isin(c, (-1, 0, 1))):
+            problems.add(i + 1, "CENS", f"{c[i]:g} is not valid; use 0, 1 (below the limit in {dv_label}) or -1 (above)")  # fmt: skip
+        cens = np.where(np.isin(c, (-1, 1)), c, 0).astype(np.int64)
+        limit = np.where(cens != 0, dv, np.nan)
+    if "blq" in cols:
+        b = np.nan_to_num(num["blq"])
+        for i in np.flatnonzero(is_obs & ~np.isin(b, (0, 1))):
+            problems.add(i + 1, "BLQ", f"{b[i]:g} is not valid; use 0 or 1")
+        cens = np.where(b == 1, 1, cens)
+        limit = np.where(b == 1, num["lloq"] if "lloq" in cols else dv, limit)
+    elif "lloq" in cols:
+        lloq = num["lloq"]
+        below = is_obs & np.isfinite(lloq) & (np.isnan(dv) | (dv < lloq))
+        cens = np.where(below, 1, cens)
+        limit = np.where(below, lloq, limit)
+    for i in np.flatnonzero(is_obs & (cens != 0) & ~np.isfinite(limit)):
+        problems.add(i + 1, "LLOQ" if "lloq" in cols else dv_label, f"a censored observation needs its limit (LLOQ column, or the limit in {dv_label})")  # fmt: skip
+    for i in np.flatnonzero(is_obs & (cens == 0) & ~np.isfinite(dv)):
+        problems.add(i + 1, dv_label, missing_dv)
+    return cens, limit
+
+
+def _first_per_subject(values: np.ndarray, ids: np.ndarray, subjects: tuple[Any, ...]) -> list:
+    """Each subject's value on its first row (``ids`` and ``values`` aligned, in table order)."""
+    first: dict[Any, int] = {}
+    for i, s in enumerate(ids):
+        first.setdefault(s, i)
+    return [values[first[s]] for s in subjects]
+
+
+def _covariates(frame: Any, cov_cols: list, ids: np.ndarray, subjects: tuple[Any, ...]) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each subject's first value of every numeric covariate column (all-blank columns dropped)."""
+    import pandas as pd
+
+    covs = {}
+    for c in cov_cols:
+        vals = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
+        if np.isnan(vals).all():
+            continue
+        covs[c] = np.array(_first_per_subject(vals, ids, subjects), dtype=float)
+    return covs
+
+
+def _study(raw: np.ndarray, ids: np.ndarray, subjects: tuple[Any, ...]) -> tuple:
+    """Study index of every subject (by its first row) and the study names in order of appearance."""
+    first = _first_per_subject(raw, ids, subjects)
+    names = tuple(dict.fromkeys(first))
+    return np.array([names.index(v) for v in first], dtype=np.int64), names
+
+
+def _assemble(
+    model: Model, where: str, per_id: Mapping[Any, Records], rec_ids: np.ndarray,
+    rec_returned: np.ndarray, obs_rec: np.ndarray, *, output: np.ndarray, time: np.ndarray,
+    dv: np.ndarray, censored: np.ndarray, limit: np.ndarray, row: np.ndarray,
+    covariates: dict[str, np.ndarray], study: np.ndarray | None, study_names: tuple[Any, ...],
+    decay_corrected: bool, scale: np.ndarray | None = None,
+) -> Dataset:  # fmt: skip
+    """The Dataset from each subject's validated records.
+
+    ``rec_ids`` and ``rec_returned`` run over all records in record order (each subject's in
+    the order of its Records); ``rec_returned`` marks those the kernel returns (EVID 0 or 2).
+    ``obs_rec`` indexes the fitted observations among the records; the other arguments are
+    per observation. A censored observation's DV is its limit."""
+    subjects = tuple(per_id)
+    recs = tuple(per_id[s] for s in subjects)
+    table = stack_tables([event_table(r) for r in recs])
+    sub_of = {s: k for k, s in enumerate(subjects)}
+    pos_of_rec = np.full(len(rec_ids), -1, dtype=np.int64)
+    count: dict[Any, int] = {}
+    for i in np.flatnonzero(rec_returned):
+        pos_of_rec[i] = count.get(rec_ids[i], 0)
+        count[rec_ids[i]] = pos_of_rec[i] + 1
+    return Dataset(
+        model=model, source=where, subjects=subjects, table=table, records=recs,
+        subject=np.array([sub_of[rec_ids[i]] for i in obs_rec], dtype=np.int64),
+        position=pos_of_rec[obs_rec], output=np.asarray(output, dtype=np.int64), time=time,
+        dv=np.where(censored != 0, limit, dv), censored=censored, limit=limit, row=row,
+        covariates=covariates, scale=scale, study=study, study_names=study_names,
+        decay_corrected=decay_corrected,
+    )  # fmt: skip
+
+
 def read_data(
     model: Model,
     data: str | Path | Any,
@@ -243,29 +375,17 @@ def read_data(
     """
     import pandas as pd
 
-    where = str(data) if isinstance(data, (str, Path)) else "<DataFrame>"
-    frame = read_table(data) if isinstance(data, (str, Path)) else data.copy()
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"read_data(): expected a path or a pandas DataFrame, got {type(data)}")
+    frame, where = _load_frame(data, columns, "read_data")
     problems = _Problems(where)
-    frame = _rename(frame, columns or {}, where)
     cols = {c.lower(): c for c in frame.columns}
-    for need in ("id", "time", "dv"):
-        if need not in cols:
-            problems.add(
-                None, need.upper(), f"missing; columns present: {', '.join(map(str, frame.columns))}"
-                + (" (give `columns=` to map other names)" if columns is None else "")
-            )  # fmt: skip
+    _require(frame, cols, ("id", "time", "dv"), problems, columns)
     problems.raise_if_any()
     if len(frame) == 0:
         raise DataError(f"{where}: the table has no rows")
     unit = time_unit or model.time_unit
     if unit not in TIME_UNITS:
         raise DataError(f"{where}: unknown time unit {unit!r}; valid: {', '.join(TIME_UNITS)}")
-    if model.time_unit not in TIME_UNITS:
-        raise DataError(
-            f"{model.source}: model time unit {model.time_unit!r} is not one of {', '.join(TIME_UNITS)}"
-        )
+    _check_model_time_unit(model)
 
     num = {}
     for c in ("time", "evid", "amt", "rate", "ii", "addl", "ss", "mdv", "dv", "blq", "cens", "limit", "lloq", "dvid"):  # fmt: skip
@@ -329,30 +449,10 @@ def read_data(
     else:
         problems.add(None, "OUTPUT", f"{model.name} has several outputs ({', '.join(out_names)}); add an OUTPUT column naming the output of each observation, or DVID with `dvid=`")  # fmt: skip
 
-    # Censoring.
-    cens = np.zeros(n, dtype=np.int64)
-    limit = np.full(n, np.nan)
-    if "cens" in cols:
-        c = np.nan_to_num(num["cens"])
-        for i in np.flatnonzero(is_obs & ~np.isin(c, (-1, 0, 1))):
-            problems.add(i + 1, "CENS", f"{c[i]:g} is not valid; use 0, 1 (below the limit in DV) or -1 (above)")  # fmt: skip
-        cens = np.where(np.isin(c, (-1, 1)), c, 0).astype(np.int64)
-        limit = np.where(cens != 0, dv, np.nan)
-    if "blq" in cols:
-        b = np.nan_to_num(num["blq"])
-        for i in np.flatnonzero(is_obs & ~np.isin(b, (0, 1))):
-            problems.add(i + 1, "BLQ", f"{b[i]:g} is not valid; use 0 or 1")
-        cens = np.where(b == 1, 1, cens)
-        limit = np.where(b == 1, num["lloq"] if "lloq" in cols else dv, limit)
-    elif "lloq" in cols:
-        lloq = num["lloq"]
-        below = is_obs & np.isfinite(lloq) & (np.isnan(dv) | (dv < lloq))
-        cens = np.where(below, 1, cens)
-        limit = np.where(below, lloq, limit)
-    for i in np.flatnonzero(is_obs & (cens != 0) & ~np.isfinite(limit)):
-        problems.add(i + 1, "LLOQ" if "lloq" in cols else "DV", "a censored observation needs its limit (LLOQ column, or the limit in DV)")  # fmt: skip
-    for i in np.flatnonzero(is_obs & (cens == 0) & ~np.isfinite(dv)):
-        problems.add(i + 1, "DV", "missing for an observation (EVID 0); set MDV 1 to skip the row, or mark it censored (BLQ/CENS)")  # fmt: skip
+    cens, limit = _censoring(
+        cols, num, is_obs, dv, problems, "DV",
+        "missing for an observation (EVID 0); set MDV 1 to skip the row, or mark it censored (BLQ/CENS)",
+    )  # fmt: skip
 
     # Doses into routes/compartments the model has.
     route_col = frame[cols["route"]].to_numpy() if "route" in cols else None
@@ -399,42 +499,17 @@ def read_data(
     except LdpkError as exc:
         raise DataError(str(exc)) from None
     subjects = tuple(per_id)
-    recs = tuple(per_id[s] for s in subjects)
-    table = stack_tables([event_table(r) for r in recs])
 
-    # Observations as flat vectors, in subject then record order.
+    # Observations as flat vectors, in data order. The kernel returns every EVID 0 or 2 record
+    # of a subject, in data order; the fitted observations are a subset of them.
     obs_rows = np.flatnonzero(is_obs)
-    sub_of = {s: k for k, s in enumerate(subjects)}
-    # The kernel returns every EVID 0 or 2 record of a subject, in data order; the fitted
-    # observations are a subset of them.
-    pos_of_row = np.full(n, -1, dtype=np.int64)
-    count: dict[Any, int] = {}
-    for i in np.flatnonzero(np.isin(evid, (0, 2))):
-        pos_of_row[i] = count.get(ids[i], 0)
-        count[ids[i]] = pos_of_row[i] + 1
-    position = pos_of_row[obs_rows]
-    subject = np.array([sub_of[ids[i]] for i in obs_rows], dtype=np.int64)
-    covs = {}
-    for c in cov_cols:
-        vals = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float)
-        if np.isnan(vals).all():
-            continue
-        covs[c] = np.array([vals[np.flatnonzero(ids == s)[0]] for s in subjects])
-    study = None
-    study_names: tuple[Any, ...] = ()
+    study, study_names = None, ()
     if "study" in cols:
-        raw = frame[cols["study"]].to_numpy()
-        first = [raw[np.flatnonzero(ids == s)[0]] for s in subjects]
-        study_names = tuple(dict.fromkeys(first))
-        study = np.array([study_names.index(v) for v in first], dtype=np.int64)
-    dv_obs = dv[obs_rows].copy()
-    cens_obs = cens[obs_rows]
-    lim_obs = limit[obs_rows]
-    dv_obs = np.where(cens_obs != 0, lim_obs, dv_obs)
-    return Dataset(
-        model=model, source=where, subjects=subjects, table=table, records=recs,
-        subject=subject, position=position, output=out_idx[obs_rows], time=time[obs_rows] * factor,
-        dv=dv_obs, censored=cens_obs, limit=lim_obs, row=obs_rows + 1, covariates=covs,
+        study, study_names = _study(frame[cols["study"]].to_numpy(), ids, subjects)
+    return _assemble(
+        model, where, per_id, ids, np.isin(evid, (0, 2)), obs_rows, output=out_idx[obs_rows],
+        time=time[obs_rows] * factor, dv=dv[obs_rows], censored=cens[obs_rows],
+        limit=limit[obs_rows], row=obs_rows + 1, covariates=_covariates(frame, cov_cols, ids, subjects),
         study=study, study_names=study_names, decay_corrected=decay_corrected,
     )  # fmt: skip
 
@@ -452,3 +527,538 @@ def _rename(frame: Any, columns: Mapping[str, str], where: str) -> Any:
         else:
             raise DataError(f"{where}: columns= names {src!r}, which is not a column; columns: {', '.join(map(str, frame.columns))}")  # fmt: skip
     return frame.rename(columns=mapping)
+
+
+# ---- tidy biodistribution tables ---------------------------------------------------------------
+#: Columns of a tidy biodistribution table with a meaning (lower case). Any other numeric column
+#: is a covariate.
+BIODISTRIBUTION_COLUMNS = (
+    "id", "time", "organ", "value", "dv", "unit", "weight", "lloq", "blq", "cens", "limit",
+    "dose", "route", "dose_time", "study", "group", "time_unit", "output",
+)  # fmt: skip
+
+#: Tissue names besides the physiology tables' organs; an output named ``*_<one of these>`` is
+#: never matched to a different organ by unit alone.
+_TISSUE_WORDS = (
+    "plasma", "serum", "body", "whole_body", "urine", "feces", "faeces", "carcass", "tumor",
+    "tumour", "injury", "bone", "marrow", "skin", "fat", "adipose", "stomach", "intestine", "gut",
+    "pancreas", "bladder", "thymus", "lymph_node", "ovary", "testis", "uterus", "eye",
+)  # fmt: skip
+_ROWS_LISTED = 5
+
+
+def _organ_key(organ: Any) -> str:
+    """An organ name as matched against output names: lower case, spaces and '-' as '_'."""
+    return re.sub(r"[\s\-]+", "_", str(organ).strip()).lower()
+
+
+def _unit_key(unit: Any) -> str:
+    """A unit as compared: no white space, 'µ'/'μ' written 'u' (case kept: mCi is not MCi)."""
+    return "".join(str(unit).split()).replace("µ", "u").replace("μ", "u")
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(map(str, rows[:_ROWS_LISTED]))
+    more = f" (and {len(rows) - _ROWS_LISTED} more)" if len(rows) > _ROWS_LISTED else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+@dataclass(frozen=True)
+class _Match:
+    """Row value = model output · factor · WEIGHT**exponent (exponent -1: per gram from a
+    whole-organ output; +1: whole organ from a per-gram output; 0: weight not used)."""
+
+    output: int
+    factor: float
+    exponent: int
+
+
+class _OutputMatcher:
+    """Which model output a (organ, unit) row measures, and the factor to the row's unit."""
+
+    def __init__(self, model: Model, decay_corrected: bool, file_organs: set[str]) -> None:
+        from ldpk.model.physiology import ORGANS
+
+        self.model = model
+        self.outputs = model.outputs
+        self.decay_corrected = decay_corrected
+        words = {*ORGANS, *_TISSUE_WORDS, *file_organs}
+        self.words = sorted(words, key=len, reverse=True)
+        self._conv: dict[tuple[str, str], tuple[float, int] | None] = {}
+
+    def named(self, organ: str) -> list[int]:
+        """Outputs named for ``organ``: the organ is a '_'-separated part of the name (case
+        ignored), e.g. 'lung' names pct_lung, pct_per_g_lung, radio_lung_g and lung_conc."""
+        return [i for i, o in enumerate(self.outputs) if f"_{organ}_" in f"_{o.name.lower()}_"]
+
+    def organ_of(self, name: str) -> str | None:
+        """The tissue an output is named for (longest known tissue word in the name), or None."""
+        n = f"_{name.lower()}_"
+        return next((w for w in self.words if f"_{w}_" in n), None)
+
+    def conversion(self, i: int, unit: str) -> tuple[float, int] | None:
+        """(factor, weight exponent) from output ``i``'s unit to ``unit``, or None if the units
+        do not convert without a dose or counting efficiency (see :func:`ldpk.tracer.convert`)."""
+        src = _unit_key(self.outputs[i].unit)
+        key = (src, unit)
+        if key not in self._conv:
+            if src == unit:
+                self._conv[key] = (1.0, 0)
+            else:
+                try:
+                    f1 = float(convert(1.0, src, unit, organ_weight_g=1.0))
+                    f2 = float(convert(1.0, src, unit, organ_weight_g=2.0))
+                except DataError:
+                    self._conv[key] = None
+                else:
+                    r = f2 / f1
+                    self._conv[key] = (f1, 0 if np.isclose(r, 1.0) else (1 if r > 1 else -1))
+        return self._conv[key]
+
+    def _describe(self, idx: list[int]) -> str:
+        return ", ".join(
+            f"{self.outputs[i].name} ({self.outputs[i].unit or 'no unit'})" for i in idx
+        )
+
+    def explicit(self, i: int, organ: str, unit: str | None, has_weight: bool) -> _Match | tuple[str, str]:  # fmt: skip
+        """The match for output ``i`` named by OUTPUT or ``outputs=``, or (column, problem)."""
+        if unit is None:
+            return _Match(i, 1.0, 0)
+        out = self.outputs[i]
+        conv = self.conversion(i, unit)
+        if conv is None:
+            return "UNIT", (
+                f"organ {organ!r}, unit {unit!r}: output {out.name} is in {out.unit!r}, which does "
+                f"not convert to {unit!r}; units that convert: {', '.join(valid_units())} "
+                "(each also per gram with '/g')"
+            )
+        if conv[1] != 0 and not has_weight:
+            return "WEIGHT", (
+                f"organ {organ!r}, unit {unit!r}: output {out.name} is in {out.unit!r}; the "
+                "conversion needs the organ weight (g) in a WEIGHT column"
+            )
+        return _Match(i, *conv)
+
+    def automatic(self, organ: str, unit: str | None, has_weight: bool) -> _Match | tuple[str, str]:  # fmt: skip
+        """The output measured by a row of ``organ`` in ``unit`` (None: no UNIT column), or
+        (column, problem). Candidates are the outputs named for the organ (else, with a unit,
+        the one output in that unit not named for any organ); among those usable in the row's
+        unit, raw data (``decay_corrected=False``) take outputs marked ``decay:`` if any, then an
+        exact unit match is preferred to a converted one; candidates with the same expression
+        and unit count once."""
+        named = self.named(organ)
+        fallback = not named
+        pool = named or (
+            [i for i, o in enumerate(self.outputs) if self.organ_of(o.name) is None]
+            if unit is not None else []
+        )  # fmt: skip
+        usable: list[_Match] = []
+        need_weight: list[int] = []
+        for i in pool:
+            conv = (1.0, 0) if unit is None else self.conversion(i, unit)
+            if conv is None:
+                continue
+            if conv[1] != 0 and not has_weight:
+                need_weight.append(i)
+                continue
+            usable.append(_Match(i, *conv))
+        decayed = {i for i in [*need_weight, *(m.output for m in usable)] if self.outputs[i].decay}
+        if not self.decay_corrected and decayed:
+            usable = [m for m in usable if m.output in decayed]
+            need_weight = [i for i in need_weight if i in decayed]
+        fix = (
+            f"map it with outputs={{{organ!r}: '<output>'}} or "
+            f"{{({organ!r}, {unit!r}): '<output>'}}, or an OUTPUT column"
+        )
+        if fallback and len(usable) != 1:
+            organs = sorted({w for o in self.outputs if (w := self.organ_of(o.name)) is not None})
+            have = (
+                f"organs with outputs: {', '.join(organs)}" if organs
+                else f"outputs: {self._describe(list(range(len(self.outputs))))}"
+            )  # fmt: skip
+            return "ORGAN", (
+                f"organ {organ!r}, unit {unit!r}: {self.model.name} has no output for this organ "
+                f"(no output name has '{organ}' as a '_'-separated part); {have}; {fix}"
+            )
+        if not usable:
+            if need_weight:
+                return "WEIGHT", (
+                    f"organ {organ!r}, unit {unit!r}: the output for this organ "
+                    f"({self._describe(need_weight)}) needs the organ weight (g) to give "
+                    f"{unit!r}; add a WEIGHT column or {fix}"
+                    + (" (raw data are predicted by `decay:` outputs)" if not self.decay_corrected and decayed else "")
+                )  # fmt: skip
+            return "UNIT", (
+                f"organ {organ!r}, unit {unit!r}: no output for this organ is in or converts to "
+                f"{unit!r}; candidates: {self._describe(named)}"
+            )
+        exact = [m for m in usable if unit is not None and _unit_key(self.outputs[m.output].unit) == unit]  # fmt: skip
+        usable = exact or usable
+        distinct: list[_Match] = []
+        for m in usable:
+            if not any(self._same(m, d) for d in distinct):
+                distinct.append(m)
+        if len(distinct) == 1:
+            return distinct[0]
+        return "ORGAN", (
+            f"organ {organ!r}, unit {unit!r}: several outputs match: "
+            f"{self._describe([m.output for m in distinct])}; "
+            + ("add a UNIT column, or " if unit is None else "")
+            + fix
+        )
+
+    def _same(self, a: _Match, b: _Match) -> bool:
+        """Whether two matches predict the same values (same expression, unit and factor; the
+        decay flag matters only for raw data)."""
+        oa, ob = self.outputs[a.output], self.outputs[b.output]
+        return (
+            oa.expr.source == ob.expr.source and _unit_key(oa.unit) == _unit_key(ob.unit)
+            and (a.factor, a.exponent) == (b.factor, b.exponent)
+            and (self.decay_corrected or oa.decay == ob.decay)
+        )  # fmt: skip
+
+
+def _time_unit(
+    frame: Any, cols: Mapping[str, str], time_unit: str | None, model: Model, problems: _Problems
+) -> str | None:
+    """The declared unit of TIME (TIME_UNIT column, one value, or ``time_unit=``); problems if
+    neither, both disagreeing, several values or an unknown unit."""
+    valid = ", ".join(TIME_UNITS)
+    declared = None
+    if "time_unit" in cols:
+        raw = frame[cols["time_unit"]].to_numpy()
+        seen: dict[str, int] = {}
+        for i, v in enumerate(raw):
+            if not _missing(v) and not (isinstance(v, str) and not v.strip()):
+                seen.setdefault(str(v).strip().lower(), i + 1)
+        if len(seen) > 1:
+            first = ", ".join(f"{u!r} (row {r})" for u, r in seen.items())
+            problems.add(None, "TIME_UNIT", f"one unit for the whole file, found {first}; convert the times to one unit")  # fmt: skip
+        elif seen:
+            declared = next(iter(seen))
+        else:
+            problems.add(None, "TIME_UNIT", f"empty; give the unit of TIME (one of {valid})")
+    arg = None if time_unit is None else str(time_unit).strip().lower()
+    if arg is not None and declared is not None and arg != declared:
+        problems.add(None, "TIME_UNIT", f"{declared!r} disagrees with time_unit={time_unit!r}")
+    unit = arg or declared
+    if unit is None:
+        if "time_unit" not in cols:
+            problems.add(
+                None, "TIME_UNIT", "the unit of TIME is not declared (times are never guessed): "
+                f"add a TIME_UNIT column (one value for the file, e.g. 'h') or pass time_unit=; "
+                f"valid: {valid}; the model's time unit is {model.time_unit!r}"
+            )  # fmt: skip
+        return None
+    if unit not in TIME_UNITS:
+        problems.add(None, "TIME_UNIT", f"unknown time unit {unit!r}; valid: {valid}")
+        return None
+    return unit
+
+
+def _show(v: Any) -> str:
+    """A value for a message: numbers as '%g', anything else as its repr."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return f"{float(v):g}"
+    return repr(v)
+
+
+def _per_animal(
+    values: np.ndarray, ids: np.ndarray, label: str, problems: _Problems
+) -> dict[Any, tuple[Any, int]]:
+    """Each animal's first non-blank value and its row index; a differing value is a problem."""
+    first: dict[Any, tuple[Any, int]] = {}
+    for i, (a, v) in enumerate(zip(ids, values, strict=True)):
+        if _missing(v) or _missing(a) or (isinstance(v, str) and not v.strip()):
+            continue
+        if a not in first:
+            first[a] = (v, i)
+        elif v != first[a][0]:
+            v0, i0 = first[a]
+            problems.add(i + 1, label, f"{_show(v)} differs from row {i0 + 1} ({_show(v0)}) of ID {a}; one value per animal")  # fmt: skip
+    return first
+
+
+def read_biodistribution(
+    model: Model,
+    data: str | Path | Any,
+    *,
+    time_unit: str | None = None,
+    outputs: Mapping[str | tuple[str, str], str] | None = None,
+    columns: Mapping[str, str] | None = None,
+    decay_corrected: bool = True,
+    dose: float | None = None,
+    route: str | None = None,
+) -> Dataset:
+    """Read and validate a tidy biodistribution table (one row per animal × organ × time).
+
+    Parameters
+    ----------
+    model: the model the data are fitted with.
+    data: a CSV or Parquet path, or a pandas DataFrame.
+    time_unit: the unit of TIME and DOSE_TIME (s, min, h, d, week and spelled-out forms);
+        converted to ``model.time_unit``. Required unless the file has a TIME_UNIT column.
+    outputs: which model output an organ's rows measure, ``{organ: output}`` or
+        ``{(organ, unit): output}`` (the pair wins); organs left out are mapped automatically.
+    columns: renames for non-standard column names, ``{name in file: standard name}``, e.g.
+        ``{"Mouse": "ID", "Tissue": "ORGAN", "pct": "VALUE"}``. Names match case-insensitively.
+    decay_corrected: whether radioactivity values are decay-corrected to the time of dosing
+        (True) or raw (False); predictions of outputs marked ``decay:`` follow it, and raw data
+        are matched to ``decay:`` outputs first.
+    dose: the dose of every animal without a DOSE value (model amount unit, ``model.amount_unit``;
+        e.g. 100 for a model whose amounts are %ID).
+    route: the route of every animal without a ROUTE value (a route name of the model); not
+        needed for a model with one route.
+
+    Columns (case-insensitive): ID (animal), TIME (time of the measurement, on the same clock as
+    DOSE_TIME), ORGAN, VALUE (or DV), and optionally UNIT (of VALUE: '%ID', '%ID/g',
+    'fraction', 'cells', 'cells/g', 'Bq', 'MBq', 'uCi', 'cpm', ... or exactly an output's unit
+    such as 'copies' or 'photons/s'), WEIGHT (organ weight, g), LLOQ and/or BLQ (as in
+    :func:`read_data`; CENS works too), DOSE, ROUTE, DOSE_TIME (default 0), STUDY or GROUP,
+    TIME_UNIT (one value for the file), OUTPUT (an output name, overriding the matching).
+    DOSE, ROUTE, DOSE_TIME and STUDY/GROUP hold one value per animal. Other numeric columns are
+    covariates (each animal's first value).
+
+    Every animal is a subject with one dose (EVID 1) at DOSE_TIME and an observation at each of
+    its rows, so destructive designs (one time per animal, many organs) and longitudinal
+    imaging (many times per animal) are read alike. A row measures the output named OUTPUT,
+    else ``outputs[(organ, unit)]`` or ``outputs[organ]``, else the output whose name has the organ
+    as a '_'-separated part ('lung' names pct_lung, pct_per_g_lung, radio_lung_g, lung_conc;
+    case-insensitive; spaces and '-' in organ names read as '_') whose unit is the row's unit or converts to it by :func:`ldpk.tracer.convert`
+    without a dose (e.g. '%ID' -> 'fraction' × 0.01; '%ID' -> '%ID/g' × 1/WEIGHT). If no output
+    is named for the organ, the one output in the row's unit not named for any organ is used
+    (e.g. a blood qPCR model with a single output). Among several candidates: raw data
+    (``decay_corrected=False``) take the ``decay:`` outputs if any is in a matching unit; then
+    an output in exactly the row's unit wins over a converted one (so a model's own '%ID/g'
+    output wins over '%ID' / WEIGHT: map explicitly to use the measured weight); outputs with
+    the same expression and unit count once. Anything else ambiguous is a problem.
+    ``Dataset.scale`` holds the factor from output to row unit.
+
+    Every problem is listed at once (rows are 1-based data rows; the header is row 0).
+    """
+    import pandas as pd
+
+    frame, where = _load_frame(data, columns, "read_biodistribution")
+    problems = _Problems(where)
+    cols = {c.lower(): c for c in frame.columns}
+    _require(frame, cols, ("id", "time", "organ"), problems, columns)
+    if "value" in cols and "dv" in cols:
+        problems.add(None, "VALUE/DV", "give one of VALUE or DV, not both")
+    elif "value" not in cols and "dv" not in cols:
+        _require(frame, cols, ("value",), problems, columns)
+    problems.raise_if_any()
+    if len(frame) == 0:
+        raise DataError(f"{where}: the table has no rows")
+    if "dose" not in cols and dose is None:
+        problems.add(
+            None, "DOSE", f"missing; add a DOSE column or pass dose= (the amount given, in the "
+            f"model's amount unit {model.amount_unit!r})"
+        )  # fmt: skip
+    if "route" not in cols and route is None and len(model.routes) != 1:
+        problems.add(None, "ROUTE", f"missing; add a ROUTE column or pass route=; routes of {model.name}: {', '.join(model.route_names) or '(none)'}")  # fmt: skip
+    names = list(model.output_names)
+    by_organ: dict[str, int] = {}
+    by_pair: dict[tuple[str, str], int] = {}
+    for key, name in (outputs or {}).items():
+        if name not in names:
+            problems.add(None, None, f"outputs=: {name!r} (for {key!r}) is not an output of {model.name}; outputs: {', '.join(names)}")  # fmt: skip
+        elif isinstance(key, tuple) and len(key) == 2:
+            by_pair[(_organ_key(key[0]), _unit_key(key[1]))] = names.index(name)
+        elif isinstance(key, str):
+            by_organ[_organ_key(key)] = names.index(name)
+        else:
+            problems.add(None, None, f"outputs=: key {key!r} is not an organ or (organ, unit)")
+    _check_model_time_unit(model)
+    unit = _time_unit(frame, cols, time_unit, model, problems)
+    n = len(frame)
+    value_key = "value" if "value" in cols else "dv"
+    value_label = value_key.upper()
+
+    num = {}
+    for c in ("time", value_key, "weight", "lloq", "blq", "cens", "limit", "dose", "dose_time"):
+        if c in cols:
+            num[c] = _numeric(frame, cols[c], problems, c.upper())
+    time = num["time"]
+    for i in np.flatnonzero(frame[cols["time"]].isna().to_numpy()):
+        problems.add(i + 1, "TIME", "missing; every measurement needs a time")
+    for i in np.flatnonzero(time < 0):
+        problems.add(i + 1, "TIME", f"{time[i]:g} is negative; times are >= 0 (time of dosing: DOSE_TIME, default 0)")  # fmt: skip
+    ids = frame[cols["id"]].to_numpy()
+    for i in np.flatnonzero(pd.isna(ids)):
+        problems.add(i + 1, "ID", "missing")
+    organ_raw = frame[cols["organ"]].to_numpy()
+    organ = np.array(["" if _missing(o) else _organ_key(o) for o in organ_raw], dtype=object)
+    for i in np.flatnonzero(organ == ""):
+        problems.add(i + 1, "ORGAN", "missing")
+    weight = num.get("weight", np.full(n, np.nan))
+    for i in np.flatnonzero(weight <= 0):
+        problems.add(i + 1, "WEIGHT", f"{weight[i]:g} is not a weight; organ weights are > 0 (g)")
+    if "lloq" in num:
+        for i in np.flatnonzero(num["lloq"] < 0):
+            problems.add(i + 1, "LLOQ", f"{num['lloq'][i]:g} is negative")
+    value = num[value_key]
+    cens, limit = _censoring(
+        cols, num, np.ones(n, dtype=bool), value, problems, value_label,
+        "missing; give the measured value, or mark the row censored (BLQ 1 with LLOQ, or an "
+        "LLOQ with the value blank)",
+    )  # fmt: skip
+
+    # One dose per animal: amount, route, time; study.
+    animals = tuple(dict.fromkeys(a for a in ids if not _missing(a)))
+    dose_of = _per_animal(num["dose"], ids, "DOSE", problems) if "dose" in num else {}
+    route_of = (
+        _per_animal(frame[cols["route"]].to_numpy(), ids, "ROUTE", problems) if "route" in cols else {}
+    )  # fmt: skip
+    dtime = num.get("dose_time", np.zeros(n))
+    for i in np.flatnonzero(dtime < 0):
+        problems.add(i + 1, "DOSE_TIME", f"{dtime[i]:g} is negative")
+    dtime_of = _per_animal(dtime, ids, "DOSE_TIME", problems)
+    study_col = cols.get("study", cols.get("group"))
+    study_label = "STUDY" if "study" in cols else "GROUP"
+    if study_col is not None:
+        _per_animal(frame[study_col].to_numpy(), ids, study_label, problems)
+    first_row = {a: i for i, a in reversed(list(enumerate(ids)))}
+    if dose is not None and not (np.isfinite(dose) and dose > 0):
+        problems.add(None, None, f"dose=: {dose!r} is not a dose; give an amount > 0")
+    amount: dict[Any, float] = {}
+    route_name: dict[Any, Any] = {}
+    route_problem: dict[Any, str | None] = {}
+    bad_route: dict[str, list[int]] = {}
+    for a in animals:
+        if a in dose_of:
+            d, i = dose_of[a]
+            if d > 0:
+                amount[a] = float(d)
+            else:
+                problems.add(i + 1, "DOSE", f"{d:g} is not a dose; give an amount > 0")
+        elif dose is not None:
+            amount[a] = float(dose)
+        elif "dose" in cols:
+            problems.add(first_row[a] + 1, "DOSE", f"missing for ID {a}; give the dose (model amount unit {model.amount_unit!r}) on its rows or pass dose=")  # fmt: skip
+        r = route_of[a][0] if a in route_of else route
+        if r is None and len(model.routes) != 1:
+            if "route" in cols:
+                problems.add(first_row[a] + 1, "ROUTE", f"missing for ID {a}; routes: {', '.join(model.route_names)}")  # fmt: skip
+            continue
+        route_name[a] = None if r is None else str(r).strip()
+        if route_name[a] not in route_problem:
+            try:
+                resolve_route(model, route_name[a], None, "")
+                route_problem[route_name[a]] = None
+            except DataError as exc:
+                route_problem[route_name[a]] = str(exc).lstrip(": ")
+        text = route_problem[route_name[a]]
+        if text is not None:
+            bad_route.setdefault(text, [])
+            if a in route_of:
+                bad_route[text].append(route_of[a][1] + 1)
+    for text, rows in bad_route.items():
+        problems.items.append(f"{_rows_text(rows)}, column ROUTE: {text}" if rows else f"route=: {text}")  # fmt: skip
+
+    # Which output each row measures, and the factor from the output's unit to the row's unit.
+    if "unit" in cols:
+        unit_raw = frame[cols["unit"]].to_numpy()
+        row_unit: list[str | None] = []
+        for i, u in enumerate(unit_raw):
+            if _missing(u) or not str(u).strip():
+                problems.add(i + 1, "UNIT", "missing; give the unit of the value (e.g. '%ID', '%ID/g')")  # fmt: skip
+                row_unit.append(None)
+            else:
+                row_unit.append(_unit_key(u))
+    else:
+        row_unit = [None] * n
+    out_raw = frame[cols["output"]].to_numpy() if "output" in cols else None
+    matcher = _OutputMatcher(model, decay_corrected, {o for o in organ if o})
+    has_w = np.isfinite(weight) & (weight > 0)
+    out_idx = np.full(n, -1, dtype=np.int64)
+    scale = np.ones(n)
+    results: dict[tuple, _Match | tuple[str, str]] = {}
+    failed: dict[tuple[str, str], list[int]] = {}
+    for i in range(n):
+        if organ[i] == "" or ("unit" in cols and row_unit[i] is None):
+            continue
+        explicit = None
+        if out_raw is not None and not _missing(out_raw[i]) and str(out_raw[i]).strip():
+            name = str(out_raw[i]).strip()
+            if name not in names:
+                failed.setdefault(("OUTPUT", f"{name!r} is not an output of {model.name}; outputs: {', '.join(names)}"), []).append(i + 1)  # fmt: skip
+                continue
+            explicit = names.index(name)
+        elif (organ[i], row_unit[i]) in by_pair:
+            explicit = by_pair[(organ[i], row_unit[i])]
+        elif organ[i] in by_organ:
+            explicit = by_organ[organ[i]]
+        key = (organ[i], row_unit[i], bool(has_w[i]), explicit)
+        if key not in results:
+            results[key] = (
+                matcher.automatic(organ[i], row_unit[i], bool(has_w[i])) if explicit is None
+                else matcher.explicit(explicit, organ[i], row_unit[i], bool(has_w[i]))
+            )  # fmt: skip
+        res = results[key]
+        if isinstance(res, _Match):
+            out_idx[i] = res.output
+            scale[i] = res.factor * (weight[i] ** res.exponent if res.exponent else 1.0)
+        else:
+            failed.setdefault(res, []).append(i + 1)
+    for (column, text), rows in failed.items():
+        problems.items.append(f"{_rows_text(rows)}, column {column}: {text}")
+    problems.raise_if_any()
+    assert unit is not None
+
+    # Records: per animal the dose at DOSE_TIME and an observation at each row, in time order.
+    factor = TIME_UNITS[unit] / TIME_UNITS[model.time_unit]
+    cov_cols = [c for c in frame.columns if c.lower() not in BIODISTRIBUTION_COLUMNS]
+    lower_cov = {c.lower(): c for c in cov_cols}
+    model_cov = {c: c if c in cov_cols else lower_cov.get(c.lower()) for c in model.covariate_names}
+    cov_vals = {
+        c: pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        for c, col in model_cov.items() if col is not None
+    }  # fmt: skip
+    rows_of: dict[Any, list[int]] = {a: [] for a in animals}
+    for i, a in enumerate(ids):
+        rows_of[a].append(i)
+    per_id: dict[Any, Records] = {}
+    rec_ids: list[Any] = []
+    obs_rec: list[int] = []
+    obs_row: list[int] = []
+    for a in animals:
+        idx = sorted(rows_of[a], key=lambda i: time[i])
+        t_dose = float(dtime_of[a][0]) if a in dtime_of else 0.0
+        i0 = rows_of[a][0]
+        dose_rec = {"time": t_dose * factor, "evid": 1, "amt": amount[a], "route": route_name[a]}
+        dose_rec.update({c: v[i0] for c, v in cov_vals.items()})
+        recs: list[dict[str, Any]] = []
+        nums: list[int] = []
+        for i in idx:
+            if dose_rec is not None and time[i] >= t_dose:
+                recs.append(dose_rec)
+                nums.append(i0 + 1)
+                rec_ids.append(a)
+                dose_rec = None
+            obs_rec.append(len(rec_ids))
+            obs_row.append(i)
+            rec_ids.append(a)
+            recs.append({"time": time[i] * factor, "evid": 0, **{c: v[i] for c, v in cov_vals.items()}})  # fmt: skip
+            nums.append(i + 1)
+        if dose_rec is not None:
+            recs.append(dose_rec)
+            nums.append(i0 + 1)
+            rec_ids.append(a)
+        try:
+            per_id[a] = make_records(model, recs, where=f"{where} (ID {a})", row_numbers=nums)
+        except LdpkError as exc:
+            raise DataError(str(exc)) from None
+    rid = np.empty(len(rec_ids), dtype=object)
+    rid[:] = rec_ids
+    returned = np.zeros(len(rec_ids), dtype=bool)
+    returned[obs_rec] = True
+    sel = np.asarray(obs_row, dtype=np.int64)
+    study, study_names = None, ()
+    if study_col is not None:
+        study, study_names = _study(frame[study_col].to_numpy(), ids, animals)
+    return _assemble(
+        model, where, per_id, rid, returned, np.asarray(obs_rec, dtype=np.int64),
+        output=out_idx[sel], time=time[sel] * factor, dv=value[sel], censored=cens[sel],
+        limit=limit[sel], row=sel + 1, covariates=_covariates(frame, cov_cols, ids, animals),
+        study=study, study_names=study_names, decay_corrected=decay_corrected, scale=scale[sel],
+    )  # fmt: skip
