@@ -392,33 +392,31 @@ def test_predictions_equal_simulate_and_hand_values(bio):
         np.testing.assert_allclose(pred[sel], np.asarray(sim["pct_lung"]) * ds.obs_scale[sel], rtol=TOL)  # fmt: skip
 
 
-def test_two_organs_dose_time_and_raw_activity_predictions(bio):
-    """Liver through both routes of exposure; raw (not decay-corrected) data map to the decay
-    output and are predicted as corrected amount × exp(-ln 2 t / T½)."""
+def test_dose_time_and_raw_activity_predictions(bio):
+    """A dose at DOSE_TIME shifts the curves; raw (not decay-corrected) data map to the decay
+    output and are predicted as corrected amount × exp(-ln 2 t / T½) (18F, T½ = 109.77 min)."""
     df = pd.DataFrame(
         {
             "ID": ["a", "a", "a", "b", "b"], "TIME": [1.0, 3.0, 3.0, 2.0, 2.0],
-            "ORGAN": ["liver", "liver", "lung", "liver", "liver"],
-            "VALUE": [1.0] * 5, "UNIT": ["%ID", "%ID", "%ID", "%ID", "photons/s"],
-            "DOSE_TIME": [1.0, 1.0, 1.0, 0.0, 0.0],
+            "ORGAN": ["lung", "lung", "lung", "liver", "liver"],
+            "VALUE": [1.0] * 5, "UNIT": ["%ID", "%ID", "fraction", "%ID", "photons/s"],
+            "DOSE_TIME": [1.0, 1.0, 1.0, 0.0, 0.0], "DOSE": [100.0] * 3 + [40.0] * 2,
         }
     )  # fmt: skip
-    ds = read_biodistribution(bio, df, time_unit="h", dose=100, route="iv", decay_corrected=False)
+    ds = read_biodistribution(bio, df, time_unit="h", route="iv", decay_corrected=False)
     assert ds.decay_corrected is False
     assert [ds.output_names[i] for i in ds.output] == [
-        "activity_liver", "activity_liver", "pct_lung", "activity_liver", "bli_liver",
+        "pct_lung", "pct_lung", "pct_lung", "activity_liver", "bli_liver",
     ]  # fmt: skip
     pred = np.asarray(PopulationModel(bio, ds, fit_spec(bio, ds)).predict_observations({}))
-    lam = math.log(2) / (109.77 / 60)  # 18F, 1/h
-    t_after = np.array([0.0, 2.0, 2.0, 2.0, 2.0])  # since the dose
-    decay = np.exp(-lam * ds.time)  # decay counted from t = 0 of the table
-    hand = [liver(0.0) * decay[0], liver(2.0) * decay[1], lung(2.0), liver(2.0) * decay[3], liver(2.0)]  # fmt: skip
-    np.testing.assert_allclose(pred, hand, rtol=TOL, atol=1e-12)
-    assert np.all(t_after >= 0)
-    corrected = read_biodistribution(bio, df.iloc[:3], time_unit="h", dose=100, route="iv")
+    lam = math.log(2) / (109.77 / 60)  # 1/h
+    # a: dosed at 1 h, so 0 h and 2 h after the dose; b: dosed at 0.
+    hand = [lung(0.0), lung(2.0), lung(2.0) * 0.01, liver(2.0, 40.0) * math.exp(-2 * lam), liver(2.0, 40.0)]  # fmt: skip
+    np.testing.assert_allclose(pred, hand, rtol=TOL)
+    corrected = read_biodistribution(bio, df, time_unit="h", route="iv")
     assert corrected.decay_corrected is True
     # Decay-corrected %ID: pct_liver and activity_liver predict the same, so the first is taken.
-    assert [corrected.output_names[i] for i in corrected.output] == ["pct_liver"] * 2 + ["pct_lung"]
+    assert corrected.output_names[corrected.output[3]] == "pct_liver"
 
 
 def test_explicit_outputs_and_output_column(bio):
