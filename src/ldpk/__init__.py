@@ -8,7 +8,7 @@ from ldpk._config import configure as _configure
 _configure()
 
 from ldpk import tracer  # noqa: E402
-from ldpk.data import Dataset, read_data  # noqa: E402
+from ldpk.data import Dataset, read_biodistribution, read_data  # noqa: E402
 from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
 from ldpk.inference import Fit, FitOptions, fit, load_fit  # noqa: E402
@@ -48,6 +48,7 @@ __all__ = [
     "load_fit",
     "load_model",
     "physiology",
+    "read_biodistribution",
     "read_data",
     "simulate",
     "tracer",
