@@ -1062,3 +1062,31 @@ def read_biodistribution(
         limit=limit[sel], row=sel + 1, covariates=_covariates(frame, cov_cols, ids, animals),
         study=study, study_names=study_names, decay_corrected=decay_corrected, scale=scale[sel],
     )  # fmt: skip
+
+
+#: Options of a fit config's ``data:`` section, by reader.
+READ_OPTIONS = {
+    "read_data": ("time_unit", "columns", "dvid", "decay_corrected"),
+    "read_biodistribution": ("time_unit", "outputs", "columns", "decay_corrected", "dose", "route"),
+}
+
+
+def read_study(model: Model, data: str | Path | Any, **options: Any) -> Dataset:
+    """Read a study table with the right reader: :func:`read_biodistribution` when it has an
+    ORGAN column (tidy animal × organ × time tables), else :func:`read_data` (NONMEM style).
+    ``options`` go to the reader (``format: nonmem | biodistribution`` forces one); an option
+    the chosen reader does not take is an error naming the valid ones."""
+    options = dict(options)
+    fmt = options.pop("format", None)
+    if fmt not in (None, "nonmem", "biodistribution"):
+        raise DataError(f"data format {fmt!r}; valid: nonmem, biodistribution")
+    if fmt is None:
+        frame, _ = _load_frame(data, options.get("columns"), "read_study")
+        fmt = "biodistribution" if "organ" in {str(c).lower() for c in frame.columns} else "nonmem"
+        data = frame if not isinstance(data, (str, Path)) else data
+    reader = read_biodistribution if fmt == "biodistribution" else read_data
+    valid = READ_OPTIONS[reader.__name__]
+    bad = set(options) - set(valid)
+    if bad:
+        raise DataError(f"{reader.__name__}() does not take {sorted(bad)}; valid: format, {', '.join(valid)}")  # fmt: skip
+    return reader(model, data, **options)

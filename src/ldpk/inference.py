@@ -24,10 +24,10 @@ from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import initialize_model
 from numpyro.optim import Adam
 
-from ldpk.data import Dataset, read_data
-from ldpk.errors import DataError
+from ldpk.data import Dataset, read_study
+from ldpk.errors import DataError, ModelError
 from ldpk.model import Model
-from ldpk.population import FitSpec, PopulationModel, fit_spec
+from ldpk.population import FitSpec, PopulationModel, fit_spec, read_config
 from ldpk.solve import ODEOptions
 
 METHODS = ("nuts", "svi", "map", "laplace")
@@ -285,8 +285,9 @@ def fit(
     time_unit: str | None = None,
     **option_overrides: Any,
 ) -> Fit:
-    """Fit ``model`` to ``data`` (a :class:`~ldpk.data.Dataset` or a table for
-    :func:`~ldpk.read_data`) and return a :class:`Fit`.
+    """Fit ``model`` to ``data`` (a :class:`~ldpk.data.Dataset`, or a NONMEM-style or tidy
+    biodistribution table read by :func:`~ldpk.data.read_study` with the config's ``data:``
+    options) and return a :class:`Fit`.
 
     ``config``: priors, between-subject variability, residual error, covariate effects and study
     effects overriding the model file (see :func:`ldpk.population.fit_spec`). ``method``: 'nuts'
@@ -298,17 +299,19 @@ def fit(
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     opts = options or FitOptions()
-    if option_overrides:
-        bad = set(option_overrides) - set(FitOptions.__dataclass_fields__)
-        if bad:
-            raise TypeError(f"unknown fit options {sorted(bad)}; valid: {', '.join(FitOptions.__dataclass_fields__)}")  # fmt: skip
-        opts = FitOptions(**{**opts.__dict__, **option_overrides})
-    if opts.guide not in GUIDES:
-        raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {opts.guide!r}")
-    ds = data if isinstance(data, Dataset) else read_data(model, data, time_unit=time_unit)
+    cfg = read_config(config)
+    where = str(config) if isinstance(config, (str, Path)) else "fit config"
+    opts = _options(opts, cfg.get("fit") or {}, option_overrides, where)
+    if isinstance(data, Dataset):
+        ds = data
+    else:
+        read_opts = dict(cfg.get("data") or {})
+        if time_unit is not None:
+            read_opts["time_unit"] = time_unit
+        ds = read_study(model, data, **read_opts)
     if ds.model is not model and ds.model != model:
         raise DataError("the dataset was read for a different model")
-    spec = fit_spec(model, ds, config)
+    spec = fit_spec(model, ds, cfg, where)
     pm = PopulationModel(model, ds, spec, kernel, ode)
     dv = jnp.asarray(ds.dv)
     key = jax.random.PRNGKey(opts.seed)
@@ -332,6 +335,21 @@ def fit(
     tree = _to_datatree(pm, dv, samples, stats, k_pred, method)
     map_values = {k: np.asarray(v).tolist() for k, v in mode.values.items()}
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
+
+
+def _options(opts: FitOptions, from_config: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> FitOptions:  # fmt: skip
+    """FitOptions with the config's ``fit:`` entries, then keyword overrides, applied."""
+    valid = set(FitOptions.__dataclass_fields__)
+    bad = set(from_config) - valid
+    if bad:
+        raise ModelError(f"{where}: fit: unknown options {sorted(bad)}; valid: {', '.join(sorted(valid))}")  # fmt: skip
+    bad = set(overrides) - valid
+    if bad:
+        raise TypeError(f"unknown fit options {sorted(bad)}; valid: {', '.join(sorted(valid))}")
+    opts = FitOptions(**{**opts.__dict__, **from_config, **overrides})
+    if opts.guide not in GUIDES:
+        raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {opts.guide!r}")
+    return opts
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ from ldpk.model import Model, Prior
 from ldpk.model._model import make_prior
 from ldpk.solve import ODEOptions, simulate
 
+#: Top-level sections of a fit config.
+CONFIG_SECTIONS = {"parameters", "error", "covariates", "study", "data", "fit"}
+
 ERROR_MODELS = ("additive", "proportional", "combined", "lognormal", "student_t")
 COVARIATE_EFFECTS = ("power", "linear", "categorical")
 
@@ -136,6 +139,7 @@ def fit_spec(
     model: Model,
     data: Dataset | None = None,
     config: Mapping[str, Any] | str | Path | None = None,
+    where: str | None = None,
 ) -> FitSpec:
     """Build the :class:`FitSpec` from the model file's priors and ``iiv`` values, overridden by
     ``config`` (a mapping or a YAML/TOML file):
@@ -151,14 +155,16 @@ def fit_spec(
         covariates:
           - {parameter: CL, covariate: WT, kind: power, reference: 70, beta: 0.75}
         study: [CL]                 # study-level random effect on CL
+        data: {time_unit: min, outputs: {lung: pct_lung}}   # options of the data reader
+        fit: {chains: 4, warmup: 1000, samples: 1000}       # FitOptions
 
     Default residual error: combined, with SD priors half-normal(scale = SD of the output's
     observations) for the additive part and half-normal(0.5) for the proportional part."""
-    cfg = _read_config(config)
-    where = str(config) if isinstance(config, (str, Path)) else "fit config"
-    unknown = set(cfg) - {"parameters", "error", "covariates", "study", "fit"}
+    cfg = read_config(config)
+    where = where or (str(config) if isinstance(config, (str, Path)) else "fit config")
+    unknown = set(cfg) - CONFIG_SECTIONS
     if unknown:
-        raise ModelError(f"{where}: unknown entries {sorted(unknown)}; valid: parameters, error, covariates, study, fit")  # fmt: skip
+        raise ModelError(f"{where}: unknown entries {sorted(unknown)}; valid: {', '.join(sorted(CONFIG_SECTIONS))}")  # fmt: skip
     names = set(model.parameter_names)
     priors: dict[str, Prior] = {}
     iiv: dict[str, Prior] = {}
@@ -211,7 +217,8 @@ def fit_spec(
     return FitSpec(priors, iiv, study_iiv, errors, covs, fixed)
 
 
-def _read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+def read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """A fit config as a dict: a mapping as given, or a YAML (or ``.toml``) file."""
     if config is None:
         return {}
     if isinstance(config, Mapping):
