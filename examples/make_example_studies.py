@@ -102,6 +102,11 @@ def _censor(values: np.ndarray, lloq: float) -> tuple[np.ndarray, np.ndarray]:
     return np.where(blq == 1, lloq, values), blq
 
 
+def _outputs_yaml(outputs: dict[str, str]) -> str:
+    """The ``outputs:`` mapping of a config's ``data:`` section, one organ per line."""
+    return "\n".join(f"    {o}: {v}" for o, v in outputs.items())
+
+
 def _prior(loc_value: float, scale: float) -> str:
     """A YAML log-normal prior with median ``loc_value``."""
     return f"{{dist: lognormal, loc: {math.log(loc_value):.4f}, scale: {scale}}}"
@@ -154,22 +159,17 @@ def mitochondria_study(rng: np.random.Generator, seed: list[int]) -> Study:
     )  # fmt: skip
     # %ID/g of each mouse's own organ weight: pct_<organ> (%ID) / WEIGHT
     outputs = {**{o: f"pct_{o}" for o in organs}, "blood": "pct_per_g_blood"}
-    hint = ", ".join(f"{o}: {v}" for o, v in outputs.items() if o != "blood")
-    err_organs = "\n".join(
-        f"  {p}{o}: {{model: proportional}}" for p in ("pct_", "pct_per_g_") for o in organs
-    )
+    err_organs = "\n".join(f"  pct_{o}: {{model: proportional}}" for o in organs)
     fit_yaml = f"""\
-# Fit config for {name}.csv with model mitochondria_iv (mouse; 18F, decay-corrected).
-#   model = ldpk.load_model("mitochondria_iv")
-#   data = ldpk.data.read_biodistribution(model, "{name}.csv", outputs={{{hint}}})
-#   ldpk.fit(model, data, config="{name}.fit.yaml", method="laplace")
-# ORGAN -> output. The values are %ID per g of each mouse's weighed organ (WEIGHT). The
-# automatic matching takes the model's own %ID/g output pct_per_g_<organ>, which divides by
-# the reference organ weight of the physiology tables; map the organs to the whole-organ
-# outputs so that the measured weights are used (%ID / WEIGHT):
-# outputs: {{{hint}}}
-# blood (%ID/mL) -> pct_per_g_blood (automatic; the reference blood volume of the model).
-# The error models below are given for both names of each organ (only observed outputs count).
+# Fit config for {name}.csv with model mitochondria_iv (mouse; 18F, decay-corrected):
+#   ldpk.fit(ldpk.load_model("mitochondria_iv"), "{name}.csv",
+#            config="{name}.fit.yaml", method="laplace")
+# data: options of the reader (ldpk.data.read_biodistribution). The organ values are %ID per
+# g of each mouse's weighed organ (WEIGHT). The automatic ORGAN -> output matching would take
+# the model's own %ID/g outputs pct_per_g_<organ>, which divide by the reference organ
+# weights of the physiology tables; mapping the organs to the whole-organ outputs pct_<organ>
+# (%ID) makes the reader divide by the measured WEIGHT instead. Blood (%ID/mL) ->
+# pct_per_g_blood (the model's reference blood volume).
 # Estimated: the blood uptake rate constant and the uptake fractions of the five organs
 # that take up most; FU_BRAIN, the internalisation/degradation/release rate constants
 # (KINT, KDEG, KREL) and the clearance of free label stay at the model file's values: over
@@ -177,6 +177,10 @@ def mitochondria_study(rng: np.random.Generator, seed: list[int]) -> Study:
 # identifiable from this design. Priors: weakly informative, centred on the model file's
 # illustrative values (not on the truth). Between-animal variability on KBL only: with one
 # time per mouse, variability of an uptake fraction is indistinguishable from residual error.
+data:
+  decay_corrected: true
+  outputs:
+{_outputs_yaml(outputs)}
 parameters:
   KBL: {{prior: {_prior(6.0, 0.7)}, iiv: 0.3}}
   FU_LUNG: {{prior: {_prior(0.15, 0.7)}}}
@@ -255,24 +259,26 @@ def ev_study(rng: np.random.Generator, seed: list[int]) -> Study:
     )  # fmt: skip
     outputs = {**{o: f"radio_{o}_g" for o in organs}, "plasma": "radio_plasma_conc"}
     fit_yaml = f"""\
-# Fit config for {name}.csv with model ev_iv (mouse). The model file's tracer is 125I; the
-# PET and blood values here are 89Zr, decay-corrected to the injection, so the nuclide does
-# not enter the fit (read the data with decay_corrected=True). 89Zr is residualising: KREL
-# (loss of label of degraded vesicles from the organ) is small and estimated.
-#   model = ldpk.load_model("ev_iv")
-#   data = ldpk.data.read_biodistribution(model, "{name}.csv", outputs={{"plasma": "radio_plasma_conc"}})
-#   ldpk.fit(model, data, config="{name}.fit.yaml", method="laplace")
-# ORGAN -> output. The organs are unambiguous (%ID/g: only radio_<organ>_g is in %ID/g).
-# No output is named for plasma; the %ID/mL rows match plasma_conc (intact vesicles) and
-# radio_plasma_conc (label in plasma, marked decay: true), which have the same expression,
-# so for decay-corrected data either predicts the same (the automatic matching takes
-# plasma_conc). The hint names the radioactivity output; the error model is given for both.
-# outputs: {{{", ".join(f"{o}: {v}" for o, v in outputs.items())}}}
+# Fit config for {name}.csv with model ev_iv (mouse):
+#   ldpk.fit(ldpk.load_model("ev_iv"), "{name}.csv", config="{name}.fit.yaml",
+#            method="laplace")
+# The model file's tracer is 125I; the PET and blood values here are 89Zr, decay-corrected to
+# the injection, so the nuclide does not enter the fit. 89Zr is residualising: KREL (loss of
+# the label of degraded vesicles from the organ) is small, and estimated.
+# data: options of the reader (ldpk.data.read_biodistribution). The organs would match
+# radio_<organ>_g (the only %ID/g outputs) automatically. No output is named for plasma:
+# its %ID/mL rows match plasma_conc (intact vesicles) and radio_plasma_conc (label in
+# plasma, decay: true), the same expression, so for decay-corrected data they predict the
+# same and the automatic matching takes plasma_conc; the mapping names the label output.
 # Estimated: the five uptake rate constants (blood samples give their sum, the organs their
 # shares; K_REST is the remainder) and KREL. KDEG (degradation of intact vesicles) stays at
 # the model file's value: the radiolabel counts intact and degraded vesicles alike, so only
 # the release of label (KREL) is seen. Priors: weakly informative, centred on the model
 # file's values (calibrated to Morishita et al. 2015 for 125I; not the truth).
+data:
+  decay_corrected: true
+  outputs:
+{_outputs_yaml(outputs)}
 parameters:
   K_LIVER: {{prior: {_prior(10.11, 0.7)}, iiv: 0.3}}
   K_SPLEEN: {{prior: {_prior(0.578, 0.7)}}}
@@ -286,7 +292,6 @@ error:
   radio_lung_g: {{model: proportional}}
   radio_kidney_g: {{model: proportional}}
   radio_plasma_conc: {{model: combined, additive: {{dist: halfnormal, scale: 0.05}}}}
-  plasma_conc: {{model: combined, additive: {{dist: halfnormal, scale: 0.05}}}}
 """
     truth = {
         "study": name, "model": "ev_iv", "species": "mouse", "seed": seed,
@@ -319,7 +324,7 @@ def msc_study(rng: np.random.Generator, seed: list[int]) -> Study:
     dose = 1.0e6
     times_h = np.array([1, 4, 24, 48, 72, 120, 168])
     spect = ("lung", "liver", "spleen", "kidney")
-    bli = ("total", "lung")
+    bli = {"total": "bli_total", "thorax": "bli_lung"}  # BLI region -> output
     typical = {"E_LUNG": 0.85, "K_REL_LUNG": 0.05, "E_LIVER": 0.15, "KD": 0.02, "BLI_PER_CELL": 40.0}  # fmt: skip
     omega = {"K_REL_LUNG": 0.3, "KD": 0.3}
     sd_spect, sd_bli = 0.12, 0.30
@@ -332,8 +337,8 @@ def msc_study(rng: np.random.Generator, seed: list[int]) -> Study:
             for o in spect:
                 pct = float(sim[f"In111_{o}"][i, k]) / dose * 100.0  # cell-eq -> %ID
                 rows.append((i + 1, int(t), o, pct * (1 + sd_spect * rng.standard_normal()), "%ID", lloq_spect))  # fmt: skip
-            for o in bli:
-                f = float(sim[f"bli_{o}"][i, k])
+            for o, out in bli.items():
+                f = float(sim[out][i, k])
                 rows.append((i + 1, int(t), o, f * math.exp(sd_bli * rng.standard_normal()), "photons/s", lloq_bli))  # fmt: skip
     frame = pd.DataFrame(rows, columns=["ID", "TIME", "ORGAN", "raw", "UNIT", "LLOQ"])
     value, blq = _censor(frame["raw"].to_numpy(), frame["LLOQ"].to_numpy())
@@ -345,29 +350,27 @@ def msc_study(rng: np.random.Generator, seed: list[int]) -> Study:
             "LLOQ": [_sig(v) for v in frame["LLOQ"]], "BLQ": blq,
         }
     )  # fmt: skip
-    outputs = {
-        **{f"{o} (%ID)": f"In111_{o}" for o in spect},
-        **{f"{o} (photons/s)": f"bli_{o}" for o in bli},
-    }
-    hint = ", ".join(f"{o}: In111_{o}" for o in spect)
+    outputs = {**{o: f"In111_{o}" for o in spect}, **bli}
     fit_yaml = f"""\
 # Fit config for {name}.csv with model msc_pbpk FOR THE MOUSE (the model file's species is
 # human; these are mice):
 #   model = ldpk.load_model("msc_pbpk").for_species("mouse")
-#   data = ldpk.data.read_biodistribution(model, "{name}.csv",
-#                                         outputs={{("lung", "%ID"): "In111_lung"}})
-#   ldpk.fit(model, data, config="{name}.fit.yaml", method="laplace")
-# Two assays, one model: 111In SPECT (%ID, decay-corrected; model unit cell-eq, so %ID x
-# DOSE / 100 with DOSE = 1e6 cells) and bioluminescence (photons/s, live cells only).
-# ORGAN -> output. %ID rows -> In111_<organ> (cell-eq: %ID x DOSE / 100). For the lung both
-# In111_lung and alu_lung (human Alu qPCR) are in cell-eq: map (lung, %ID) to In111_lung.
-# photons/s rows: total -> bli_total, lung -> bli_lung (automatic).
-# outputs: {{{hint}}} for %ID rows; {{total: bli_total, lung: bli_lung}} for photons/s rows
+#   ldpk.fit(model, "{name}.csv", config="{name}.fit.yaml", method="laplace")
+# Two assays, one model: 111In SPECT (%ID, decay-corrected) and bioluminescence (photons/s;
+# live cells only). DOSE is 1e6 cells (the model's amount unit), so the model's 111In outputs
+# are in cell-eq (%ID = 100 cell-eq / DOSE).
+# data: options of the reader (ldpk.data.read_biodistribution). %ID rows -> In111_<organ>;
+# for the lung, alu_lung (human Alu qPCR) is in cell-eq too, so the mapping is needed. BLI
+# regions: total -> bli_total, thorax (chest ROI) -> bli_lung.
 # Estimated: pulmonary entrapment and release (E_LUNG, K_REL_LUNG), hepatic extraction
 # (E_LIVER), cell death (KD; seen by BLI, which counts live cells only) and the light per
 # cell (BLI_PER_CELL). Everything else stays at the model file's (mouse) values. Priors:
 # weakly informative; the extractions on (0, 1) by beta priors, the rate constants
 # log-normal centred near the model file's human-calibrated values (not the truth).
+data:
+  decay_corrected: true
+  outputs:
+{_outputs_yaml(outputs)}
 parameters:
   E_LUNG: {{prior: {{dist: beta, a: 2.0, b: 2.0}}}}
   K_REL_LUNG: {{prior: {_prior(0.15, 1.0)}, iiv: 0.3}}
@@ -388,12 +391,12 @@ error:
         "typical": typical, "omega": omega,
         "fixed_at_model_values": "all other parameters (mouse physiology)",
         "error": {**{f"In111_{o}": {"model": "proportional", "proportional": sd_spect} for o in spect},
-                  **{f"bli_{o}": {"model": "lognormal", "proportional": sd_bli} for o in bli}},
+                  **{out: {"model": "lognormal", "proportional": sd_bli} for out in bli.values()}},
         "outputs": outputs,
         "lloq": {"%ID": lloq_spect, "photons/s": lloq_bli},
         "dose_cells": dose,
         "design": {"animals": n, "times_h": times_h.tolist(), "spect_organs": list(spect),
-                   "bli_regions": list(bli), "sampling": "longitudinal",
+                   "bli_regions": bli, "sampling": "longitudinal",
                    "dose": "1e6 cells IV bolus at time 0"},
     }  # fmt: skip
     return Study(name, table, fit_yaml, truth)

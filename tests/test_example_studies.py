@@ -84,10 +84,12 @@ def test_tidy_values(name: str) -> None:
     per_g = t["UNIT"] == "%ID/g"
     assert (t.loc[per_g, "WEIGHT"] > 0).all()
     assert t.loc[~per_g, "WEIGHT"].isna().all()
-    # every ORGAN names a model output through the truth's mapping
+    # every ORGAN is mapped to a model output, in the truth and in the fit config's data:
     outs = _truth(name)["outputs"]
-    for out in outs.values():
-        assert out in model.output_names
+    assert set(outs) == set(t["ORGAN"])
+    assert all(out in model.output_names for out in outs.values())
+    cfg = yaml.safe_load((DATA / f"{name}.fit.yaml").read_text())
+    assert cfg["data"] == {"decay_corrected": True, "outputs": outs}
 
 
 def test_mitochondria_design() -> None:
@@ -121,7 +123,7 @@ def test_msc_design() -> None:
     assert t["ID"].nunique() == 6
     spect, bli = t[t["UNIT"] == "%ID"], t[t["UNIT"] == "photons/s"]
     assert set(spect["ORGAN"]) == {"lung", "liver", "spleen", "kidney"}
-    assert set(bli["ORGAN"]) == {"total", "lung"}
+    assert set(bli["ORGAN"]) == {"total", "thorax"}
     for part, per in ((spect, 4), (bli, 2)):
         assert part.groupby("ID")["TIME"].nunique().eq(7).all()
         assert part.groupby(["ID", "TIME"]).size().eq(per).all()
@@ -166,7 +168,7 @@ def test_truth_and_fit_config(name: str) -> None:
         centre = math.exp(a["loc"]) if prior.dist == "lognormal" else a["a"] / (a["a"] + a["b"])
         assert abs(math.log(centre / truth["typical"][p])) > 0.05, p
     cfg = yaml.safe_load((DATA / f"{name}.fit.yaml").read_text())
-    assert set(cfg) == {"parameters", "error"}
+    assert set(cfg) <= {"parameters", "error", "data"}
 
 
 def test_generator_reproduces_bundled_files(tmp_path: Path) -> None:
@@ -185,16 +187,6 @@ def test_generator_reproduces_bundled_files(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))
 
 
-#: How each tidy study is read (the `outputs:` hints of its fit config).
-READ_HINTS = {
-    "mitochondria_iv_biodistribution": {
-        o: f"pct_{o}" for o in ("lung", "heart", "liver", "spleen", "kidney", "brain")
-    },
-    "ev_89zr_pet": {"plasma": "radio_plasma_conc"},
-    "msc_111in_bli": {("lung", "%ID"): "In111_lung"},
-}
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -207,17 +199,24 @@ READ_HINTS = {
                 "through the animal's DOSE"
             ),
         ),
+        "cart_qpcr",
     ],
 )
-def test_read_with_fit_config_hints(name: str) -> None:
-    from ldpk.data import read_biodistribution
+def test_read_as_fit_does(name: str) -> None:
+    """Each study reads with its config's data: options (as ldpk.fit reads it), every
+    observation measures the output it was simulated from, and the error models match."""
+    from ldpk.data import read_study
 
     model = _model(name)
     t = _table(name)
-    ds = read_biodistribution(model, DATA / f"{name}.csv", outputs=READ_HINTS[name])
-    assert ds.n_subjects == t["ID"].nunique() and ds.n_obs == len(t)
-    assert int((ds.censored == 1).sum()) == int(t["BLQ"].sum())
-    assert set(ds.outputs_observed()) == set(_truth(name)["outputs"].values())
-    spec = fit_spec(model, ds, DATA / f"{name}.fit.yaml")
-    truth = _truth(name)["error"]
-    assert {o: e.kind for o, e in spec.errors.items()} == {o: e["model"] for o, e in truth.items()}
+    cfg = yaml.safe_load((DATA / f"{name}.fit.yaml").read_text())
+    ds = read_study(model, DATA / f"{name}.csv", **(cfg.get("data") or {}))
+    obs = t if "ORGAN" in t else t[t["EVID"] == 0]
+    assert ds.n_subjects == t["ID"].nunique() and ds.n_obs == len(obs)
+    assert int((ds.censored == 1).sum()) == int(obs["BLQ"].sum())
+    truth = _truth(name)
+    assert set(ds.outputs_observed()) == set(truth["outputs"].values())
+    spec = fit_spec(model, ds, cfg)
+    assert {o: e.kind for o, e in spec.errors.items()} == {
+        o: e["model"] for o, e in truth["error"].items()
+    }
