@@ -100,3 +100,412 @@ def save_figure(fig: Any, path: str | Path) -> Path:
         fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     _plt().close(fig)
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit diagnostics: goodness of fit, visual predictive check, posterior predictive, trace, rank.
+# ---------------------------------------------------------------------------------------------
+
+#: Data spanning more than this ratio (max/min of the positive values) get log axes.
+LOG_SPAN = 100.0
+#: Posterior draws used for the percentile bands (thinned evenly beyond this).
+MAX_BAND_DRAWS = 1000
+
+
+def _flat_draws(values: Any) -> np.ndarray:
+    """(chain, draw, ...) → (chain·draw, ...)."""
+    v = np.asarray(values)
+    return v.reshape(-1, *v.shape[2:])
+
+
+def _thin(n: int, most: int) -> np.ndarray:
+    """Indices of at most ``most`` evenly spaced draws out of ``n``."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(int))
+
+
+def posterior_predictive_draws(fit: Any) -> np.ndarray:
+    """Simulated observations (posterior predictive, residual error included) as one array of
+    shape (draws, n_obs) in the order of ``fit.dataset``'s observations. Outputs without an
+    error model (not fitted) are NaN."""
+    tree = fit.posterior
+    ds = fit.dataset
+    names = ds.output_names
+    pp = tree["posterior_predictive"]
+    out_idx = np.asarray(ds.output)
+    n_draws = pp.sizes["chain"] * pp.sizes["draw"]
+    sims = np.full((n_draws, ds.n_obs), np.nan)
+    for o in fit.spec.errors:
+        key = f"obs_{o}"
+        if key not in pp:
+            continue
+        sel = np.flatnonzero(out_idx == names.index(o))
+        sims[:, sel] = _flat_draws(pp[key].values)
+    return sims
+
+
+def population_predictions(fit: Any) -> np.ndarray:
+    """Population predictions (PRED): each observation predicted with the typical parameter
+    values at their posterior medians, every between-subject and study effect at zero, and the
+    subject's covariates applied. Vector of length n_obs, in the observation unit."""
+    import jax.numpy as jnp
+
+    post = fit.posterior["posterior"]
+    pop = {
+        name: jnp.asarray(np.median(_flat_draws(post[name].values), axis=0))
+        for name in post.data_vars
+        if not ({"subject", "study", "obs"} & set(post[name].dims)) and not name.startswith("eta_")
+    }
+    pm = fit.population
+    z = {p: jnp.zeros(fit.dataset.n_subjects) for p in fit.spec.iiv}
+    indiv = pm.individual_parameters(pop, z, None)
+    return np.asarray(pm.predict_observations(indiv), dtype=float)
+
+
+def observation_table(fit: Any, band: tuple[float, float] = (5.0, 95.0)) -> Any:
+    """One row per fitted observation (pandas DataFrame), in data order of ``fit.dataset``.
+
+    Columns: ``ID``, ``TIME`` (model time unit), ``OUTPUT``, ``DV`` (the observation, or the
+    limit when censored), ``CENS`` (1 below a lower limit, -1 above an upper limit, 0 not
+    censored), ``PRED`` (population prediction, see :func:`population_predictions`), ``IPRED``,
+    ``IPRED_P05``, ``IPRED_P95`` (posterior median and ``band`` percentiles of the individual
+    prediction), ``PP_MEDIAN``, ``PP_P05``, ``PP_P95`` (the same of the posterior predictive,
+    i.e. with residual error), ``IWRES`` (individual weighted residual
+    (DV − IPRED)/SD with the residual SD at the posterior medians of the error parameters; on
+    the log scale for log-normal error; computed at the limit for censored points) and ``ROW``
+    (1-based row of the observation in the data file)."""
+    import pandas as pd
+
+    ds = fit.dataset
+    pred = fit.draws("pred")
+    sims = posterior_predictive_draws(fit)
+    lo, hi = band
+    ip = np.percentile(pred, [50, lo, hi], axis=0)
+    with np.errstate(all="ignore"):
+        pp = np.nanpercentile(sims, [50, lo, hi], axis=0) if np.isfinite(sims).any() else np.full((3, ds.n_obs), np.nan)  # fmt: skip
+    iwres = _iwres(fit, ip[0])
+    tag = f"{lo:02g}", f"{hi:02g}"
+    return pd.DataFrame(
+        {
+            "ID": [ds.subjects[i] for i in ds.subject],
+            "TIME": ds.time,
+            "OUTPUT": [ds.output_names[i] for i in ds.output],
+            "DV": ds.dv,
+            "CENS": ds.censored,
+            "PRED": population_predictions(fit),
+            "IPRED": ip[0],
+            f"IPRED_P{tag[0]}": ip[1],
+            f"IPRED_P{tag[1]}": ip[2],
+            "PP_MEDIAN": pp[0],
+            f"PP_P{tag[0]}": pp[1],
+            f"PP_P{tag[1]}": pp[2],
+            "IWRES": iwres,
+            "ROW": ds.row,
+        }
+    )
+
+
+def _iwres(fit: Any, ipred: np.ndarray) -> np.ndarray:
+    """Individual weighted residuals at the posterior medians (see :func:`observation_table`)."""
+    ds = fit.dataset
+    post = fit.posterior["posterior"]
+    names = ds.output_names
+    out = np.full(ds.n_obs, np.nan)
+
+    def med(name: str) -> float:
+        return float(np.median(post[name].values)) if name in post else 0.0
+
+    for o, err in fit.spec.errors.items():
+        sel = np.flatnonzero(np.asarray(ds.output) == names.index(o))
+        dv, f = ds.dv[sel], ipred[sel]
+        a = med(f"sigma_add_{o}") if err.uses_additive else 0.0
+        b = med(f"sigma_prop_{o}") if err.uses_proportional else 0.0
+        with np.errstate(all="ignore"):
+            if err.kind == "lognormal":
+                r = (np.log(dv) - np.log(np.maximum(f, 1e-300))) / b
+                r = np.where(dv > 0, r, np.nan)
+            else:
+                r = (dv - f) / np.sqrt(a**2 + (b * f) ** 2)
+        out[sel] = r
+    return out
+
+
+def _log_scale(*values: Any) -> bool:
+    """True when the positive finite values span more than ``LOG_SPAN``."""
+    v = np.concatenate([np.ravel(np.asarray(x, dtype=float)) for x in values])
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.size > 1 and v.max() / v.min() > LOG_SPAN
+
+
+def _time_bins(t: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bin index of every time and the bin centres (median time in the bin).
+
+    Each distinct time is its own bin when there are at most ``max_bins`` of them (nominal
+    sampling times, as in destructive biodistribution designs). Otherwise neighbouring times
+    less than 12 % apart (plus 0.2 % of the whole span) are merged, which recovers nominal times
+    recorded with scatter (0.25, 0.27 h | 0.5, 0.52 h | ...), keeping only the ``max_bins`` - 1
+    widest gaps; when one group then holds over half of the points (times spread evenly), bins
+    of about equal numbers of points are used instead."""
+    t = np.asarray(t, dtype=float)
+    uniq = np.unique(t)
+    if uniq.size <= max_bins:
+        return np.searchsorted(uniq, t), uniq
+    shifted = uniq - uniq[0] + 0.002 * (uniq[-1] - uniq[0])
+    gaps = np.diff(np.log(shifted))
+    cut = np.flatnonzero(gaps > np.log(1.12))
+    cut = np.sort(cut[np.argsort(gaps[cut])[::-1][: max_bins - 1]])  # the widest gaps
+    group = np.zeros(uniq.size, dtype=np.int64)
+    group[cut + 1] = 1
+    idx = np.cumsum(group)[np.searchsorted(uniq, t)]
+    if not (cut.size and np.bincount(idx).max() <= 0.5 * t.size):
+        edges = np.unique(np.quantile(t, np.linspace(0, 1, max_bins + 1)))
+        idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
+        idx = np.searchsorted(np.unique(idx), idx)
+    centres = np.array([np.median(t[idx == k]) for k in range(idx.max() + 1)])
+    return idx, centres
+
+
+def _grid(plt: Any, n: int, ncol: int = 3, w: float = 5.0, h: float = 3.8) -> tuple[Any, Any]:
+    ncol = max(1, min(n, ncol))
+    nrow = int(np.ceil(n / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False)
+    flat = axes.ravel()
+    for a in flat[n:]:
+        a.set_visible(False)
+    return fig, flat
+
+
+def _observed_outputs(fit: Any) -> list[tuple[int, Any]]:
+    """(index, Output) of every model output with observations, in model order."""
+    used = set(np.asarray(fit.dataset.output).tolist())
+    return [(i, o) for i, o in enumerate(fit.model.outputs) if i in used]
+
+
+def _scatter_obs(ax: Any, x: Any, y: Any, cens: Any, color: Any = "C0", label: str | None = None) -> None:  # fmt: skip
+    """Observations as filled circles; censored ones as open triangles at their limit (pointing
+    down below a lower limit, up above an upper limit)."""
+    cens = np.asarray(cens)
+    ok = cens == 0
+    ax.scatter(np.asarray(x)[ok], np.asarray(y)[ok], s=14, alpha=0.7, color=color, label=label, linewidths=0)  # fmt: skip
+    for c, marker, text in ((1, "v", "below limit"), (-1, "^", "above limit")):
+        m = cens == c
+        if m.any():
+            ax.scatter(np.asarray(x)[m], np.asarray(y)[m], s=30, marker=marker, facecolors="none", edgecolors="crimson", label=f"censored ({text})")  # fmt: skip
+
+
+def plot_goodness_of_fit(
+    fit: Any, path: str | Path | None = None, *, table: Any = None, title: str | None = None
+) -> Any:
+    """Goodness of fit, one row per observed output: observed vs population prediction (PRED)
+    and vs individual prediction (IPRED, posterior median) with the identity line, and the
+    individual weighted residuals vs time and vs IPRED (lines at 0 and ±2). Censored points are
+    open red triangles at their limit. Axes are logarithmic where the data span more than two
+    decades. ``table``: a precomputed :func:`observation_table`. Returns the Figure; saves a
+    PNG when ``path`` is given."""
+    plt = _plt()
+    tab = observation_table(fit) if table is None else table
+    outs = _observed_outputs(fit)
+    fig, axes = plt.subplots(len(outs), 4, figsize=(17, 3.6 * len(outs)), squeeze=False)
+    tu = fit.model.time_unit
+    for row, (_, o) in zip(axes, outs, strict=True):
+        d = tab[tab["OUTPUT"] == o.name]
+        unit = f" [{o.unit}]" if o.unit else ""
+        log = _log_scale(d["DV"], d["IPRED"])
+        for ax, col, label in ((row[0], "PRED", "population prediction"), (row[1], "IPRED", "individual prediction")):  # fmt: skip
+            _scatter_obs(ax, d[col], d["DV"], d["CENS"])
+            both = np.concatenate([d[col].to_numpy(float), d["DV"].to_numpy(float)])
+            both = both[np.isfinite(both) & ((both > 0) if log else True)]
+            if both.size:
+                lim = (both.min(), both.max())
+                ax.plot(lim, lim, color="k", lw=1)
+            ax.set_xlabel(f"{label}{unit}")
+            ax.set_ylabel(f"observed{unit}")
+            ax.set_title(f"{o.name}: observed vs {col}")
+            if log:
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+        for ax, x, xlabel in ((row[2], d["TIME"], f"time [{tu}]"), (row[3], d["IPRED"], f"individual prediction{unit}")):  # fmt: skip
+            _scatter_obs(ax, x, d["IWRES"], d["CENS"])
+            ax.axhline(0, color="k", lw=1)
+            for s in (-2, 2):
+                ax.axhline(s, color="k", lw=0.8, ls="--")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("IWRES")
+            ax.set_title(f"{o.name}: residuals")
+        if log:
+            row[3].set_xscale("log")
+        for ax in row:
+            ax.grid(alpha=0.3)
+        if (d["CENS"] != 0).any():
+            row[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title or f"{fit.model.name}: goodness of fit ({fit.method})")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_vpc(
+    fit: Any,
+    path: str | Path | None = None,
+    *,
+    percentiles: tuple[float, float, float] = (5.0, 50.0, 95.0),
+    ci: float = 90.0,
+    max_bins: int = 12,
+    title: str | None = None,
+) -> Any:
+    """Visual predictive check, one panel per observed output. In each time bin (every distinct
+    time when there are at most ``max_bins``), the ``percentiles`` of the simulated observations
+    (posterior predictive) are computed per posterior draw; bands show the ``ci`` % interval of
+    each over the draws (blue for the outer, red for the median) and solid lines their medians.
+    The observed points are drawn over them with the observed percentiles as dashed lines
+    (uncensored points only; censored points are open red triangles at their limit, and the
+    simulations are not censored). Returns the Figure; saves a PNG when ``path`` is given."""
+    plt = _plt()
+    ds = fit.dataset
+    sims = posterior_predictive_draws(fit)
+    sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
+    outs = _observed_outputs(fit)
+    fig, flat = _grid(plt, len(outs))
+    lo_ci, hi_ci = (100 - ci) / 2, (100 + ci) / 2
+    colors = ("tab:blue", "tab:red", "tab:blue")
+    for ax, (i, o) in zip(flat, outs, strict=False):
+        sel = np.flatnonzero(np.asarray(ds.output) == i)
+        t, dv, cens = ds.time[sel], ds.dv[sel], ds.censored[sel]
+        s = sims[:, sel]
+        idx, centres = _time_bins(t, max_bins)
+        nb = len(centres)
+        band = np.full((3, 3, nb), np.nan)  # (percentile, [ci lo, median, ci hi], bin)
+        obs_p = np.full((3, nb), np.nan)
+        for k in range(nb):
+            m = idx == k
+            if not np.isfinite(s[:, m]).any():
+                continue
+            per_draw = np.nanpercentile(s[:, m], percentiles, axis=1)  # (3, draws)
+            band[:, :, k] = np.nanpercentile(per_draw, [lo_ci, 50, hi_ci], axis=1)
+            ok = m & (cens == 0)
+            if ok.any():
+                obs_p[:, k] = np.percentile(dv[ok], percentiles)
+        for j, p in enumerate(percentiles):
+            ax.fill_between(centres, band[j, 0], band[j, 2], color=colors[j], alpha=0.2, linewidth=0)  # fmt: skip
+            label = f"simulated {p:g}th" if j == 1 else f"simulated {percentiles[0]:g}th/{percentiles[2]:g}th" if j == 0 else None  # fmt: skip
+            ax.plot(centres, band[j, 1], color=colors[j], lw=1.2, label=label)
+            ax.plot(centres, obs_p[j], color="k", lw=1.2, ls="--", label="observed percentiles" if j == 0 else None)  # fmt: skip
+        _scatter_obs(ax, t, dv, cens, color="0.35", label="observed")
+        ax.set_title(o.name)
+        ax.set_xlabel(f"time [{fit.model.time_unit}]")
+        ax.set_ylabel(o.unit or "value")
+        if _log_scale(dv, band[:, 1]):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    if len(flat):
+        flat[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title or f"{fit.model.name}: visual predictive check ({ci:g} % bands)")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_posterior_predictive(
+    fit: Any,
+    path: str | Path | None = None,
+    *,
+    band: tuple[float, float] = (5.0, 95.0),
+    max_bins: int = 20,
+    title: str | None = None,
+) -> Any:
+    """Posterior predictive over time, per organ/output: the median and ``band`` percentile
+    interval of the simulated observations pooled by time (each distinct time, or up to
+    ``max_bins`` bins of about equal size) against the observed values. Outputs sharing a unit
+    share a panel (one colour per output), as in :func:`plot_simulation`. Returns the Figure;
+    saves a PNG when ``path`` is given."""
+    plt = _plt()
+    ds = fit.dataset
+    sims = posterior_predictive_draws(fit)
+    sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
+    groups: dict[str, list[tuple[int, Any]]] = {}
+    for i, o in _observed_outputs(fit):
+        groups.setdefault(o.unit, []).append((i, o))
+    fig, flat = _grid(plt, len(groups), ncol=2, w=6.0, h=4.2)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (unit, members) in zip(flat, groups.items(), strict=False):
+        values = []
+        for j, (i, o) in enumerate(members):
+            color = colors[j % len(colors)]
+            sel = np.flatnonzero(np.asarray(ds.output) == i)
+            t, dv, cens = ds.time[sel], ds.dv[sel], ds.censored[sel]
+            idx, centres = _time_bins(t, max_bins)
+            q = np.full((3, len(centres)), np.nan)
+            for k in range(len(centres)):
+                v = sims[:, sel[idx == k]]
+                if np.isfinite(v).any():
+                    q[:, k] = np.nanpercentile(v, [50, band[0], band[1]])
+            ls = "-" if j < len(colors) else "--"
+            ax.plot(centres, q[0], color=color, ls=ls, label=o.name if len(members) > 1 else f"median, {band[0]:g}-{band[1]:g}th pct.")  # fmt: skip
+            ax.fill_between(centres, q[1], q[2], color=color, alpha=0.2, linewidth=0)
+            _scatter_obs(ax, t, dv, cens, color=color)
+            values += [dv, q[0]]
+        name = members[0][1].name if len(members) == 1 else unit or "outputs"
+        ax.set_title(name)
+        ax.set_ylabel(unit or "value")
+        ax.set_xlabel(f"time [{fit.model.time_unit}]")
+        if _log_scale(*values):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7, frameon=False, ncol=2 if len(members) > 6 else 1)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"{fit.model.name}: posterior predictive vs observed")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _pc_figure(pc: Any) -> Any:
+    """The matplotlib Figure of an arviz-plots PlotCollection."""
+    viz = pc.viz
+    for key in ("figure", "chart"):
+        try:
+            return viz[key].item()
+        except (KeyError, AttributeError, ValueError):
+            continue
+    raise RuntimeError("cannot find the figure of the arviz-plots PlotCollection")
+
+
+def plot_trace(
+    fit: Any, path: str | Path | None = None, *, var_names: list[str] | None = None
+) -> Any:
+    """Marginal densities (left, one line per chain) and traces (right) of the population
+    parameters (``fit.parameter_names()`` unless ``var_names``), by ArviZ's
+    ``plot_trace_dist``. Returns the Figure; saves a PNG when ``path`` is given."""
+    _plt()
+    import arviz as az
+
+    names = var_names or fit.parameter_names()
+    pc = az.plot_trace_dist(fit.posterior, var_names=names, backend="matplotlib", figure_kwargs={"figsize": (12, 1.7 * len(names) + 1)})  # fmt: skip
+    fig = _pc_figure(pc)
+    fig.suptitle(f"{fit.model.name}: posterior traces ({fit.method})")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_rank(
+    fit: Any, path: str | Path | None = None, *, var_names: list[str] | None = None
+) -> Any:
+    """Rank plots (fractional-rank Δ-ECDF per chain, ArviZ's ``plot_rank``) of the population
+    parameters: with chains that sample the same distribution each line stays inside the
+    envelope near zero. Meaningful with more than one chain. Returns the Figure; saves a PNG
+    when ``path`` is given."""
+    _plt()
+    import arviz as az
+
+    names = var_names or fit.parameter_names()
+    ncol = min(4, len(names))
+    nrow = int(np.ceil(len(names) / ncol))
+    pc = az.plot_rank(fit.posterior, var_names=names, backend="matplotlib", col_wrap=ncol, figure_kwargs={"figsize": (3.8 * ncol, 2.9 * nrow + 0.6)})  # fmt: skip
+    fig = _pc_figure(pc)
+    fig.suptitle(f"{fit.model.name}: rank plots ({fit.posterior['posterior'].sizes['chain']} chains)")  # fmt: skip
+    fig.subplots_adjust(hspace=0.55)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -1,7 +1,12 @@
-"""Writing results: tables (CSV or Parquet) and figures, always atomically."""
+"""Writing results: tables (CSV or Parquet), figures and the fit report, always atomically."""
 
 from __future__ import annotations
 
+import base64
+import html
+import time
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +99,361 @@ def simulation_demo(out_dir: str | Path, n_subjects: int = 1000, seed: int = 0) 
     )
     written.append(out / "simulation.png")
     return written
+
+
+# ---------------------------------------------------------------------------------------------
+# The fit report.
+# ---------------------------------------------------------------------------------------------
+
+#: Files written by :func:`write_fit_report`, in order.
+FIT_REPORT_FILES = (
+    "posterior.nc",
+    "summary.csv",
+    "predictions.csv",
+    "goodness_of_fit.png",
+    "vpc.png",
+    "posterior_predictive.png",
+    "trace.png",
+    "rank.png",
+    "report.html",
+)
+
+_SETTINGS = {
+    "nuts": ("chains", "warmup", "samples", "target_accept", "max_tree_depth", "seed"),
+    "svi": ("svi_steps", "guide", "learning_rate", "draws", "seed"),
+    "laplace": ("draws", "seed"),
+    "map": ("seed",),
+}
+
+
+def _refuse_inputs(targets: Sequence[Path], protect: Sequence[str | Path]) -> None:
+    """Raise DataError (before anything is written) if a target is one of the inputs."""
+    inputs = {Path(p).resolve() for p in protect if p and Path(p).exists()}
+    for t in targets:
+        if t.resolve() in inputs:
+            raise DataError(f"{t}: refusing to overwrite an input file; choose another --out")
+
+
+def check_report_folder(out_dir: str | Path, protect: Sequence[str | Path] = ()) -> Path:
+    """Raise :class:`~ldpk.DataError` unless :func:`write_fit_report` can write into
+    ``out_dir`` without touching any of ``protect`` (call it before a long fit)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; --out names a folder for the report")
+    _refuse_inputs([out / f for f in FIT_REPORT_FILES], protect)
+    return out
+
+
+def _prior_text(prior: Any) -> str:
+    if prior is None:
+        return ""
+    if isinstance(prior, (int, float)):
+        return f"fixed {prior:g}"
+    args = ", ".join(f"{k}={v:.4g}" for k, v in prior.args)
+    return f"{prior.dist}({args})"
+
+
+def _parameter_info(fit: Any, name: str) -> tuple[str, str, str]:
+    """(meaning, unit, prior) of a population-level variable of a fit."""
+    spec, model = fit.spec, fit.model
+    if name in spec.priors:
+        p = model.parameter(name)
+        return p.description or "typical value", p.unit, _prior_text(spec.priors[name])
+    for prefix, table, what in (
+        ("omega_study_", spec.study_iiv, "between-study SD of log {}"),
+        ("omega_", spec.iiv, "between-subject SD of log {}"),
+    ):
+        if name.startswith(prefix) and name[len(prefix) :] in table:
+            key = name[len(prefix) :]
+            return what.format(key), "", _prior_text(table[key])
+    for out, err in spec.errors.items():
+        unit = next((o.unit for o in model.outputs if o.name == out), "")
+        if name == f"sigma_add_{out}":
+            return f"additive residual SD of {out}", unit, _prior_text(err.additive)
+        if name == f"sigma_prop_{out}":
+            what = "residual SD of log" if err.kind == "lognormal" else "proportional residual SD of"  # fmt: skip
+            return f"{what} {out}", "", _prior_text(err.proportional)
+        if name == f"nu_{out}":
+            return f"Student-t degrees of freedom of {out}", "", _prior_text(err.nu)
+    for c in spec.covariates:
+        if name == c.name:
+            return f"{c.kind} effect of {c.covariate} on {c.parameter}", "", _prior_text(c.beta)
+    return "", "", ""
+
+
+def fit_summary_frame(fit: Any) -> Any:
+    """The posterior summary (:meth:`~ldpk.Fit.summary`) as a flat table: one row per
+    population parameter with its name, meaning, unit and prior, then the summary statistics."""
+    s = fit.summary()
+    s = s.rename_axis("parameter").reset_index()
+    info = [_parameter_info(fit, str(n)) for n in s["parameter"]]
+    s.insert(1, "description", [i[0] for i in info])
+    s.insert(2, "unit", [i[1] for i in info])
+    s.insert(3, "prior", [i[2] for i in info])
+    return s
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "–"
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _html_table(frame: Any, css: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
+def _kv_table(items: Sequence[tuple[str, Any]]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items
+    )
+    return f'<table class="kv">{rows}</table>'
+
+
+def _observation_counts(fit: Any) -> Any:
+    import pandas as pd
+
+    ds = fit.dataset
+    rows = []
+    for i, o in enumerate(fit.model.outputs):
+        sel = np.asarray(ds.output) == i
+        if not sel.any():
+            continue
+        err = fit.spec.errors.get(o.name)
+        rows.append(
+            {
+                "output": o.name,
+                "unit": o.unit,
+                "observations": int(sel.sum()),
+                "censored": int((np.asarray(ds.censored)[sel] != 0).sum()),
+                "subjects": int(np.unique(np.asarray(ds.subject)[sel]).size),
+                "residual error": err.kind if err is not None else "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} table.kv th{text-align:left} table.kv td{text-align:left}
+td:first-child{text-align:left;font-family:ui-monospace,Menlo,Consolas,monospace}
+.warn{background:#fff3f0;border:2px solid #d9534f;border-radius:6px;padding:.6em 1.2em}
+.warn h2{border:none;margin-top:.2em;color:#b52b27}
+.ok{background:#effaf0;border:2px solid #3c9a4a;border-radius:6px;padding:.6em 1.2em;
+color:#22662c;font-weight:600}
+figure{margin:1.2em 0} figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em;margin-top:.3em}
+code{font-family:ui-monospace,Menlo,Consolas,monospace}
+"""
+
+
+def _fit_html(
+    fit: Any,
+    summary: Any,
+    figures: Sequence[tuple[Path, str, str]],
+    failed: Sequence[str],
+    files: Sequence[Path],
+    seconds: float,
+) -> str:
+    """The self-contained HTML report (figures embedded as base64 PNG)."""
+    from ldpk import __version__
+
+    model, ds, opts = fit.model, fit.dataset, fit.options
+    warn = list(fit.convergence())
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>ldpk fit report: {esc(model.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Fit report: {esc(model.name)}</h1>",
+        f"<p class='sub'>{esc(fit.method.upper())} · {ds.n_subjects} subjects, {ds.n_obs} "
+        f"observations · ldpk {esc(__version__)} · {time.strftime('%Y-%m-%d %H:%M')}</p>",
+    ]
+    if warn or failed:
+        items = "".join(f"<li>{esc(w)}</li>" for w in [*warn, *failed])
+        parts.append(f"<div class='warn'><h2>Warnings ({len(warn) + len(failed)})</h2><ul>{items}</ul></div>")  # fmt: skip
+    else:
+        parts.append("<div class='ok'>No convergence problems found (R-hat, effective sample size, divergences, E-BFMI).</div>")  # fmt: skip
+    parts.append("<h2>Population parameters</h2>")
+    parts.append(_html_table(summary))
+    parts.append(
+        "<p class='sub'>mean, sd and the 90 % equal-tailed credible interval (eti90) of each "
+        "typical value (θ), between-subject SD of the log parameter (ω) and residual-error "
+        "parameter (σ); with NUTS also the effective sample sizes, R-hat and Monte Carlo "
+        "standard errors.</p>"
+    )
+    settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()))
+    timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in fit.timings.items())
+    items: list[tuple[str, Any]] = [
+        ("model", model.name),
+        ("model file", model.source),
+        ("description", model.description.strip()),
+        ("kernel", "linear (exact, matrix exponential)" if model.is_linear else "nonlinear (ODE)"),
+        ("data", ds.source),
+        ("subjects", ds.n_subjects),
+        ("observations", ds.n_obs),
+        ("time unit", model.time_unit),
+        ("method", fit.method),
+        ("settings", settings),
+        ("fixed parameters", ", ".join(f"{k}={v:g}" for k, v in fit.spec.fixed.items()) or "none"),
+        (
+            "covariate effects",
+            ", ".join(f"{c.kind} {c.covariate} on {c.parameter}" for c in fit.spec.covariates)
+            or "none",
+        ),  # fmt: skip
+        ("timings", f"{timings}; report {seconds:.1f} s" if timings else f"report {seconds:.1f} s"),
+        ("ldpk version", __version__),
+    ]
+    if ds.study_names:
+        items.insert(6, ("studies", ", ".join(map(str, ds.study_names))))
+    parts.append("<h2>Model and data</h2>")
+    parts.append(_kv_table(items))
+    parts.append("<h3>Observations per output</h3>")
+    parts.append(_html_table(_observation_counts(fit)))
+    parts.append("<h2>Figures</h2>")
+    for path, heading, caption in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(
+            f"<figure><h3>{esc(heading)}</h3><img alt='{esc(heading)}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
+            f"(<code>{esc(path.name)}</code>)</figcaption></figure>"
+        )
+    parts.append("<h2>Files</h2><ul>")
+    parts += [f"<li><code>{esc(p.name)}</code></li>" for p in files]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)
+
+
+def write_fit_report(
+    fit: Any, out_dir: str | Path, *, protect: Sequence[str | Path] = ()
+) -> list[Path]:
+    """Write everything about a :class:`~ldpk.Fit` into ``out_dir`` and return the paths:
+
+    - ``posterior.nc``: the posterior DataTree (:meth:`~ldpk.Fit.save`; read with
+      :func:`ldpk.load_fit`);
+    - ``summary.csv``: the population parameters (:func:`fit_summary_frame`);
+    - ``predictions.csv``: one row per observation (:func:`ldpk.plots.observation_table`);
+    - figures: ``goodness_of_fit.png``, ``vpc.png``, ``posterior_predictive.png``, and for
+      sampled posteriors ``trace.png`` and (more than one chain) ``rank.png``;
+    - ``report.html``: a self-contained page with the convergence warnings, the parameter
+      table, the model/data/method summary and the figures embedded.
+
+    Every file is written atomically; ``protect`` lists the user's inputs (data, model,
+    config), which are never overwritten (checked before anything is written). A figure that
+    cannot be drawn is reported in the HTML and as a warning instead of losing the rest."""
+    from ldpk import plots
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    check_report_folder(out, [*protect, fit.dataset.source, fit.model.source])
+    written = [fit.save(out / "posterior.nc")]
+    summary = fit_summary_frame(fit)
+    written.append(write_table(summary, out / "summary.csv"))
+    table = plots.observation_table(fit)
+    written.append(write_table(table, out / "predictions.csv"))
+    post = fit.posterior["posterior"]
+    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
+    specs: list[tuple[str, str, str, Callable[[Path], Any]]] = [
+        (
+            "goodness_of_fit.png",
+            "Goodness of fit",
+            "Observed vs population (PRED, typical values at the posterior medians) and individual (IPRED, posterior median) predictions with the identity line; individual weighted residuals vs time and vs IPRED. Censored observations are open red triangles at their limit.",
+            lambda p: plots.plot_goodness_of_fit(fit, p, table=table),
+        ),  # fmt: skip
+        (
+            "vpc.png",
+            "Visual predictive check",
+            "Observed data over the 90 % intervals (bands) and medians (lines) of the simulated 5th, 50th and 95th percentiles per time bin; dashed: observed percentiles.",
+            lambda p: plots.plot_vpc(fit, p),
+        ),  # fmt: skip
+        (
+            "posterior_predictive.png",
+            "Posterior predictive by output and time",
+            "Median and 5-95th percentile band of the simulated observations (residual error included) pooled by time, against the observed values; outputs sharing a unit share a panel.",
+            lambda p: plots.plot_posterior_predictive(fit, p),
+        ),  # fmt: skip
+    ]
+    if n_draws > 3:
+        specs.append(("trace.png", "Posterior traces", "Marginal posterior densities (one line per chain) and traces of the population parameters.", lambda p: plots.plot_trace(fit, p)))  # fmt: skip
+    if n_chains > 1:
+        specs.append(("rank.png", "Rank plots", "Fractional-rank Δ-ECDF of each chain: lines leaving the envelope (black points) mean the chains sample different distributions.", lambda p: plots.plot_rank(fit, p)))  # fmt: skip
+    figures: list[tuple[Path, str, str]] = []
+    failed: list[str] = []
+    for name, heading, caption, draw in specs:
+        path = out / name
+        try:
+            draw(path)
+        except Exception as exc:  # a figure must not cost the user the rest of the report
+            _plt_close_all()
+            msg = f"figure {name} could not be drawn: {type(exc).__name__}: {exc}"
+            warnings.warn(msg, stacklevel=2)
+            failed.append(msg)
+            continue
+        figures.append((path, heading, caption))
+        written.append(path)
+    html_path = out / "report.html"
+    text = _fit_html(fit, summary, figures, failed, [*written, html_path], time.perf_counter() - t0)  # fmt: skip
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    written.append(html_path)
+    return written
+
+
+def _plt_close_all() -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+#: The bundled example study the demo fits and its model.
+DEMO_STUDY = ("mitochondria_iv_biodistribution", "mitochondria_iv")
+
+
+def fit_demo(
+    out_dir: str | Path,
+    *,
+    chains: int = 2,
+    warmup: int = 300,
+    samples: int = 300,
+    progress: bool = True,
+    log: Callable[[str], Any] = print,
+) -> tuple[Any, list[Path]]:
+    """The demo's fit: the bundled mitochondria biodistribution study (18F-labelled
+    mitochondria IV in mice, destructive sampling, 7 organs in %ID/g) fitted with the
+    ``mitochondria_iv`` model and the study's fit config by NUTS (``chains`` × ``warmup`` +
+    ``samples``), and its report (:func:`write_fit_report`) in ``out_dir``. Returns the Fit
+    and the paths written. ``log`` receives progress messages."""
+    from ldpk.data import example_data_dir, read_study
+    from ldpk.inference import fit
+    from ldpk.model import load_model
+    from ldpk.population import read_config
+
+    study, model_name = DEMO_STUDY
+    folder = example_data_dir()
+    csv, config = folder / f"{study}.csv", folder / f"{study}.fit.yaml"
+    missing = [p.name for p in (csv, config) if not p.is_file()]
+    if missing:
+        raise DataError(f"the demo fit needs the bundled example study {study}: {', '.join(missing)} missing from {folder}")  # fmt: skip
+    model = load_model(model_name)
+    ds = read_study(model, csv, **(read_config(config).get("data") or {}))
+    log(
+        f"fitting {model.name} to {csv.name} ({ds.n_subjects} animals, {ds.n_obs} observations"
+        f" of {len(ds.outputs_observed())} outputs) by NUTS, {chains} chains x {warmup} warm-up"
+        f" + {samples} draws ..."
+    )
+    t0 = time.perf_counter()
+    result = fit(model, ds, config=config, method="nuts", chains=chains, warmup=warmup, samples=samples, progress=progress)  # fmt: skip
+    log(f"fitted in {time.perf_counter() - t0:.0f} s; writing the report to {out_dir}")
+    written = write_fit_report(result, out_dir, protect=(csv, config))
+    return result, written
