@@ -61,3 +61,23 @@ def test_adjoint_matches_finite_differences():
                 np.sum(Wn * scipy.linalg.expm(A + E)) - np.sum(Wn * scipy.linalg.expm(A - E))
             ) / (2 * h)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize("scale", [0.5, 40.0, 3e4])  # 0, 3 and 13 squarings
+def test_adjoint_matches_frechet_derivative_and_hessian_works(scale):
+    # SciPy's Fréchet derivative L(A^T, W) is the exact adjoint of e^A in the direction W.
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((4, 4))
+    A = A / np.abs(A).sum(axis=0).max() * scale
+    A[np.diag_indices(4)] -= scale  # keep e^A finite at large norms
+    W = rng.standard_normal((4, 4))
+    g = np.asarray(jax.grad(lambda a: jnp.sum(W * expm(a)))(jnp.asarray(A)))
+    _, L = scipy.linalg.expm_frechet(A.T, W)
+    np.testing.assert_allclose(g, L, rtol=1e-9, atol=1e-12 * np.abs(L).max())
+    # Forward-over-reverse (jax.hessian, used for Laplace approximations) goes through.
+    t = jnp.asarray(0.7)
+    hess = float(jax.hessian(lambda t: jnp.sum(W * expm(jnp.asarray(A) * t)))(t))
+    d = 1e-4
+    f = lambda t: np.sum(W * scipy.linalg.expm(A * t))  # noqa: E731
+    fd = (f(0.7 + d) - 2 * f(0.7) + f(0.7 - d)) / d**2
+    assert hess == pytest.approx(fd, rel=1e-5, abs=1e-8 * abs(fd) + 1e-10)
