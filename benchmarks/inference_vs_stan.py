@@ -97,6 +97,7 @@ RTOL = ATOL = 1e-6  # both ODE integrators
 MAX_NUM_STEPS = 100_000
 POPULATION = ("CL", "V", "KA", "omega_CL", "omega_V", "sigma_prop_cp")
 RHAT_MAX = 1.01
+QUIET_LOAD = 1.3  # 1-min load average below which timings on the 2-core machine are valid
 AGREE_K = 4.0  # |Δmean| ≤ AGREE_K · sqrt(mcse_ldpk² + mcse_stan²)
 
 STAN_FILES = {"closed_form": "one_cpt_oral_closed.stan", "ode": "one_cpt_oral_ode.stan"}
@@ -345,6 +346,8 @@ def run_ldpk(version: str, args: argparse.Namespace) -> dict[str, Any]:
         if "error" in cold:
             attempts.append({"host_devices": devices, "error": cold["error"]})
             continue
+        if args.cold_only:
+            return {"host_devices": devices, "failed_attempts": attempts, "cold": cold}
         with tempfile.TemporaryDirectory(prefix="ldpk-bench-cache-") as cache:
             env = {**base, "LDPK_CACHE_DIR": cache}
             fill = _spawn("ldpk", version, args, env, ["--fits", "1"])
@@ -362,21 +365,31 @@ def run_stan(version: str, args: argparse.Namespace, solver: str) -> dict[str, A
 
 def ldpk_row(version: str, res: dict[str, Any]) -> dict[str, Any]:
     """Time to result: the warm fit (first fit of a fresh process with the persistent cache
-    filled); compile time: the cold fit (cache off) minus that."""
-    bad = [k for k in ("cold", "fill_cache", "warm") if k not in res or "error" in res[k]]
+    filled); compile time: the cold fit (cache off) minus that. With --cold-only, the cold fit
+    is the time to result and compile time is not measured."""
+    stages = ("cold",) if "warm" not in res and "error" not in res else ("cold", "fill_cache", "warm")  # fmt: skip
+    bad = [k for k in stages if k not in res or "error" in res[k]]
     if "error" in res or bad:
         return {"tool": "ldpk", "version": version, "error": {"failed": bad, **res}}
-    cold, fill = res["cold"]["fits"][0], res["fill_cache"]["fits"][0]
-    warm, repeat = res["warm"]["fits"]
-    summ = res["warm"]["summary"]
+    cold = res["cold"]["fits"][0]
+    if "warm" in res:
+        fill = res["fill_cache"]["fits"][0]
+        warm, repeat = res["warm"]["fits"]
+        proc = res["warm"]
+        compile_s = cold["wall_s"] - warm["wall_s"]
+    else:
+        fill = repeat = None
+        warm, proc, compile_s = cold, res["cold"], None
+    summ = proc["summary"]
     return {
         "tool": "ldpk",
         "version": version,
         "method": f"kernel={LDPK_KERNEL[version]}",
-        "chain_method": res["warm"]["chain_method"],
+        "chain_method": proc["chain_method"],
         "host_devices": res["host_devices"],
         "time_to_result_s": warm["wall_s"],
-        "compile_s": cold["wall_s"] - warm["wall_s"],
+        "compile_s": compile_s,
+        "cold_only": "warm" not in res,
         "fits": {"cold": cold, "fill_cache": fill, "warm": warm, "warm_repeat": repeat},
         "min_ess_bulk": summ["min_ess_bulk"],
         "min_ess_bulk_all": summ["min_ess_bulk_all"],
@@ -419,8 +432,8 @@ def stan_row(version: str, res: dict[str, Any], solver: str) -> dict[str, Any]:
 
 
 def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Per population parameter: |Δmean|, its Monte Carlo SE, |Δmean|/sd; ok when
-    |Δmean| ≤ AGREE_K · sqrt(mcse_a² + mcse_b²)."""
+    """Per population parameter: |Δmean|, its Monte Carlo SE, |Δmean|/sd; ok when both runs
+    converged and |Δmean| ≤ AGREE_K · sqrt(mcse_a² + mcse_b²) for every parameter."""
     out: dict[str, Any] = {"criterion": f"|mean_ldpk - mean_stan| <= {AGREE_K:g} * sqrt(mcse_ldpk^2 + mcse_stan^2)"}  # fmt: skip
     per = {}
     for p in POPULATION:
@@ -434,7 +447,9 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             "ok": d <= AGREE_K * se, "within_0.2_sd": d <= 0.2 * sd,
         }  # fmt: skip
     out["parameters"] = per
-    out["ok"] = all(v["ok"] for v in per.values())
+    out["both_converged"] = bool(a["converged"] and b["converged"])
+    # MCSE is only meaningful for converged chains: without convergence, no verdict
+    out["ok"] = out["both_converged"] and all(v["ok"] for v in per.values())
     out["all_within_0.2_sd"] = all(v["within_0.2_sd"] for v in per.values())
     out["max_z"] = max(v["z"] for v in per.values())
     out["max_diff_over_sd"] = max(v["diff_over_sd"] for v in per.values())
@@ -453,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ode-solver", default="dopri5", help="ldpk's ODE solver (dopri5 = Stan's rk45 method; tsit5, kvaerno5)")  # fmt: skip
     ap.add_argument("--ode-gradient", default=None, help="ldpk's ODEOptions.gradient (reverse, forward, sensitivity; 'default' leaves it unset); default: sensitivity where ldpk has it")  # fmt: skip
     ap.add_argument("--host-devices", type=int, default=4, help="JAX CPU devices for ldpk (LDPK_HOST_DEVICES); ≥ chains runs chains in parallel")  # fmt: skip
+    ap.add_argument("--cold-only", action="store_true", help="ldpk: only the cold fit (no persistent-cache runs): time to result includes compilation")  # fmt: skip
     ap.add_argument("--stan-bdf", action="store_true", help="also run Stan's ODE version with ode_bdf_tol")  # fmt: skip
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ldpk", "stan"], help=argparse.SUPPRESS)
@@ -481,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
         "target_accept": 0.8, "max_tree_depth": 10, "seed": FIT_SEED,
         "ode_rtol": RTOL, "ode_atol": ATOL, "ode_max_num_steps": MAX_NUM_STEPS,
-        "ldpk_ode_solver": args.ode_solver, "ldpk_ode_gradient": args.ode_gradient, "ldpk_host_devices": args.host_devices,
+        "ldpk_ode_solver": args.ode_solver, "ldpk_ode_gradient": args.ode_gradient,
+        "ldpk_host_devices": args.host_devices, "ldpk_cold_only": args.cold_only,
     }  # fmt: skip
     problem = {
         "model": "one compartment, first-order absorption; log-normal IIV (non-centred) on CL, V; proportional error",  # fmt: skip
@@ -528,9 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         a, b = find("ldpk", version), find("pystan", version, stan_method)
         key = "speedup_closed_form" if version == "closed_form" else "speedup_ode"
         results[key] = b["time_to_result_s"] / a["time_to_result_s"] if a and b else None
+        # NUTS alone (warm-up + draws; ldpk's MAP start and posterior post-processing left out)
+        nuts = b["time_to_result_s"] / a["fits"]["warm"]["sampling_s"] if a and b else None
+        results[f"{key}_nuts_only"] = nuts
         if a and b:
             results["agreement"][version] = agreement(a, b)
     results["load_average_end"] = load_average()
+    loads = [r["load_average_before"][0] for r in rows if r.get("load_average_before")]
+    results["quiet_machine"] = bool(loads) and max(loads) < QUIET_LOAD
     write_json_atomic(out, results)
     print(report(results))
     print(f"\nwrote {out}", file=sys.stderr)
@@ -552,12 +574,16 @@ def report(res: dict[str, Any]) -> str:
             f"{r['max_r_hat_all']:.3f}", f"{load[0]:.2f}" if load else "—",
         ])  # fmt: skip
     lines = [markdown_table(head, body, right=(3, 4, 5, 6, 7, 8)), ""]
+    if not res.get("quiet_machine", True):
+        lines.append(f"- the machine was busy (1-min load ≥ {QUIET_LOAD} before a timed run): the times are not valid")  # fmt: skip
     for version, key in (("closed form", "speedup_closed_form"), ("ODE", "speedup_ode")):
         v = res.get(key)
         if v is not None:
-            lines.append(f"- {version}: PyStan time ÷ ldpk time = {v:.2f}×")
+            nuts = res.get(f"{key}_nuts_only")
+            alone = "" if nuts is None else f" (NUTS alone, without ldpk's MAP start and post-processing: {nuts:.2f}×)"  # fmt: skip
+            lines.append(f"- {version}: PyStan time ÷ ldpk time = {v:.2f}×{alone}")
     for version, ag in res["agreement"].items():
-        state = "agree" if ag["ok"] else "DISAGREE"
+        state = "agree" if ag["ok"] else "DISAGREE" if ag.get("both_converged", True) else "cannot be compared (not converged)"  # fmt: skip
         lines.append(
             f"- {version.replace('_', ' ')}: posterior means {state} (max |Δmean|/MCSE = "
             f"{ag['max_z']:.2f}, max |Δmean|/sd = {ag['max_diff_over_sd']:.3f})"
