@@ -13,6 +13,7 @@ from typing import Any
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ldpk.model._compile import CompiledModel, Env
 from ldpk.solve._expm import expm, matmul
@@ -32,6 +33,21 @@ class ODEOptions:
     0.3/0.3 takes about half the steps with the implicit solvers, but gave gradients 0.2 %
     off finite differences at rtol 1e-10..1e-12 (Michaelis-Menten test model), so it is
     not the default.
+    gradient: how derivatives pass through a solve (one of ``GRADIENTS``):
+      'sensitivity' (default) - forward sensitivities: each solve computes its Jacobian with
+        respect to its initial state, input rate and parameters by forward mode through the
+        solver's steps and hands it to JAX as the solve's derivative (a custom JVP, linear in
+        the tangents), so jax.grad, jax.jacfwd and jax.hessian all work. The cost grows with
+        2·states + parameters per solve, not with the number of fitted variables. Gradients
+        equal 'reverse' to rounding; they compile faster and ran 1.1-2x faster on the library's
+        ODE models and on the ACOP population posterior (120 subjects, 489 variables).
+      'reverse' - reverse mode through the solver's steps (diffrax
+        RecursiveCheckpointAdjoint); jax.grad works, but jax.jvp, jax.jacfwd and jax.hessian
+        do not (so a MAP's Hessian cannot be formed).
+      'forward' - forward mode through the solver's steps (diffrax ForwardMode); jax.jvp and
+        jax.jacfwd work, jax.grad does not (numpyro's NUTS needs
+        forward_mode_differentiation=True, one pass per fitted variable).
+    Failed solves (max_steps reached, non-finite state) return NaN states and ok = False.
     """
 
     solver: str = "kvaerno5"
@@ -44,7 +60,11 @@ class ODEOptions:
     ss_max_newton: int = 4
     pcoeff: float = 0.0
     icoeff: float = 1.0
+    gradient: str = "sensitivity"
 
+
+#: Ways derivatives pass through an ODE solve (ODEOptions.gradient).
+GRADIENTS = ("reverse", "forward", "sensitivity")
 
 _SOLVERS = {
     "kvaerno5": diffrax.Kvaerno5,
@@ -119,6 +139,8 @@ class ODEPropagator:
         self.o = options
         if options.solver not in _SOLVERS:
             raise ValueError(f"unknown solver {options.solver!r}; valid: {', '.join(_SOLVERS)}")
+        if options.gradient not in GRADIENTS:
+            raise ValueError(f"unknown gradient {options.gradient!r}; valid: {', '.join(GRADIENTS)}")  # fmt: skip
         cls = _SOLVERS[options.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver) and cm.n_states <= MAX_SIZE:
             root = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(
@@ -129,6 +151,12 @@ class ODEPropagator:
             self.solver = cls()
         vf = cm.vector_field
         self.term = diffrax.ODETerm(lambda t, y, args: vf(t, y, args[0]) + args[1])
+        # 'sensitivity' solves with ForwardMode (a plain while loop, differentiable forwards)
+        # and gives JAX the solves' Jacobians as their derivatives (custom JVPs).
+        reverse = options.gradient == "reverse"
+        self.adjoint = diffrax.RecursiveCheckpointAdjoint() if reverse else diffrax.ForwardMode()
+        if options.gradient == "sensitivity":
+            self._flow = self._sensitivity_flow()
 
     def _controller(self, env: Env) -> Any:
         """The step-size controller, told the model's discontinuity times (if any) so that it
@@ -139,7 +167,7 @@ class ODEPropagator:
             rtol=o.rtol, atol=o.atol, pcoeff=o.pcoeff, icoeff=o.icoeff, jump_ts=jumps
         )
 
-    def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+    def _solve(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         # A zero-length interval returns x unchanged; integrate over a dummy unit interval
         # there so that the solver never sees t0 == t1 (and the result is discarded).
         zero = dt == 0
@@ -155,32 +183,76 @@ class ODEPropagator:
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=self._controller(env),
             max_steps=self.o.max_steps,
+            adjoint=self.adjoint,
             throw=False,
         )
         y = sol.ys[-1]
         ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(y))
-        return jnp.where(zero, x, y), zero | ok
+        # A failed solve stops where it gave up, with a finite but wrong state: make it NaN, so
+        # that a log-density built on it is NaN (a rejected proposal), never silently wrong.
+        return jnp.where(zero, x, jnp.where(ok, y, jnp.nan)), zero | ok
+
+    def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        if self.o.gradient == "sensitivity":
+            return self._flow(x, t, dt, u, env)
+        return self._solve(x, t, dt, u, env)
+
+    def _sensitivity_flow(self) -> Any:
+        """propagate() with forward sensitivities as its derivative (a jax.custom_jvp). The
+        tangent of the end state is J·(dx − f(t, x)·dt_0, du, d env) + f(t1, y)·(dt_0 + d dt)
+        with J the Jacobian of the solve (forward mode through the solver's steps) and the
+        time terms from the flow property (∂y/∂t1 = f(t1, y), ∂y/∂t0 = −J f(t0, x))."""
+        vf = self.cm.vector_field
+
+        @jax.custom_jvp
+        def flow(x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+            return self._solve(x, t, dt, u, env)
+
+        @flow.defjvp
+        def flow_jvp(primals: tuple, tangents: tuple) -> tuple:
+            x, t, dt, u, env = primals
+            tx, tt, tdt, tu, tenv = tangents
+            tx = tx - (vf(t, x, env) + u) * tt
+
+            def solve(x: Any, u: Any, env: Env) -> tuple[Any, Any]:
+                return self._solve(x, t, dt, u, env)
+
+            (y, ok), ty = _sensitivity_jvp(solve, (x, u, env), (tx, tu, tenv))
+            ty = ty + (vf(t + dt, y, env) + u) * (tt + tdt)
+            return (y, ok), (ty, _float0_like(ok))
+
+        return flow
 
     def solve_saving(
         self, x: Any, t0: float, t1: float, ts: Any, u: Any, env: Env
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, Any, Any]:
         """One solve over [t0, t1] (no discontinuity inside) saving at ``ts`` (within
-        [t0, t1], nondecreasing) and at t1: returns (states at ts, state at t1, ok)."""
-        sol = diffrax.diffeqsolve(
-            self.term,
-            self.solver,
-            t0=t0,
-            t1=t1,
-            dt0=None,
-            y0=x,
-            args=(env, u),
-            saveat=diffrax.SaveAt(ts=ts, t1=True),
-            stepsize_controller=self._controller(env),
-            max_steps=self.o.max_steps,
-            throw=False,
-        )
-        ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
-        return sol.ys[:-1], sol.ys[-1], ok
+        [t0, t1], nondecreasing) and at t1: returns (states at ts, state at t1, ok).
+        ``t0``, ``t1`` and ``ts`` are constants (not differentiated)."""
+
+        def solve(x: Any, u: Any, env: Env, ts: Any) -> tuple[Any, Any]:
+            sol = diffrax.diffeqsolve(
+                self.term,
+                self.solver,
+                t0=t0,
+                t1=t1,
+                dt0=None,
+                y0=x,
+                args=(env, u),
+                saveat=diffrax.SaveAt(ts=ts, t1=True),
+                stepsize_controller=self._controller(env),
+                max_steps=self.o.max_steps,
+                adjoint=self.adjoint,
+                throw=False,
+            )
+            ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
+            return jnp.where(ok, sol.ys, jnp.nan), ok
+
+        if self.o.gradient == "sensitivity":
+            ys, ok = _with_sensitivities(solve, (x, u, env, jnp.asarray(ts)), 3)
+        else:
+            ys, ok = solve(x, u, env, ts)
+        return ys[:-1], ys[-1], ok
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         """Like propagate, also for dt < 0. Backwards integration of a dissipative system is
@@ -188,12 +260,13 @@ class ODEPropagator:
         by Newton's method on the forward problem propagate(z, t + dt, |dt|) = x (exact in one
         step for linear systems; ss_max_newton steps at most)."""
         h = jnp.abs(dt)
+        jac = jax.jacrev if self.o.gradient == "reverse" else jax.jacfwd
 
         def forward(z: Any) -> Any:
             return self.propagate(z, t - h, h, u, env)[0]
 
         def newton(_: int, z: Any) -> Any:
-            fz, J = forward(z), jax.jacrev(forward)(z)
+            fz, J = forward(z), jac(forward)(z)
             return z - jnp.linalg.solve(J, fz - x)
 
         back = jax.lax.fori_loop(0, self.o.ss_max_newton, newton, x)
@@ -225,22 +298,80 @@ class ODEPropagator:
     def constant_input_steady_state(self, u: Any, t: Any, env: Env) -> tuple[Any, Any]:
         """Integrate a constant input until the derivative vanishes (diffrax steady-state
         event, rtol/atol of the settings)."""
-        sol = diffrax.diffeqsolve(
-            self.term,
-            self.solver,
-            t0=t,
-            t1=jnp.inf,
-            dt0=None,
-            y0=jnp.zeros(self.n),
-            args=(env, u),
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=self._controller(env),
-            max_steps=self.o.max_steps,
-            event=diffrax.Event(
-                diffrax.steady_state_event(rtol=self.o.ss_rtol, atol=self.o.ss_atol)
-            ),
-            throw=False,
-        )
-        y = sol.ys[-1]
-        ok = (sol.result == diffrax.RESULTS.event_occurred) & jnp.all(jnp.isfinite(y))
-        return y, ok
+
+        def solve(u: Any, env: Env, t: Any) -> tuple[Any, Any]:
+            sol = diffrax.diffeqsolve(
+                self.term,
+                self.solver,
+                t0=t,
+                t1=jnp.inf,
+                dt0=None,
+                y0=jnp.zeros(self.n),
+                args=(env, u),
+                saveat=diffrax.SaveAt(t1=True),
+                stepsize_controller=self._controller(env),
+                max_steps=self.o.max_steps,
+                event=diffrax.Event(
+                    diffrax.steady_state_event(rtol=self.o.ss_rtol, atol=self.o.ss_atol)
+                ),
+                adjoint=self.adjoint,
+                throw=False,
+            )
+            y = sol.ys[-1]
+            ok = (sol.result == diffrax.RESULTS.event_occurred) & jnp.all(jnp.isfinite(y))
+            return jnp.where(ok, y, jnp.nan), ok
+
+        if self.o.gradient == "sensitivity":
+            return _with_sensitivities(solve, (u, env, t), 2)
+        return solve(u, env, t)
+
+
+def _with_sensitivities(solve: Any, args: tuple, n_diff: int) -> tuple[Any, Any]:
+    """``solve(*args) -> (ys, ok)`` with forward sensitivities as its derivative with respect
+    to the first ``n_diff`` arguments (see :func:`_sensitivity_jvp`); the other arguments are
+    constants (their tangents are ignored). ``solve`` must not close over traced values."""
+
+    @jax.custom_jvp
+    def flow(*a: Any) -> tuple[Any, Any]:
+        return solve(*a)
+
+    @flow.defjvp
+    def flow_jvp(primals: tuple, tangents: tuple) -> tuple:
+        rest = primals[n_diff:]
+        out, ty = _sensitivity_jvp(lambda *d: solve(*d, *rest), primals[:n_diff], tangents[:n_diff])
+        return out, (ty, _float0_like(out[1]))
+
+    return flow(*args)
+
+
+def _float0_like(a: Any) -> Any:
+    """The (empty) tangent of a boolean or integer output."""
+    return np.zeros(np.shape(a), dtype=jax.dtypes.float0)
+
+
+def _sensitivity_jvp(solve: Any, primals: tuple, tangents: tuple) -> tuple:
+    """((ys, ok), tangent of ys) of ``solve(*primals) -> (ys, ok)``, with the Jacobians of ys
+    with respect to every floating-point input leaf computed by forward mode (jax.jacfwd, one
+    direction per input element) from the primals alone and contracted with ``tangents``: the
+    result is linear in the tangents, so JAX can transpose it (jax.grad), and the solver's
+    internal loops are only ever differentiated forwards."""
+    leaves, tree = jax.tree_util.tree_flatten(primals)
+    t_leaves = jax.tree_util.tree_leaves(tangents)
+    diff = [i for i, v in enumerate(leaves) if jnp.issubdtype(jnp.result_type(v), jnp.inexact)]
+
+    def f(*vals: Any) -> tuple[Any, Any]:
+        full = list(leaves)
+        for i, v in zip(diff, vals, strict=True):
+            full[i] = v
+        out = solve(*jax.tree_util.tree_unflatten(tree, full))
+        return out[0], out
+
+    jacs, out = jax.jacfwd(f, argnums=tuple(range(len(diff))), has_aux=True)(
+        *(leaves[i] for i in diff)
+    )
+    ys = out[0]
+    ty = jnp.zeros_like(ys)
+    for J, i in zip(jacs, diff, strict=True):
+        d = jnp.asarray(t_leaves[i], dtype=ys.dtype)
+        ty = ty + jnp.tensordot(J, d, axes=d.ndim)
+    return out, ty
