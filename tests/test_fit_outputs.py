@@ -95,6 +95,7 @@ def test_predictions_one_row_per_observation(report, tiny_fit, theo):
     np.testing.assert_array_equal(pred["TIME"], raw["TIME"].to_numpy()[pred["ROW"] - 1])
     np.testing.assert_array_equal(pred["ID"], raw["ID"].to_numpy()[pred["ROW"] - 1])
     assert (pred["OUTPUT"] == "cp").all() and (pred["CENS"] == 0).all()
+    assert (pred["UNIT"] == "mg/L").all()
     for q in ("IPRED", "PP"):
         lo, mid, hi = pred[f"{q}_P05"], pred["IPRED" if q == "IPRED" else "PP_MEDIAN"], pred[f"{q}_P95"]  # fmt: skip
         assert (lo <= mid + 1e-12).all() and (mid <= hi + 1e-12).all()

@@ -201,7 +201,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     if args.no_fit:
         return 0
-    fit, written = fit_demo(Path(args.out) / "fit", progress=not args.no_progress, log=print)
+    fit, written = fit_demo(
+        Path(args.out) / "fit", method=args.method, progress=not args.no_progress, log=print
+    )
     _print_fit(fit, written)
     return 0
 
@@ -275,10 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the demo: a simulation, and a fit of a bundled example study",
         description="Simulate theophylline-like dosing in a virtual population, then fit the "
-        "bundled mitochondria biodistribution study (NUTS, 2 chains x 300 + 300) and write "
-        "its report into OUT/fit.",
+        "bundled mitochondria biodistribution study and write its report into OUT/fit.",
     )
     p.add_argument("--out", default="ldpk-demo", help="output folder (default ldpk-demo)")
+    p.add_argument(
+        "--method",
+        choices=("laplace", "nuts"),
+        default="laplace",
+        help="laplace (default: MAP and normal approximation, minutes) or nuts (2 chains x "
+        "300 warm-up + 300 draws; much longer)",
+    )
     p.add_argument("--no-fit", action="store_true", help="only the simulation part")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_demo)

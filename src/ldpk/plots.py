@@ -164,8 +164,8 @@ def population_predictions(fit: Any) -> np.ndarray:
 def observation_table(fit: Any, band: tuple[float, float] = (5.0, 95.0)) -> Any:
     """One row per fitted observation (pandas DataFrame), in data order of ``fit.dataset``.
 
-    Columns: ``ID``, ``TIME`` (model time unit), ``OUTPUT``, ``DV`` (the observation, or the
-    limit when censored), ``CENS`` (1 below a lower limit, -1 above an upper limit, 0 not
+    Columns: ``ID``, ``TIME`` (model time unit), ``OUTPUT``, ``UNIT`` (of the observation, see
+    :func:`observation_units`), ``DV`` (the observation, or the limit when censored), ``CENS`` (1 below a lower limit, -1 above an upper limit, 0 not
     censored), ``PRED`` (population prediction, see :func:`population_predictions`), ``IPRED``,
     ``IPRED_P05``, ``IPRED_P95`` (posterior median and ``band`` percentiles of the individual
     prediction), ``PP_MEDIAN``, ``PP_P05``, ``PP_P95`` (the same of the posterior predictive,
@@ -189,6 +189,7 @@ def observation_table(fit: Any, band: tuple[float, float] = (5.0, 95.0)) -> Any:
             "ID": [ds.subjects[i] for i in ds.subject],
             "TIME": ds.time,
             "OUTPUT": [ds.output_names[i] for i in ds.output],
+            "UNIT": observation_units(fit),
             "DV": ds.dv,
             "CENS": ds.censored,
             "PRED": population_predictions(fit),
@@ -267,11 +268,50 @@ def _time_bins(t: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
 def _grid(plt: Any, n: int, ncol: int = 3, w: float = 5.0, h: float = 3.8) -> tuple[Any, Any]:
     ncol = max(1, min(n, ncol))
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False, layout="constrained")  # fmt: skip
     flat = axes.ravel()
     for a in flat[n:]:
         a.set_visible(False)
     return fig, flat
+
+
+def observation_units(fit: Any) -> np.ndarray:
+    """The unit of every observation (strings, length n_obs): the dataset's own per-observation
+    units if it records them (``Dataset.units``); else, where the data were converted from the
+    output's unit (``Dataset.scale`` not 1, e.g. %ID/g from a %ID output through the organ
+    weight), the UNIT column of the source table when there is one; else the output's unit."""
+    ds = fit.dataset
+    own = getattr(ds, "units", None)
+    if own is not None:
+        return np.asarray(own, dtype=object)
+    out = np.array([fit.model.outputs[i].unit for i in ds.output], dtype=object)
+    scaled = ~np.isclose(ds.obs_scale, 1.0)
+    if scaled.any():
+        col = _source_column(ds.source, "unit")
+        rows = np.asarray(ds.row) - 1
+        if col is not None and rows.max() < len(col):
+            out[scaled] = col[rows[scaled]]
+        else:
+            out[scaled] = "data unit"
+    return out
+
+
+def _source_column(source: str, name: str) -> np.ndarray | None:
+    """A column (case-insensitive) of the study table at ``source``, or None."""
+    from ldpk.dosing import read_table
+
+    try:
+        frame = read_table(source)
+    except Exception:  # not a file (e.g. a DataFrame) or unreadable: no column
+        return None
+    cols = {str(c).lower(): c for c in frame.columns}
+    return frame[cols[name]].astype(str).to_numpy(dtype=object) if name in cols else None
+
+
+def _unit_of(units: np.ndarray, fit: Any, i: int) -> str:
+    """The unit of output ``i``'s observations ('mixed units' if they differ)."""
+    found = sorted(set(units[np.asarray(fit.dataset.output) == i]))
+    return found[0] if len(found) == 1 else "mixed units"
 
 
 def _observed_outputs(fit: Any) -> list[tuple[int, Any]]:
@@ -304,11 +344,13 @@ def plot_goodness_of_fit(
     plt = _plt()
     tab = observation_table(fit) if table is None else table
     outs = _observed_outputs(fit)
-    fig, axes = plt.subplots(len(outs), 4, figsize=(17, 3.6 * len(outs)), squeeze=False)
+    units = observation_units(fit)
+    fig, axes = plt.subplots(len(outs), 4, figsize=(17, 3.6 * len(outs)), squeeze=False, layout="constrained")  # fmt: skip
     tu = fit.model.time_unit
-    for row, (_, o) in zip(axes, outs, strict=True):
+    for row, (i, o) in zip(axes, outs, strict=True):
         d = tab[tab["OUTPUT"] == o.name]
-        unit = f" [{o.unit}]" if o.unit else ""
+        u = _unit_of(units, fit, i)
+        unit = f" [{u}]" if u else ""
         log = _log_scale(d["DV"], d["IPRED"])
         for ax, col, label in ((row[0], "PRED", "population prediction"), (row[1], "IPRED", "individual prediction")):  # fmt: skip
             _scatter_obs(ax, d[col], d["DV"], d["CENS"])
@@ -338,7 +380,6 @@ def plot_goodness_of_fit(
         if (d["CENS"] != 0).any():
             row[0].legend(fontsize=7, frameon=False)
     fig.suptitle(title or f"{fit.model.name}: goodness of fit ({fit.method})")
-    fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -365,6 +406,7 @@ def plot_vpc(
     sims = posterior_predictive_draws(fit)
     sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
     outs = _observed_outputs(fit)
+    units = observation_units(fit)
     fig, flat = _grid(plt, len(outs))
     lo_ci, hi_ci = (100 - ci) / 2, (100 + ci) / 2
     colors = ("tab:blue", "tab:red", "tab:blue")
@@ -393,14 +435,13 @@ def plot_vpc(
         _scatter_obs(ax, t, dv, cens, color="0.35", label="observed")
         ax.set_title(o.name)
         ax.set_xlabel(f"time [{fit.model.time_unit}]")
-        ax.set_ylabel(o.unit or "value")
+        ax.set_ylabel(_unit_of(units, fit, i) or "value")
         if _log_scale(dv, band[:, 1]):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     if len(flat):
         flat[0].legend(fontsize=7, frameon=False)
     fig.suptitle(title or f"{fit.model.name}: visual predictive check ({ci:g} % bands)")
-    fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -424,8 +465,9 @@ def plot_posterior_predictive(
     sims = posterior_predictive_draws(fit)
     sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
     groups: dict[str, list[tuple[int, Any]]] = {}
+    units = observation_units(fit)
     for i, o in _observed_outputs(fit):
-        groups.setdefault(o.unit, []).append((i, o))
+        groups.setdefault(_unit_of(units, fit, i), []).append((i, o))
     fig, flat = _grid(plt, len(groups), ncol=2, w=6.0, h=4.2)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (unit, members) in zip(flat, groups.items(), strict=False):
@@ -454,7 +496,6 @@ def plot_posterior_predictive(
         ax.legend(fontsize=7, frameon=False, ncol=2 if len(members) > 6 else 1)
         ax.grid(alpha=0.3)
     fig.suptitle(title or f"{fit.model.name}: posterior predictive vs observed")
-    fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -471,6 +512,12 @@ def _pc_figure(pc: Any) -> Any:
     raise RuntimeError("cannot find the figure of the arviz-plots PlotCollection")
 
 
+def _tight_margins(fig: Any, **spacing: float) -> None:
+    """Margins of about 0.7 in (title) and 0.55 in (axis labels) whatever the figure height."""
+    h = fig.get_size_inches()[1]
+    fig.subplots_adjust(top=1 - 0.75 / h, bottom=0.55 / h, left=0.07, right=0.98, **spacing)
+
+
 def plot_trace(
     fit: Any, path: str | Path | None = None, *, var_names: list[str] | None = None
 ) -> Any:
@@ -484,6 +531,7 @@ def plot_trace(
     pc = az.plot_trace_dist(fit.posterior, var_names=names, backend="matplotlib", figure_kwargs={"figsize": (12, 1.7 * len(names) + 1)})  # fmt: skip
     fig = _pc_figure(pc)
     fig.suptitle(f"{fit.model.name}: posterior traces ({fit.method})")
+    _tight_margins(fig, wspace=0.4, hspace=0.45)
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -505,7 +553,7 @@ def plot_rank(
     pc = az.plot_rank(fit.posterior, var_names=names, backend="matplotlib", col_wrap=ncol, figure_kwargs={"figsize": (3.8 * ncol, 2.9 * nrow + 0.6)})  # fmt: skip
     fig = _pc_figure(pc)
     fig.suptitle(f"{fit.model.name}: rank plots ({fit.posterior['posterior'].sizes['chain']} chains)")  # fmt: skip
-    fig.subplots_adjust(hspace=0.55)
+    _tight_margins(fig, wspace=0.25, hspace=0.55)
     if path is not None:
         save_figure(fig, path)
     return fig
