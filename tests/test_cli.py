@@ -131,7 +131,8 @@ def test_bad_dose_and_times_messages(capsys):
 
 
 def test_demo_writes_csv_and_png(tmp_path):
-    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    # The demo's fit is covered by tests/test_fit_outputs.py; here only its simulation part.
+    assert main(["demo", "--no-fit", "--out", str(tmp_path / "d")]) == 0
     assert (tmp_path / "d" / "simulation.png").stat().st_size > 10_000
     pop = pd.read_csv(tmp_path / "d" / "population.csv")
     assert (pop["cp_p05"] <= pop["cp_median"]).all() and (pop["cp_median"] <= pop["cp_p95"]).all()

@@ -498,8 +498,8 @@ def _to_datatree(
     observed = {}
     for o in pm.spec.errors:
         sel = np.flatnonzero(ds.output == names.index(o))
-        dims[f"obs_{o}"] = [f"obs_{o}"]
-        coords[f"obs_{o}"] = sel
+        dims[f"obs_{o}"] = [f"obs_id_{o}"]  # not the variable's own name (it would be a coordinate)
+        coords[f"obs_id_{o}"] = sel
         observed[f"obs_{o}"] = ds.dv[sel]
     post = {k: np.asarray(v) for k, v in samples.items()}
     groups: dict[str, Any] = {
