@@ -92,7 +92,9 @@ def _simulated_study(model, tmp_path, seed=7, n=30, lloq=0.5):
     times = np.array([0.25, 0.5, 1, 2, 4, 8, 12, 24, 36, 48.0])
     rows = []
     for i in range(n):
-        p = {k: truth[k] * np.exp(truth["omega"] * rng.standard_normal()) for k in ("CL", "V", "KA")}
+        p = {
+            k: truth[k] * np.exp(truth["omega"] * rng.standard_normal()) for k in ("CL", "V", "KA")
+        }
         c = _oral(times, p["KA"], p["CL"], p["V"], dose=500.0)
         y = c * (1 + truth["prop"] * rng.standard_normal(times.size))
         rows.append({"ID": i + 1, "TIME": 0.0, "AMT": 500.0, "EVID": 1, "CMT": 1, "DV": np.nan, "BLQ": 0, "LLOQ": lloq})  # fmt: skip

@@ -67,8 +67,20 @@ def test_individual_parameters_with_covariates_and_study_effects(tmp_path):
         ds,
         {
             "covariates": [
-                {"parameter": "CL", "covariate": "WT", "kind": "power", "reference": 70, "beta": 0.75},  # fmt: skip
-                {"parameter": "V", "covariate": "WT", "kind": "linear", "reference": 70, "beta": {"dist": "normal", "loc": 0.01, "scale": 0.01}},  # fmt: skip
+                {
+                    "parameter": "CL",
+                    "covariate": "WT",
+                    "kind": "power",
+                    "reference": 70,
+                    "beta": 0.75,
+                },  # fmt: skip
+                {
+                    "parameter": "V",
+                    "covariate": "WT",
+                    "kind": "linear",
+                    "reference": 70,
+                    "beta": {"dist": "normal", "loc": 0.01, "scale": 0.01},
+                },  # fmt: skip
                 {"parameter": "CL", "covariate": "SEX", "kind": "categorical", "reference": 0},
             ],
             "study": ["CL"],
@@ -113,7 +125,10 @@ def test_fit_spec_defaults_and_overrides(tmp_path):
         ({"error": {"cq": {"model": "additive"}}}, "not outputs of one_compartment"),
         ({"error": {"cp": {"model": "poisson"}}}, "valid: additive, proportional"),
         ({"parameters": {"TLAG": {"iiv": 0.3}}}, "no prior"),
-        ({"covariates": [{"parameter": "CL", "covariate": "WT", "kind": "spline"}]}, "valid: power, linear, categorical"),  # fmt: skip
+        (
+            {"covariates": [{"parameter": "CL", "covariate": "WT", "kind": "spline"}]},
+            "valid: power, linear, categorical",
+        ),  # fmt: skip
         ({"study": ["F"]}, "not an estimated parameter"),
         ({"priors": {}}, "unknown entries"),
     ],
