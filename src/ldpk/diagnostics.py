@@ -81,7 +81,8 @@ def _worst(values: Any, pick: Any) -> tuple[str, float] | None:
             continue
         idx = np.nanargmax(arr) if pick is max else np.nanargmin(arr)
         v = float(arr.ravel()[idx])
-        label = name if arr.size == 1 else f"{name}[{np.unravel_index(idx, arr.shape)}]"
+        index = ", ".join(str(int(i)) for i in np.unravel_index(idx, arr.shape))
+        label = name if arr.size == 1 else f"{name}[{index}]"
         if best is None or pick(v, best[1]) == v and v != best[1]:
             best = (label, v)
     return best
