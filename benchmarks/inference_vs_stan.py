@@ -12,7 +12,10 @@ simulated set has known true values and the balanced design of the prototype mea
 Both tools fit the same posterior: the same parameterisation, the same priors (log-normal on
 CL, V, KA with the model library's locations and scale 1; half-normal(0.5) on ω_CL, ω_V and on
 the proportional SD), 4 chains × 1000 warm-up + 1000 draws, target acceptance 0.8, maximum tree
-depth 10. Two versions:
+depth 10. Starting points: ldpk's NUTS chains start from draws of the Laplace approximation at the
+MAP (found by BFGS from the prior medians); Stan's from the prior medians jittered by 10 %
+(``--stan-init``; with Stan's default random inits, uniform(-2, 2) on the unconstrained scale, a
+chain can start and stay in the flip-flop mode KA < CL/V and R-hat is 1.5). Two versions:
 
 * closed form: ldpk's exact kernel (matrix exponential, ``kernel="exact"``) and the analytic
   solution in ``benchmarks/stan/one_cpt_oral_closed.stan``;
