@@ -626,3 +626,118 @@ def test_biodistribution_from_csv(bio, tmp_path):
     with pytest.raises(DataError) as exc:
         read_biodistribution(bio, path)
     assert "row 4, column ROUTE: 'iv' differs from row 3 ('ip') of ID m1" in str(exc.value)
+
+
+# ---- %ID of a model whose amounts are in the dose unit (cells, cell-eq) ---------------------------
+# The BIO kinetics with amounts in cells: lung = D e^{-0.5 t} cell-eq for a dose of D cells.
+CELLS = {
+    **{k: v for k, v in BIO.items() if k not in ("tracer", "outputs")},
+    "name": "cells",
+    "amount_unit": "cells",
+    "compartments": {"lung": {"unit": "cells"}, "liver": {"unit": "cells"}},
+    "parameters": {**BIO["parameters"], "V_BLOOD": {"value": 2.0, "unit": "mL"}},
+    "outputs": {
+        "In111_lung": {"expr": "lung", "unit": "cell-eq"},
+        "In111_liver": {"expr": "liver", "unit": "cell-eq"},
+        "In111_blood": {"expr": "lung / V_BLOOD", "unit": "cell-eq/mL"},
+        "hepatic_cells_g": {"expr": "liver / W_LIVER", "unit": "cells/g"},
+        "total_label": {"expr": "lung + liver", "unit": "cell-eq"},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return ldpk.build_model(CELLS)
+
+
+def two_animals() -> pd.DataFrame:
+    """Two animals with different doses (cells); %ID, %ID/g (with WEIGHT), %ID/mL, fraction."""
+    return pd.DataFrame(
+        {
+            "ID": ["a", "a", "a", "b", "b", "b", "b"],
+            "TIME": [1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0],
+            "ORGAN": ["lung", "liver", "blood", "lung", "lung", "liver", "liver"],
+            "VALUE": [50.0, 20.0, 10.0, 0.4, 30.0, 15.0, 9.0],
+            "UNIT": ["%ID", "%ID/g", "%ID/mL", "fraction", "%ID", "%ID/g", "%ID"],
+            "WEIGHT": [np.nan, 1.25, np.nan, np.nan, np.nan, 1.6, np.nan],
+            "DOSE": [1e6, 1e6, 1e6, 5e5, 5e5, 5e5, 5e5],
+        }
+    )  # fmt: skip
+
+
+def test_percent_id_of_cell_eq_outputs_scales_by_each_animals_dose(cells):
+    """%ID = 100 · cell-eq / DOSE, %ID/g = 100 · cell-eq / (DOSE · WEIGHT) with the measured
+    weight, %ID/mL = 100 · (cell-eq/mL) / DOSE, fraction = cell-eq / DOSE; per animal."""
+    ds = read_biodistribution(cells, two_animals(), time_unit="h", route="iv")
+    assert [ds.output_names[i] for i in ds.output] == [
+        "In111_lung", "In111_liver", "In111_blood", "In111_lung", "In111_lung", "In111_liver",
+        "In111_liver",
+    ]  # fmt: skip
+    hand = [100 / 1e6, 100 / (1e6 * 1.25), 100 / 1e6, 1 / 5e5, 100 / 5e5, 100 / (5e5 * 1.6), 100 / 5e5]  # fmt: skip
+    np.testing.assert_allclose(ds.obs_scale, hand, rtol=TOL)
+    # The doses go in as cells; prediction × scale is %ID etc. whatever the dose.
+    np.testing.assert_array_equal([r.amt[r.evid == 1][0] for r in ds.records], [1e6, 5e5])
+    for s, d in enumerate((1e6, 5e5)):
+        sel = ds.subject == s
+        sim = ldpk.simulate(cells, {}, [ldpk.Bolus(d, route="iv")], ds.time[sel])
+        pred = np.array([np.asarray(sim[ds.output_names[o]])[k] for k, o in enumerate(ds.output[sel])])  # fmt: skip
+        got = pred * ds.obs_scale[sel]
+        t = ds.time[sel]
+        if s == 0:  # lung %ID, liver %ID/g of 1.25 g, blood %ID/mL of 2 mL
+            want = [lung(t[0]), liver(t[1]) / 1.25, lung(t[2]) / 2.0]
+        else:  # lung fraction, lung %ID, liver %ID/g of 1.6 g, liver %ID
+            want = [lung(t[0]) / 100, lung(t[1]), liver(t[2]) / 1.6, liver(t[3])]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # dose= gives the dose of animals without DOSE, and divides like the column
+    ds2 = read_biodistribution(cells, two_animals().drop(columns="DOSE"), time_unit="h", route="iv", dose=4e5)  # fmt: skip
+    np.testing.assert_allclose(ds2.obs_scale, [100 / 4e5, 100 / (4e5 * 1.25), 100 / 4e5, 1 / 4e5, 100 / 4e5, 100 / (4e5 * 1.6), 100 / 4e5], rtol=TOL)  # fmt: skip
+
+
+def test_percent_id_of_amount_outputs_explicit_and_exact_units(cells):
+    df = two_animals()
+    # Mapped explicitly: the whole-organ cells/g output × WEIGHT for %ID (100 · W / DOSE).
+    with pytest.raises(DataError, match="needs the organ weight"):
+        read_biodistribution(cells, df.iloc[[6]], time_unit="h", route="iv", outputs={"liver": "hepatic_cells_g"})  # fmt: skip
+    ds = read_biodistribution(cells, df.iloc[[6]].assign(WEIGHT=1.6), time_unit="h", route="iv", outputs={"liver": "hepatic_cells_g"})  # fmt: skip
+    assert ds.output_names[ds.output[0]] == "hepatic_cells_g"
+    np.testing.assert_allclose(ds.obs_scale, [100 * 1.6 / 5e5], rtol=TOL)
+    # A row in the output's own unit is not divided by the dose.
+    ds = read_biodistribution(cells, df.assign(UNIT="cell-eq").iloc[[0, 3]], time_unit="h", route="iv")  # fmt: skip
+    np.testing.assert_array_equal(ds.obs_scale, [1.0, 1.0])
+    # The unit-only fallback never takes an unnamed amount output for an organ's %ID.
+    heart = df.iloc[[0]].assign(ORGAN="heart")
+    with pytest.raises(DataError, match="organ 'heart', unit '%ID': cells has no output for this organ"):  # fmt: skip
+        read_biodistribution(cells, heart, time_unit="h", route="iv")
+    # %ID/mL only from a per-mL output; per-mL rows of a whole-organ output are a problem.
+    with pytest.raises(DataError, match="organ 'lung', unit '%ID/mL': output In111_lung is in 'cell-eq', which does not convert"):  # fmt: skip
+        read_biodistribution(cells, df.iloc[[0]].assign(UNIT="%ID/mL"), time_unit="h", route="iv", outputs={"lung": "In111_lung"})  # fmt: skip
+
+
+def test_percent_id_of_amount_outputs_needs_the_dose(cells):
+    df = two_animals()
+    kw = {"time_unit": "h", "route": "iv"}
+    with pytest.raises(DataError) as exc:
+        read_biodistribution(cells, df.assign(DOSE=[1e6] * 3 + [np.nan] * 4), **kw)
+    items = problems_of(exc)
+    assert len(items) == 1
+    assert items[0].startswith(
+        "row 4, column DOSE: missing for ID b; give the dose (model amount unit 'cells') on its "
+        "rows or pass dose=; the dose also converts In111_lung (cell-eq) to 'fraction'; "
+        "In111_lung (cell-eq) to '%ID'; In111_liver (cell-eq) to '%ID/g'; ... on rows 4, 5, 6, 7"
+    ), items
+    with pytest.raises(DataError) as exc:
+        read_biodistribution(cells, df.assign(DOSE=[0.0] * 3 + [5e5] * 4), **kw)
+    assert problems_of(exc) == [
+        "row 1, column DOSE: 0 is not a dose; give an amount > 0 (model amount unit 'cells'); "
+        "the dose also converts In111_lung (cell-eq) to '%ID'; In111_liver (cell-eq) to '%ID/g'; "
+        "In111_blood (cell-eq/mL) to '%ID/mL' on rows 1, 2, 3 (%ID = 100 · amount / DOSE)"
+    ]
+    with pytest.raises(DataError) as exc:
+        read_biodistribution(cells, df.drop(columns="DOSE"), **kw)
+    assert problems_of(exc)[0].startswith(
+        "column DOSE: missing; add a DOSE column or pass dose= (the amount given, in the model's "
+        "amount unit 'cells'); the dose also converts In111_lung (cell-eq) to '%ID'"
+    )
+    with pytest.raises(DataError, match="row 4, column DOSE: inf is not a dose"):
+        read_biodistribution(cells, df.assign(DOSE=[1e6] * 3 + [np.inf] * 4), **kw)

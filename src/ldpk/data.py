@@ -563,14 +563,31 @@ def _rows_text(rows: list[int]) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def _split_volume(unit: str) -> tuple[str, str]:
+    """A unit without its '/mL' suffix, and the suffix ('' if none)."""
+    return (unit[:-3], "/mL") if unit.endswith("/mL") else (unit, "")
+
+
+def _relative(unit: str) -> bool:
+    """Whether ``unit`` (whole organ) is dose-relative ('fraction', 'ID', '%ID')."""
+    try:
+        convert(1.0, unit, "fraction")
+    except DataError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class _Match:
     """Row value = model output · factor · WEIGHT**exponent (exponent -1: per gram from a
-    whole-organ output; +1: whole organ from a per-gram output; 0: weight not used)."""
+    whole-organ output; +1: whole organ from a per-gram output; 0: weight not used), divided
+    by the animal's DOSE if ``per_dose`` (a dose-relative row such as %ID measuring an output
+    that is an amount in the model's dose unit: %ID = 100 · amount / DOSE)."""
 
     output: int
     factor: float
     exponent: int
+    per_dose: bool = False
 
 
 class _OutputMatcher:
@@ -596,24 +613,65 @@ class _OutputMatcher:
         n = f"_{name.lower()}_"
         return next((w for w in self.words if f"_{w}_" in n), None)
 
-    def conversion(self, i: int, unit: str) -> tuple[float, int] | None:
-        """(factor, weight exponent) from output ``i``'s unit to ``unit``, or None if the units
-        do not convert without a dose or counting efficiency (see :func:`ldpk.tracer.convert`)."""
+    def conversion(self, i: int, unit: str) -> tuple[float, int, bool] | None:
+        """(factor, weight exponent, per dose) from output ``i``'s unit to ``unit``, or None.
+
+        Without a dose: the units are equal or convert by :func:`ldpk.tracer.convert` (no
+        counting efficiency). Else, per dose: ``unit`` is dose-relative ('%ID', 'fraction',
+        'ID'; per gram with '/g' or per mL with '/mL') and the output is an amount in the
+        model's dose unit (:meth:`_dose_amount`), e.g. 'cell-eq' -> '%ID' × 100/DOSE,
+        'cell-eq' -> '%ID/g' × 100/(DOSE·WEIGHT), 'cell-eq/mL' -> '%ID/mL' × 100/DOSE."""
         src = _unit_key(self.outputs[i].unit)
         key = (src, unit)
         if key not in self._conv:
             if src == unit:
-                self._conv[key] = (1.0, 0)
+                self._conv[key] = (1.0, 0, False)
             else:
-                try:
-                    f1 = float(convert(1.0, src, unit, organ_weight_g=1.0))
-                    f2 = float(convert(1.0, src, unit, organ_weight_g=2.0))
-                except DataError:
-                    self._conv[key] = None
-                else:
-                    r = f2 / f1
-                    self._conv[key] = (f1, 0 if np.isclose(r, 1.0) else (1 if r > 1 else -1))
+                conv = self._factor(src, unit, {})
+                if conv is None and self._dose_amount(src):
+                    conv = self._per_dose(src, unit)
+                self._conv[key] = conv
         return self._conv[key]
+
+    @staticmethod
+    def _factor(src: str, unit: str, kw: dict[str, float], per_dose: bool = False) -> tuple[float, int, bool] | None:  # fmt: skip
+        """(factor, weight exponent, ``per_dose``) from ``src`` to ``unit`` by convert(), or None."""
+        try:
+            f1 = float(convert(1.0, src, unit, organ_weight_g=1.0, **kw))
+            f2 = float(convert(1.0, src, unit, organ_weight_g=2.0, **kw))
+        except DataError:
+            return None
+        r = f2 / f1
+        return f1, 0 if np.isclose(r, 1.0) else (1 if r > 1 else -1), per_dose
+
+    def _dose_amount(self, unit: str) -> bool:
+        """Whether an output in ``unit`` is an amount in the model's dose unit (whole organ, per
+        gram or per mL): the model's amount unit itself, or 'cell-eq' / 'amount', which
+        :mod:`ldpk.tracer` defines as the unit of the dose. A dose-relative unit is not."""
+        base = _split_volume(unit)[0]
+        base = base[:-2] if base.endswith("/g") else base
+        if not base or _relative(base):
+            return False
+        return base in {"cell-eq", "amount", _unit_key(self.model.amount_unit)}
+
+    def _dose_units(self) -> list[str]:
+        """The amount units :meth:`_dose_amount` takes as the model's dose unit (for messages)."""
+        own = _unit_key(self.model.amount_unit)
+        extra = [own] if own and not _relative(own) and own not in ("cell-eq", "amount") else []
+        return [*extra, "cell-eq", "amount"]
+
+    @staticmethod
+    def _per_dose(src: str, unit: str) -> tuple[float, int, bool] | None:
+        """The conversion from an amount in the dose unit (``src``) to a dose-relative
+        ``unit``, with the dose taken as 1 (the row's DOSE divides it), or None."""
+        sb, s_ml = _split_volume(src)
+        ub, u_ml = _split_volume(unit)
+        if s_ml != u_ml or not _relative(ub[:-2] if ub.endswith("/g") else ub):
+            return None  # per mL only from per mL: no volume to convert with
+        src_g = "/g" if sb.endswith("/g") else ""
+        if s_ml and (src_g or ub.endswith("/g")):
+            return None
+        return _OutputMatcher._factor(f"amount{src_g}", ub, {"dose": 1.0}, per_dose=True)
 
     def _describe(self, idx: list[int]) -> str:
         return ", ".join(
@@ -630,7 +688,9 @@ class _OutputMatcher:
             return "UNIT", (
                 f"organ {organ!r}, unit {unit!r}: output {out.name} is in {out.unit!r}, which does "
                 f"not convert to {unit!r}; units that convert: {', '.join(valid_units())} "
-                "(each also per gram with '/g')"
+                "(each also per gram with '/g'); amounts in the model's dose unit "
+                f"({', '.join(self._dose_units())}) convert to '%ID', '%ID/g' and (per mL) "
+                "'%ID/mL' through each animal's DOSE"
             )
         if conv[1] != 0 and not has_weight:
             return "WEIGHT", (
@@ -654,14 +714,22 @@ class _OutputMatcher:
         )  # fmt: skip
         usable: list[_Match] = []
         need_weight: list[int] = []
+        per_dose: set[int] = set()
         for i in pool:
-            conv = (1.0, 0) if unit is None else self.conversion(i, unit)
+            conv = (1.0, 0, False) if unit is None else self.conversion(i, unit)
             if conv is None:
                 continue
+            if conv[2]:
+                per_dose.add(i)
             if conv[1] != 0 and not has_weight:
                 need_weight.append(i)
                 continue
             usable.append(_Match(i, *conv))
+        # Conversions through the dose only where nothing converts without it, and never for
+        # the unit-only fallback (an unnamed amount output is not taken for an organ's %ID).
+        if per_dose and (fallback or len(per_dose) < len({*need_weight, *(m.output for m in usable)})):  # fmt: skip
+            usable = [m for m in usable if not m.per_dose]
+            need_weight = [i for i in need_weight if i not in per_dose]
         decayed = {i for i in [*need_weight, *(m.output for m in usable)] if self.outputs[i].decay}
         if not self.decay_corrected and decayed:
             usable = [m for m in usable if m.output in decayed]
@@ -713,7 +781,7 @@ class _OutputMatcher:
         oa, ob = self.outputs[a.output], self.outputs[b.output]
         return (
             oa.expr.source == ob.expr.source and _unit_key(oa.unit) == _unit_key(ob.unit)
-            and (a.factor, a.exponent) == (b.factor, b.exponent)
+            and (a.factor, a.exponent, a.per_dose) == (b.factor, b.exponent, b.per_dose)
             and (self.decay_corrected or oa.decay == ob.decay)
         )  # fmt: skip
 
@@ -763,6 +831,22 @@ def _show(v: Any) -> str:
     return repr(v)
 
 
+def _dose_use(rows: np.ndarray, out_idx: np.ndarray, row_unit: list, names: list[str], model: Model) -> str:  # fmt: skip
+    """For a DOSE problem: what the dose also converts on which rows (``rows`` 0-based), e.g.
+    "; the dose also converts In111_lung (cell-eq) to '%ID' on rows 1, 7 (%ID = 100 · amount
+    / DOSE)"; '' if none."""
+    if len(rows) == 0:
+        return ""
+    pairs = dict.fromkeys((int(out_idx[i]), row_unit[i]) for i in rows)
+    what = "; ".join(
+        f"{names[o]} ({model.outputs[o].unit}) to {u!r}" for o, u in list(pairs)[:3]
+    ) + ("; ..." if len(pairs) > 3 else "")
+    return (
+        f"; the dose also converts {what} on {_rows_text([int(i) + 1 for i in rows])} "
+        "(%ID = 100 · amount / DOSE)"
+    )
+
+
 def _per_animal(
     values: np.ndarray, ids: np.ndarray, label: str, problems: _Problems
 ) -> dict[Any, tuple[Any, int]]:
@@ -806,7 +890,8 @@ def read_biodistribution(
         (True) or raw (False); predictions of outputs marked ``decay:`` follow it, and raw data
         are matched to ``decay:`` outputs first.
     dose: the dose of every animal without a DOSE value (model amount unit, ``model.amount_unit``;
-        e.g. 100 for a model whose amounts are %ID).
+        e.g. 100 for a model whose amounts are %ID, 1e6 for 1e6 cells of a model in cells). It
+        also converts amount outputs to the %ID of the rows (see below).
     route: the route of every animal without a ROUTE value (a route name of the model); not
         needed for a model with one route.
 
@@ -832,7 +917,17 @@ def read_biodistribution(
     an output in exactly the row's unit wins over a converted one (so a model's own '%ID/g'
     output wins over '%ID' / WEIGHT: map explicitly to use the measured weight); outputs with
     the same expression and unit count once. Anything else ambiguous is a problem.
-    ``Dataset.scale`` holds the factor from output to row unit.
+
+    Dose-relative rows ('%ID', 'fraction', 'ID'; per gram with WEIGHT; per mL) also measure
+    outputs that are amounts in the model's dose unit (``model.amount_unit``, or 'cell-eq' /
+    'amount', which :mod:`ldpk.tracer` defines as the unit of the dose), through each animal's
+    DOSE (or ``dose=``): '%ID' = 100 · amount / DOSE, '%ID/g' = 100 · amount / (DOSE · WEIGHT)
+    (or 100 · amount-per-g / DOSE), '%ID/mL' = 100 · amount-per-mL / DOSE. E.g. 111In SPECT in
+    %ID of 1e6 MSCs (DOSE 1e6 cells) against In111_lung in cell-eq: scale 1e-4. Such outputs
+    are candidates only where no output converts without the dose, and never for the
+    unit-only fallback. A missing or non-positive DOSE is a problem naming the rows it
+    would convert. ``Dataset.scale`` holds the factor from output to row unit (prediction ×
+    scale is compared with VALUE).
 
     Every problem is listed at once (rows are 1-based data rows; the header is row 0).
     """
@@ -849,11 +944,14 @@ def read_biodistribution(
     problems.raise_if_any()
     if len(frame) == 0:
         raise DataError(f"{where}: the table has no rows")
+    # Problems with the doses are listed after the output matching, which says which rows
+    # also need the dose to convert the model's amounts to %ID: (animal or None, row, text).
+    dose_problems: list[tuple[Any, int | None, str]] = []
     if "dose" not in cols and dose is None:
-        problems.add(
-            None, "DOSE", f"missing; add a DOSE column or pass dose= (the amount given, in the "
-            f"model's amount unit {model.amount_unit!r})"
-        )  # fmt: skip
+        dose_problems.append((None, None, (
+            f"missing; add a DOSE column or pass dose= (the amount given, in the model's amount "
+            f"unit {model.amount_unit!r})"
+        )))  # fmt: skip
     if "route" not in cols and route is None and len(model.routes) != 1:
         problems.add(None, "ROUTE", f"missing; add a ROUTE column or pass route=; routes of {model.name}: {', '.join(model.route_names) or '(none)'}")  # fmt: skip
     names = list(model.output_names)
@@ -927,14 +1025,14 @@ def read_biodistribution(
     for a in animals:
         if a in dose_of:
             d, i = dose_of[a]
-            if d > 0:
+            if np.isfinite(d) and d > 0:
                 amount[a] = float(d)
             else:
-                problems.add(i + 1, "DOSE", f"{d:g} is not a dose; give an amount > 0")
+                dose_problems.append((a, i + 1, f"{d:g} is not a dose; give an amount > 0 (model amount unit {model.amount_unit!r})"))  # fmt: skip
         elif dose is not None:
             amount[a] = float(dose)
         elif "dose" in cols:
-            problems.add(first_row[a] + 1, "DOSE", f"missing for ID {a}; give the dose (model amount unit {model.amount_unit!r}) on its rows or pass dose=")  # fmt: skip
+            dose_problems.append((a, first_row[a] + 1, f"missing for ID {a}; give the dose (model amount unit {model.amount_unit!r}) on its rows or pass dose="))  # fmt: skip
         r = route_of[a][0] if a in route_of else route
         if r is None and len(model.routes) != 1:
             if "route" in cols:
@@ -972,6 +1070,7 @@ def read_biodistribution(
     has_w = np.isfinite(weight) & (weight > 0)
     out_idx = np.full(n, -1, dtype=np.int64)
     scale = np.ones(n)
+    per_dose = np.zeros(n, dtype=bool)
     results: dict[tuple, _Match | tuple[str, str]] = {}
     failed: dict[tuple[str, str], list[int]] = {}
     for i in range(n):
@@ -998,12 +1097,20 @@ def read_biodistribution(
         if isinstance(res, _Match):
             out_idx[i] = res.output
             scale[i] = res.factor * (weight[i] ** res.exponent if res.exponent else 1.0)
+            if res.per_dose:
+                per_dose[i] = True
         else:
             failed.setdefault(res, []).append(i + 1)
     for (column, text), rows in failed.items():
         problems.items.append(f"{_rows_text(rows)}, column {column}: {text}")
+    for a, row, text in dose_problems:
+        sel = np.flatnonzero(per_dose & (ids == a)) if a is not None else np.flatnonzero(per_dose)
+        problems.add(row, "DOSE", text + _dose_use(sel, out_idx, row_unit, names, model))
     problems.raise_if_any()
     assert unit is not None
+    # Dose-relative rows of an amount output: divided by the animal's dose (model amount unit).
+    for i in np.flatnonzero(per_dose):
+        scale[i] /= amount[ids[i]]
 
     # Records: per animal the dose at DOSE_TIME and an observation at each row, in time order.
     factor = TIME_UNITS[unit] / TIME_UNITS[model.time_unit]
