@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pandas as pd
 import yaml
 from numpyro.infer import Predictive
 
@@ -35,19 +36,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import git_info, machine_info, write_json_atomic  # noqa: E402
 
 
-def load_study(name: str) -> tuple[ldpk.Model, ldpk.Dataset, dict]:
-    """The example study's model, dataset (read with the config's ``data:`` options) and fit
-    config (see examples/data/README.md)."""
+def load_study(name: str) -> tuple[ldpk.Model, ldpk.Dataset, dict, np.ndarray]:
+    """The example study's model, dataset (read with the config's ``data:`` options), fit
+    config (see examples/data/README.md) and each observation's lower limit of quantification
+    (the file's LLOQ column; -inf where none)."""
     folder = example_data_dir()
     cfg = yaml.safe_load((folder / f"{name}.fit.yaml").read_text())
     truth = json.loads((folder / f"{name}.truth.json").read_text())
     model = ldpk.load_model(truth["model"])
-    ds = read_study(model, folder / f"{name}.csv", **(cfg.get("data") or {}))
-    return model, ds, cfg
+    species = str(truth.get("species", "")).split(" ")[0]
+    if species and model.species and species != model.species:
+        model = model.for_species(species)  # e.g. msc_pbpk (human file) fitted to mice
+    path = folder / f"{name}.csv"
+    ds = read_study(model, path, **(cfg.get("data") or {}))
+    frame = pd.read_csv(path)
+    cols = {c.upper(): c for c in frame.columns}
+    lloq = np.full(ds.n_obs, -np.inf)
+    if "LLOQ" in cols:
+        lloq = pd.to_numeric(frame[cols["LLOQ"]], errors="coerce").to_numpy(float)[ds.row - 1]
+        lloq = np.where(np.isfinite(lloq), lloq, -np.inf)
+    return model, ds, cfg, lloq
 
 
-def replicate(model, ds, cfg, key) -> tuple[dict, ldpk.Dataset]:
-    """True values drawn from the prior and a data set simulated from them."""
+def replicate(model, ds, cfg, lloq, key) -> tuple[dict, ldpk.Dataset]:
+    """True values drawn from the prior of the fit config, and a data set with the study's
+    design simulated from them: every observation below its LLOQ is censored (M3), as the
+    assay would report it."""
     spec = fit_spec(model, ds, {k: v for k, v in cfg.items() if k not in ("fit", "data")})
     pm = PopulationModel(model, ds, spec)
     draw = Predictive(pm, num_samples=1)(key, None)
@@ -56,13 +70,12 @@ def replicate(model, ds, cfg, key) -> tuple[dict, ldpk.Dataset]:
     for out in spec.errors:
         sel = np.flatnonzero(ds.output == model.output_names.index(out))
         sim[sel] = truth[f"obs_{out}"]
-    limit = np.where(ds.censored == 1, ds.limit, -np.inf)
-    below = sim < limit
+    below = sim < lloq
     data = dataclasses.replace(
         ds,
-        dv=np.where(below, ds.limit, sim),
-        censored=np.where(below, 1, 0).astype(ds.censored.dtype),
-        limit=np.where(below, ds.limit, np.nan),
+        dv=np.where(below, lloq, sim),
+        censored=below.astype(ds.censored.dtype),
+        limit=np.where(below, lloq, np.nan),
     )
     return truth, data
 
@@ -78,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
 
-    model, ds, cfg = load_study(args.study)
+    model, ds, cfg, lloq = load_study(args.study)
     fit_cfg = {k: v for k, v in cfg.items() if k not in ("fit", "data")}
     key = jax.random.PRNGKey(args.seed)
     rows = []
     t_start = time.perf_counter()
     for r in range(args.replicates):
-        truth, data = replicate(model, ds, cfg, jax.random.fold_in(key, r))
+        truth, data = replicate(model, ds, cfg, lloq, jax.random.fold_in(key, r))
         t0 = time.perf_counter()
         try:
             f = ldpk.fit(

@@ -21,7 +21,7 @@ import scipy.optimize
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.initialization import init_to_median, init_to_value
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import initialize_model, potential_energy
 from numpyro.optim import Adam
 
 from ldpk.data import Dataset, read_study
@@ -313,18 +313,20 @@ def fit(
         raise DataError("the dataset was read for a different model")
     spec = fit_spec(model, ds, cfg, where)
     pm = PopulationModel(model, ds, spec, kernel, ode)
-    dv = jnp.asarray(ds.dv)
+    # The data enter the compiled functions as arguments, never as constants, so a fit to new
+    # data on the same design finds them in the persistent compilation cache.
+    data = (jnp.asarray(ds.dv), jnp.asarray(ds.censored))
     key = jax.random.PRNGKey(opts.seed)
     k_init, k_run, k_pred = jax.random.split(key, 3)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    mode = _map(pm, dv, k_init)
+    mode = _map(pm, data, k_init)
     timings["map_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if method == "nuts":
-        samples, stats = _nuts(pm, dv, k_run, opts, mode)
+        samples, stats = _nuts(pm, data, k_run, opts, mode)
     elif method == "svi":
-        samples, stats = _svi(pm, dv, k_run, opts, mode)
+        samples, stats = _svi(pm, data, k_run, opts, mode)
     elif method == "laplace":
         if mode.cov is None:
             raise DataError("the Hessian at the MAP is not positive definite, so there is no Laplace approximation; try method='nuts'")  # fmt: skip
@@ -332,7 +334,7 @@ def fit(
     else:
         samples, stats = {k: np.asarray(v)[None, None] for k, v in mode.values.items()}, {}
     timings["sampling_s"] = time.perf_counter() - t0
-    tree = _to_datatree(pm, dv, samples, stats, k_pred, method)
+    tree = _to_datatree(pm, data, samples, stats, k_pred, method)
     map_values = {k: np.asarray(v).tolist() for k, v in mode.values.items()}
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
 
@@ -365,20 +367,21 @@ class _Mode:
     postprocess: Any
 
 
-def _map(pm: PopulationModel, dv: Any, key: Any) -> _Mode:
+def _map(pm: PopulationModel, data: tuple, key: Any) -> _Mode:
     """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
-    (standardised between-subject effects at 0), and the Hessian there."""
-    info = initialize_model(key, pm, model_args=(dv,), init_strategy=init_to_median(num_samples=31))  # fmt: skip
+    (standardised between-subject effects at 0), and the Hessian there. ``data``: the model's
+    arguments (dv, censored)."""
+    info = initialize_model(key, pm, model_args=data, init_strategy=init_to_median(num_samples=31))  # fmt: skip
     z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in info.param_info.z.items()}  # fmt: skip
     flat0, unravel = ravel_pytree(z0)
 
-    def potential(x: Any) -> Any:
-        return info.potential_fn(unravel(x))
+    def potential(x: Any, data: tuple) -> Any:
+        return potential_energy(pm, data, {}, unravel(x))
 
     value_and_grad = jax.jit(jax.value_and_grad(potential))
 
     def host(x: np.ndarray) -> tuple[float, np.ndarray]:
-        v, g = value_and_grad(jnp.asarray(x))
+        v, g = value_and_grad(jnp.asarray(x), data)
         return float(v), np.asarray(g, dtype=float)
 
     # SciPy's BFGS with JAX gradients: robust line search, converges to |grad| < 1e-6 here.
@@ -386,7 +389,7 @@ def _map(pm: PopulationModel, dv: Any, key: Any) -> _Mode:
     if not np.isfinite(res.fun):
         raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
     x = jnp.asarray(res.x)
-    h = np.asarray(jax.jit(jax.hessian(potential))(x))
+    h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
     h = 0.5 * (h + h.T)
     values = {k: v for k, v in info.postprocess_fn(unravel(x)).items() if not k.startswith("obs_")}  # fmt: skip
     cov = None
@@ -398,7 +401,7 @@ def _map(pm: PopulationModel, dv: Any, key: Any) -> _Mode:
     return _Mode(x, unravel, values, cov, info.postprocess_fn)
 
 
-def _nuts(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
+def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """NUTS, each chain started from its own draw of the Laplace approximation at the MAP (or
     the MAP plus N(0, 0.1^2) jitter in the unconstrained space). Chains run in parallel when
     there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another."""
@@ -406,13 +409,13 @@ def _nuts(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode)
     kernel = NUTS(pm, target_accept_prob=opts.target_accept, max_tree_depth=opts.max_tree_depth)
     mcmc = MCMC(
         kernel, num_warmup=opts.warmup, num_samples=opts.samples, num_chains=opts.chains,
-        chain_method=chain_method, progress_bar=opts.progress,
+        chain_method=chain_method, progress_bar=opts.progress, jit_model_args=True,
     )  # fmt: skip
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
     init = jax.vmap(mode.unravel)(init) if opts.chains > 1 else mode.unravel(init[0])
     fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
-    mcmc.run(k_run, dv, init_params=init, extra_fields=fields)
+    mcmc.run(k_run, *data, init_params=init, extra_fields=fields)
     samples = mcmc.get_samples(group_by_chain=True)
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {
@@ -433,7 +436,7 @@ def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
     return mode.flat + 0.1 * jax.random.normal(key, (n, mode.flat.size))
 
 
-def _svi(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
+def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """SVI from the MAP with a mean-field, full-rank or low-rank normal guide."""
     init = init_to_value(values={k: v for k, v in mode.values.items() if k in mode.unravel(mode.flat)})  # fmt: skip
     guide_cls = {
@@ -444,8 +447,8 @@ def _svi(pm: PopulationModel, dv: Any, key: Any, opts: FitOptions, mode: _Mode) 
     guide = guide_cls(pm, init_loc_fn=init)
     svi = SVI(pm, guide, Adam(opts.learning_rate), Trace_ELBO())
     k_run, k_draw = jax.random.split(key)
-    res = svi.run(k_run, opts.svi_steps, dv, progress_bar=opts.progress)
-    latent = Predictive(guide, params=res.params, num_samples=opts.draws)(k_draw, dv)
+    res = svi.run(k_run, opts.svi_steps, *data, progress_bar=opts.progress)
+    latent = Predictive(guide, params=res.params, num_samples=opts.draws)(k_draw, *data)
     return _with_deterministic(pm, latent, k_draw), {"elbo_loss": np.asarray(res.losses)}
 
 
@@ -465,7 +468,7 @@ def _with_deterministic(pm: PopulationModel, latent: dict, key: Any) -> dict:
 
 
 def _to_datatree(
-    pm: PopulationModel, dv: Any, samples: dict, extra: dict, key: Any, method: str
+    pm: PopulationModel, data: tuple, samples: dict, extra: dict, key: Any, method: str
 ) -> Any:
     """Posterior, posterior predictive, log likelihood, observed and constant data as a DataTree."""
     import arviz as az
@@ -476,12 +479,12 @@ def _to_datatree(
     latent = {k: v for k, v in flat.items() if not k.startswith("obs_")}
 
     @jax.jit
-    def predictive(latent: dict, key: Any) -> tuple[dict, dict]:
+    def predictive(latent: dict, key: Any, data: tuple) -> tuple[dict, dict]:
         sites = [f"obs_{o}" for o in pm.spec.errors]
-        pp = Predictive(pm, posterior_samples=latent, return_sites=sites)(key, None)
-        return pp, log_likelihood(pm, latent, dv)
+        pp = Predictive(pm, posterior_samples=latent, return_sites=sites)(key, None, data[1])
+        return pp, log_likelihood(pm, latent, *data)
 
-    pp, ll = predictive(latent, key)
+    pp, ll = predictive(latent, key, data)
 
     def shaped(d: Mapping[str, Any]) -> dict:
         return {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in d.items()}

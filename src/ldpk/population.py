@@ -340,7 +340,10 @@ class Residual(dist.Distribution):
 @dataclass(frozen=True)
 class PopulationModel:
     """A numpyro model function for ``dataset`` under ``spec`` (call it as ``pm(dv)``; with
-    ``dv=None`` it simulates observations). ``kernel`` options go to :func:`ldpk.simulate`."""
+    ``dv=None`` it simulates observations). ``censored`` (optional, length n_obs) replaces the
+    dataset's censoring flags: passed as an argument, the data of a fit are arguments of its
+    compiled functions, so a fit to new data on the same design reuses them (simulation-based
+    calibration, bootstraps). ``kernel`` options go to :func:`ldpk.simulate`."""
 
     model: Model
     dataset: Dataset
@@ -403,8 +406,9 @@ class PopulationModel:
         pred = sim.outputs[ds.subject, ds.position, ds.output]
         return pred if ds.scale is None else pred * ds.scale
 
-    def __call__(self, dv: Any = None) -> None:
+    def __call__(self, dv: Any = None, censored: Any = None) -> None:
         ds, spec = self.dataset, self.spec
+        censored = jnp.asarray(ds.censored if censored is None else censored)
         pop: dict[str, Any] = {}
         for name in self.estimated:
             pop[name] = numpyro.sample(name, prior_distribution(spec.priors[name]))
@@ -444,8 +448,7 @@ class PopulationModel:
             else:
                 scale = jnp.sqrt(a**2 + (b * jnp.abs(f)) ** 2 + TINY**2)
                 kind = "student_t" if err.kind == "student_t" else "normal"
-            cens = jnp.asarray(ds.censored[sel])
             numpyro.sample(
-                f"obs_{out}", Residual(f, scale, cens, kind, nu),
+                f"obs_{out}", Residual(f, scale, censored[sel], kind, nu),
                 obs=None if dv is None else dv[sel],
             )  # fmt: skip
