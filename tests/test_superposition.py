@@ -60,9 +60,10 @@ def _subjects(model):
         + [{"time": t, "evid": 0} for t in (1.0, 2.5, 4.0)]
         + [{"time": 4.0, "evid": 1, "amt": 50, "route": "iv", "rate": -1}]
         + [{"time": t, "evid": 0} for t in (4.5, 6.0, 24.0)],
-        # boluses into the central compartment by number, and an oral dose
-        [{"time": 0, "evid": 1, "amt": 30, "cmt": 2}]
-        + [{"time": t, "evid": 0} for t in (0.0, 1.0, 2.0)]
+        # boluses into the central compartment by number, and an oral dose; observations
+        # before and after a bolus record at its time, and several at one time (organs)
+        [{"time": 0, "evid": 0}, {"time": 0, "evid": 1, "amt": 30, "cmt": 2}]
+        + [{"time": t, "evid": 0} for t in (0.0, 0.0, 1.0, 2.0, 2.0, 2.0)]
         + [{"time": 2, "evid": 1, "amt": 60, "route": "oral"}]
         + [{"time": t, "evid": 0} for t in (2.3, 3.0, 10.0)],
     ]
@@ -96,6 +97,18 @@ def test_tie_order_follows_data_order():
     assert cp[0] == 0.0
     # The observation after the record at 0.5 h sees the infusion start (still zero amount).
     assert cp[1] == 0.0 and cp[2] > 0.0
+
+
+def test_observations_at_one_time_share_a_slot_unless_a_dose_record_separates_them():
+    model = ldpk.build_model(SPEC)
+    tab = event_table(_subjects(model)[2])
+    # times 0 (before the bolus record), 0, 0 (after it), 1, 2, 2, 2 (before the oral dose
+    # record at 2), 2.3, 3, 10
+    assert tab["obs_slot"].tolist() == [0, 1, 1, 2, 3, 3, 3, 4, 5, 6]
+    assert tab["slot_obs"].tolist() == [0, 1, 3, 4, 7, 8, 9]
+    sim = ldpk.simulate(model, {"A0": 0.0}, stack_tables([tab]))
+    cp = np.asarray(sim["cp"])[0]
+    assert cp[0] == 0.0 and cp[1] > 0.0 and cp[1] == cp[2]
 
 
 def test_resets_or_time_varying_covariates_use_the_event_scan():

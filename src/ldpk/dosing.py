@@ -379,6 +379,7 @@ def event_table(rec: Records, max_overlap: int = MAX_SS_OVERLAP) -> EventTable:
             else:
                 ev.append((4 * i + 1, INF_START, d, 0, epoch, i, tk))
                 ev.append((4 * i + 2, INF_STOP, d, 0, epoch, i, tk))
+    d_recs = np.array([r[4] for r in d_rows], dtype=np.int64)
     if not d_rows:  # keep arrays non-empty; nothing refers to this row
         d_rows.append((0.0, 0.0, 0, 0.0, 0))
     n_ss = len(s_rows)
@@ -390,6 +391,7 @@ def event_table(rec: Records, max_overlap: int = MAX_SS_OVERLAP) -> EventTable:
     for pos, e in enumerate(ev):
         if e[1] == OBS:
             obs_events[e[2]] = pos
+    obs_slot, slot_obs = _observation_slots(ev, obs_events, d_recs)
     arrays = {
         "rec_time": rec.time.astype(float),
         "rec_cov": rec.cov.astype(float),
@@ -415,8 +417,29 @@ def event_table(rec: Records, max_overlap: int = MAX_SS_OVERLAP) -> EventTable:
         "e_time": np.array([e[6] for e in ev], dtype=float),
         "obs_event": np.array(obs_events, dtype=np.int32),
         "obs_mask": np.ones(len(obs_events), dtype=bool),
+        "obs_slot": obs_slot,
+        "slot_obs": slot_obs,
     }
     return EventTable(arrays, len(obs_events))
+
+
+def _observation_slots(ev: list, obs_events: list[int], d_recs: np.ndarray) -> tuple:
+    """Observations that see the same state: the same time, and the same dose records before
+    them in data order (which decides ties with doses at that time). Several outputs measured
+    at one time (organs of one animal) share a slot, so a kernel that computes each
+    observation's state independently computes it once per slot. Returns each observation's
+    slot (No,) and each slot's first observation (Nu,)."""
+    slot_of: dict[tuple[float, int], int] = {}
+    obs_slot = np.zeros(len(obs_events), dtype=np.int32)
+    slot_obs: list[int] = []
+    for j, pos in enumerate(obs_events):
+        t, rec = ev[pos][6], ev[pos][5]
+        key = (t, int(np.sum(d_recs < rec)))
+        if key not in slot_of:
+            slot_of[key] = len(slot_obs)
+            slot_obs.append(j)
+        obs_slot[j] = slot_of[key]
+    return obs_slot, np.array(slot_obs, dtype=np.int32)
 
 
 _PAD_VALUES = {"e_kind": PAD, "obs_mask": False, "s_valid": False, "s_ii": 1.0, "s_mode": 2}

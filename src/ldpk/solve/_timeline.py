@@ -325,10 +325,12 @@ def run_superposition(
     envs, _, (d_start, d_stop, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
     env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
     K = cm.rate_matrix(env0)
-    obs = tab["obs_event"]
+    # States at each observation slot (outputs measured at one time share one), then at
+    # every observation.
+    obs = tab["obs_event"][tab["slot_obs"]]
     t_obs = tab["e_time"][obs]
     rec_obs = tab["e_rec"][obs]
-    tau = t_obs[:, None] - d_start[None, :]  # (No, Nd)
+    tau = t_obs[:, None] - d_start[None, :]  # (Nu, Nd)
     shifted = (d_start != tab["d_time"]) | (tab["d_time"] != tab["rec_time"][tab["d_rec"]])
     counts = (tau > 0) | ((tau == 0) & (shifted | (tab["d_rec"] < rec_obs[:, None])))
     tau = jnp.where(counts, tau, 0.0)  # masked pairs: e^0, so no overflow in their gradients
@@ -346,11 +348,13 @@ def run_superposition(
         g = flat(aug.reshape(-1, n + 1, n + 1))[:, :n, n].reshape(*a.shape, n)
         v = v + g
     E = flat((K * tau[..., None, None]).reshape(-1, n, n)).reshape(*tau.shape, n, n)
-    Ev = jnp.sum(E * v[..., None, :], axis=-1)  # (No, Nd, n)
-    x = jnp.sum(jnp.where(counts[..., None], Ev, 0.0), axis=1)  # (No, n)
+    Ev = jnp.sum(E * v[..., None, :], axis=-1)  # (Nu, Nd, n)
+    x = jnp.sum(jnp.where(counts[..., None], Ev, 0.0), axis=1)  # (Nu, n)
     if cm.has_initial:
         since = t_obs - tab["rec_time"][0]
         E0 = flat(K * since[:, None, None])
         x = x + matmul(E0, cm.initial(env0))
+    x = x[tab["obs_slot"]]  # (No, n)
+    t_obs = tab["e_time"][tab["obs_event"]]
     y_obs = jax.vmap(lambda t, xx: cm.outputs(t, xx, env0))(t_obs, x)
     return x, y_obs, jnp.all(jnp.isfinite(x))
