@@ -114,6 +114,6 @@ def test_parameter_recovery_with_blq(model, tmp_path):
     for p in ("CL", "V", "KA"):
         lo, hi = np.quantile(f.draws(p), [0.05, 0.95])
         assert lo <= truth[p] <= hi, (p, lo, hi)
-    # The residual SD is not checked here: a Laplace approximation at the joint mode (over
-    # the between-subject effects too) shrinks it (0.129 for a true 0.15 with this seed), the
-    # known bias of joint MAP in hierarchical models; NUTS recovery is checked in the slow tests.
+    # The residual SD is not checked here (the earlier Laplace approximation at the joint mode
+    # shrank it: 0.129 for a true 0.15 with this seed); NUTS recovery is checked in the slow
+    # tests.
