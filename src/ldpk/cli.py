@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=("laplace", "nuts"),
         default="laplace",
-        help="laplace (default: MAP and normal approximation, minutes) or nuts (2 chains x "
-        "300 warm-up + 300 draws; much longer)",
+        help="laplace (default: marginal Laplace approximation, 500 draws, a few minutes) or "
+        "nuts (2 chains x 300 warm-up + 300 draws; much longer)",
     )
     p.add_argument("--no-fit", action="store_true", help="only the simulation part")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

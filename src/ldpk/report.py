@@ -427,6 +427,7 @@ def fit_demo(
     chains: int = 2,
     warmup: int = 300,
     samples: int = 300,
+    draws: int = 500,
     progress: bool = True,
     log: Callable[[str], Any] = print,
 ) -> tuple[Any, list[Path]]:
@@ -435,9 +436,9 @@ def fit_demo(
     fitted with the ``mitochondria_iv`` model and the study's fit config, and its report
     (:func:`write_fit_report`) in ``out_dir``. Returns the Fit and the paths written.
 
-    ``method``: 'laplace' (default: the MAP and a normal approximation, minutes on a laptop)
-    or 'nuts' (``chains`` × ``warmup`` + ``samples``; the 27-compartment model makes each
-    gradient costly, so this takes far longer). ``log`` receives progress messages."""
+    ``method``: 'laplace' (default: the marginal Laplace approximation, animals' effects
+    integrated out, and ``draws`` draws of it; a few minutes on 2 cores) or 'nuts' (``chains``
+    × ``warmup`` + ``samples``; far longer). ``log`` receives progress messages."""
     from ldpk.data import example_data_dir, read_study
     from ldpk.inference import fit
     from ldpk.model import load_model
@@ -453,13 +454,13 @@ def fit_demo(
         raise DataError(f"the demo fit needs the bundled example study {study}: {', '.join(missing)} missing from {folder}")  # fmt: skip
     model = load_model(model_name)
     ds = read_study(model, csv, **(read_config(config).get("data") or {}))
-    how = f"NUTS, {chains} chains x {warmup} warm-up + {samples} draws" if method == "nuts" else "MAP + Laplace approximation"  # fmt: skip
+    how = f"NUTS, {chains} chains x {warmup} warm-up + {samples} draws" if method == "nuts" else f"marginal Laplace approximation ({draws} draws; a few minutes)"  # fmt: skip
     log(
         f"fitting {model.name} to {csv.name} ({ds.n_subjects} animals, {ds.n_obs} observations"
         f" of {len(ds.outputs_observed())} outputs) by {how} ..."
     )
     t0 = time.perf_counter()
-    sampler = {"chains": chains, "warmup": warmup, "samples": samples} if method == "nuts" else {}
+    sampler = {"chains": chains, "warmup": warmup, "samples": samples} if method == "nuts" else {"draws": draws}  # fmt: skip
     result = fit(model, ds, config=config, method=method, progress=progress, **sampler)
     log(f"fitted in {time.perf_counter() - t0:.0f} s; writing the report to {out_dir}")
     written = write_fit_report(result, out_dir, protect=(csv, config))
