@@ -167,25 +167,23 @@ class ODEPropagator:
             rtol=o.rtol, atol=o.atol, pcoeff=o.pcoeff, icoeff=o.icoeff, jump_ts=jumps
         )
 
+    def _diffeqsolve(
+        self, y0: Any, t0: Any, t1: Any, saveat: Any, u: Any, env: Env, **kw: Any
+    ) -> Any:
+        """diffrax.diffeqsolve with this propagator's term, solver, step-size controller,
+        step limit and adjoint; failures are returned (throw=False), not raised."""
+        return diffrax.diffeqsolve(
+            self.term, self.solver, t0=t0, t1=t1, dt0=None, y0=y0, args=(env, u),
+            saveat=saveat, stepsize_controller=self._controller(env),
+            max_steps=self.o.max_steps, adjoint=self.adjoint, throw=False, **kw,
+        )  # fmt: skip
+
     def _solve(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         # A zero-length interval returns x unchanged; integrate over a dummy unit interval
         # there so that the solver never sees t0 == t1 (and the result is discarded).
         zero = dt == 0
         t1 = t + jnp.where(zero, 1.0, dt)
-        sol = diffrax.diffeqsolve(
-            self.term,
-            self.solver,
-            t0=t,
-            t1=t1,
-            dt0=None,
-            y0=x,
-            args=(env, u),
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=self._controller(env),
-            max_steps=self.o.max_steps,
-            adjoint=self.adjoint,
-            throw=False,
-        )
+        sol = self._diffeqsolve(x, t, t1, diffrax.SaveAt(t1=True), u, env)
         y = sol.ys[-1]
         ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(y))
         # A failed solve stops where it gave up, with a finite but wrong state: make it NaN, so
@@ -231,20 +229,7 @@ class ODEPropagator:
         ``t0``, ``t1`` and ``ts`` are constants (not differentiated)."""
 
         def solve(x: Any, u: Any, env: Env, ts: Any) -> tuple[Any, Any]:
-            sol = diffrax.diffeqsolve(
-                self.term,
-                self.solver,
-                t0=t0,
-                t1=t1,
-                dt0=None,
-                y0=x,
-                args=(env, u),
-                saveat=diffrax.SaveAt(ts=ts, t1=True),
-                stepsize_controller=self._controller(env),
-                max_steps=self.o.max_steps,
-                adjoint=self.adjoint,
-                throw=False,
-            )
+            sol = self._diffeqsolve(x, t0, t1, diffrax.SaveAt(ts=ts, t1=True), u, env)
             ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
             return jnp.where(ok, sol.ys, jnp.nan), ok
 
@@ -300,22 +285,11 @@ class ODEPropagator:
         event, rtol/atol of the settings)."""
 
         def solve(u: Any, env: Env, t: Any) -> tuple[Any, Any]:
-            sol = diffrax.diffeqsolve(
-                self.term,
-                self.solver,
-                t0=t,
-                t1=jnp.inf,
-                dt0=None,
-                y0=jnp.zeros(self.n),
-                args=(env, u),
-                saveat=diffrax.SaveAt(t1=True),
-                stepsize_controller=self._controller(env),
-                max_steps=self.o.max_steps,
-                event=diffrax.Event(
-                    diffrax.steady_state_event(rtol=self.o.ss_rtol, atol=self.o.ss_atol)
-                ),
-                adjoint=self.adjoint,
-                throw=False,
+            event = diffrax.Event(
+                diffrax.steady_state_event(rtol=self.o.ss_rtol, atol=self.o.ss_atol)
+            )
+            sol = self._diffeqsolve(
+                jnp.zeros(self.n), t, jnp.inf, diffrax.SaveAt(t1=True), u, env, event=event
             )
             y = sol.ys[-1]
             ok = (sol.result == diffrax.RESULTS.event_occurred) & jnp.all(jnp.isfinite(y))
