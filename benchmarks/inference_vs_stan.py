@@ -17,7 +17,8 @@ MAP (found by BFGS from the prior medians); Stan's from the prior medians jitter
 (``--stan-init``; with Stan's default random inits, uniform(-2, 2) on the unconstrained scale, a
 chain can start and stay in the flip-flop mode KA < CL/V and R-hat is 1.5). Two versions:
 
-* closed form: ldpk's exact kernel (matrix exponential, ``kernel="exact"``) and the analytic
+* closed form: ldpk's analytic kernel (``kernel="analytic"``, sums of exponentials over the
+  model's transfer paths, what ``kernel="auto"`` picks for this model) and the analytic
   solution in ``benchmarks/stan/one_cpt_oral_closed.stan``;
 * ODE: ldpk's ODE kernel (diffrax, ``kernel="ode"``, ``--ode-solver``, default Dopri5) and
   ``ode_rk45_tol`` (Dormand-Prince 5(4)) in ``benchmarks/stan/one_cpt_oral_ode.stan`` (and
@@ -104,7 +105,7 @@ QUIET_LOAD = 1.3  # 1-min load average below which timings on the 2-core machine
 AGREE_K = 4.0  # |Δmean| ≤ AGREE_K · sqrt(mcse_ldpk² + mcse_stan²)
 
 STAN_FILES = {"closed_form": "one_cpt_oral_closed.stan", "ode": "one_cpt_oral_ode.stan"}
-LDPK_KERNEL = {"closed_form": "exact", "ode": "ode"}
+LDPK_KERNEL = {"closed_form": "analytic", "ode": "ode"}
 
 MODEL: dict[str, Any] = {
     "name": "bench_1cmt_oral",

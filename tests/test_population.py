@@ -4,6 +4,8 @@ configuration (what is estimated, errors with row/field names)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -46,6 +48,27 @@ def test_student_t_residual_matches_scipy():
     expect[3] = stats.t.logcdf(DV[3], nu, F[3], SD[3])
     expect[4] = stats.t.logsf(DV[4], nu, F[4], SD[4])
     np.testing.assert_allclose(lp, expect, rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "student_t"])
+def test_residual_without_censoring_is_the_density(kind):
+    """censored=None (a dataset with no censored observation) leaves the tail terms out and
+    gives the same log-likelihood as flags that are all 0."""
+    args = (jnp.asarray(F), jnp.asarray(SD))
+    kw = {"kind": kind, "nu": 4.5}
+    none = np.asarray(Residual(*args, None, **kw).log_prob(jnp.asarray(DV)))
+    zeros = np.asarray(Residual(*args, jnp.zeros(5), **kw).log_prob(jnp.asarray(DV)))
+    np.testing.assert_array_equal(none, zeros)
+
+
+def test_population_model_censoring_follows_the_dataset(tmp_path):
+    m = ldpk.load_model("one_compartment")
+    ds = ldpk.read_data(m, _theo_like(tmp_path))
+    spec = fit_spec(m, ds)
+    assert not PopulationModel(m, ds, spec).has_censoring
+    assert PopulationModel(m, ds, spec, censoring=True).has_censoring
+    flagged = dataclasses.replace(ds, censored=np.where(np.arange(ds.n_obs) == 0, 1, 0).astype(ds.censored.dtype))  # fmt: skip
+    assert PopulationModel(m, flagged, spec).has_censoring
 
 
 def _theo_like(tmp_path, n=4):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -310,8 +311,10 @@ def fit(
     space) are set to the mode of that marginal posterior (BFGS) with a normal approximation
     there (Hessian by central differences of the gradient), and ``draws`` draws take subject
     effects from their conditional normal approximation. Without between-subject variability
-    this is the normal approximation at the MAP. ``kernel``: 'auto' (exact for linear models,
-    ODE otherwise), 'exact' or 'ode'; ``ode``: :class:`~ldpk.ODEOptions` for the ODE kernel.
+    this is the normal approximation at the MAP. ``kernel``: 'auto' (closed form for linear
+    models without cycles of transfers, matrix exponentials for other linear models, ODE
+    otherwise), 'analytic', 'exact' or 'ode' (see :func:`ldpk.simulate`); ``ode``:
+    :class:`~ldpk.ODEOptions` for the ODE kernel.
     Keyword overrides set :class:`FitOptions` fields, e.g. ``chains=2``. ``Fit.timings``:
     seconds for the joint MAP (``map_s``), the marginal mode and its Hessian (``laplace_s``)
     and the sampling or draws (``sampling_s``).
@@ -727,6 +730,33 @@ def _with_deterministic(pm: PopulationModel, latent: dict, key: Any) -> dict:
     return {k: np.asarray(v)[None] for k, v in out.items()}
 
 
+#: Memory (bytes) that one chunk of posterior draws may take when predictions and
+#: log-likelihoods are computed for the DataTree (vectorised within a chunk).
+CHUNK_BYTES = 256 * 2**20
+
+
+def _draws_per_chunk(pm: PopulationModel) -> int:
+    """Draws evaluated together: the kernels' largest intermediates are about observations ×
+    states² per draw (transition matrices), with a few temporaries each."""
+    n = len(pm.model.compartments)
+    return max(1, CHUNK_BYTES // (8 * 8 * max(pm.dataset.n_obs, 1) * n * n))
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _over_draws(fn: Any, latent: dict, key: Any, data: tuple, chunk: int) -> Any:
+    """fn(latent_chunk, key, data) over the draws (leading axis of ``latent``), ``chunk`` draws
+    at a time (vectorised within, sequential across chunks), results concatenated."""
+    n = next(iter(latent.values())).shape[0]
+    chunk = min(chunk, n)
+    k = -(-n // chunk)
+    idx = jnp.minimum(jnp.arange(k * chunk), n - 1).reshape(k, chunk)  # the last chunk padded
+    keys = jax.random.split(key, k)
+    out = jax.lax.map(
+        lambda a: fn(jax.tree.map(lambda v: v[a[0]], latent), a[1], data), (idx, keys)
+    )
+    return jax.tree.map(lambda v: v.reshape(k * chunk, *v.shape[2:])[:n], out)
+
+
 def _to_datatree(
     pm: PopulationModel, data: tuple, samples: dict, extra: dict, key: Any, method: str
 ) -> Any:
@@ -738,13 +768,13 @@ def _to_datatree(
     flat = {k: jnp.asarray(v).reshape(chains * draws, *np.shape(v)[2:]) for k, v in samples.items()}
     latent = {k: v for k, v in flat.items() if not k.startswith("obs_")}
 
-    @jax.jit
-    def predictive(latent: dict, key: Any, data: tuple) -> tuple[dict, dict]:
-        sites = [f"obs_{o}" for o in pm.spec.errors]
-        pp = Predictive(pm, posterior_samples=latent, return_sites=sites)(key, None, data[1])
-        return pp, log_likelihood(pm, latent, *data)
+    sites = [f"obs_{o}" for o in pm.spec.errors]
 
-    pp, ll = predictive(latent, key, data)
+    def chunk_of_draws(latent: dict, key: Any, data: tuple) -> tuple[dict, dict]:
+        pp = Predictive(pm, posterior_samples=latent, return_sites=sites, parallel=True)
+        return pp(key, None, data[1]), log_likelihood(pm, latent, *data, parallel=True)
+
+    pp, ll = _over_draws(chunk_of_draws, latent, key, data, _draws_per_chunk(pm))
 
     def shaped(d: Mapping[str, Any]) -> dict:
         return {k: np.asarray(v).reshape(chains, draws, *np.shape(v)[1:]) for k, v in d.items()}

@@ -294,7 +294,9 @@ class Residual(dist.Distribution):
     """Residual-error likelihood of observations ``value`` given predictions ``loc`` and SD
     ``scale`` (log-scale SD for log-normal), with censoring: ``censored`` +1 means the true
     value is below ``value`` (the limit), −1 above it; then the log-likelihood is the log
-    probability beyond the limit (M3). ``kind``: 'normal', 'lognormal' or 'student_t'."""
+    probability beyond the limit (M3); ``censored=None``: no observation is censored (the
+    densities alone, without the cost of the tail probabilities). ``kind``: 'normal',
+    'lognormal' or 'student_t'."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
@@ -306,7 +308,7 @@ class Residual(dist.Distribution):
         *, validate_args: bool | None = None,
     ) -> None:  # fmt: skip
         self.loc, self.scale, self.censored, self.kind, self.nu = loc, scale, censored, kind, nu
-        batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale), jnp.shape(censored))
+        batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale), jnp.shape(censored))  # fmt: skip
         super().__init__(batch_shape=batch, validate_args=validate_args)
 
     def _base(self) -> dist.Distribution:
@@ -321,20 +323,23 @@ class Residual(dist.Distribution):
 
     def log_prob(self, value: Any) -> Any:
         base = self._base()
+        if self.censored is None:  # no observation can be censored: densities only
+            return base.log_prob(value)
+        # One tail probability per observation: below the limit (censored +1) or above it (-1).
+        side = jnp.where(self.censored < 0, -1.0, 1.0)
         if self.kind == "lognormal":
             safe = jnp.where(value > 0, value, 1.0)
             dens = jnp.where(value > 0, base.log_prob(safe), -jnp.inf)
             z = (jnp.log(safe) - jnp.log(jnp.maximum(self.loc, TINY))) / self.scale
-            below, above = log_ndtr(z), log_ndtr(-z)
+            tail = log_ndtr(side * z)
         elif self.kind == "student_t":
             dens = base.log_prob(value)
             c = base.cdf(value)
-            below, above = jnp.log(c), jnp.log1p(-c)
+            tail = jnp.where(side > 0, jnp.log(c), jnp.log1p(-c))
         else:
             dens = base.log_prob(value)
-            z = (value - self.loc) / self.scale
-            below, above = log_ndtr(z), log_ndtr(-z)
-        return jnp.where(self.censored > 0, below, jnp.where(self.censored < 0, above, dens))
+            tail = log_ndtr(side * (value - self.loc) / self.scale)
+        return jnp.where(self.censored != 0, tail, dens)
 
 
 @dataclass(frozen=True)
@@ -343,13 +348,23 @@ class PopulationModel:
     ``dv=None`` it simulates observations). ``censored`` (optional, length n_obs) replaces the
     dataset's censoring flags: passed as an argument, the data of a fit are arguments of its
     compiled functions, so a fit to new data on the same design reuses them (simulation-based
-    calibration, bootstraps). ``kernel`` options go to :func:`ldpk.simulate`."""
+    calibration, bootstraps). ``kernel`` options go to :func:`ldpk.simulate`. ``censoring``:
+    whether any observation can be censored (default: whether the dataset has a censored
+    one); False leaves the M3 terms out of the compiled likelihood, and censoring flags given
+    to the call are then ignored."""
 
     model: Model
     dataset: Dataset
     spec: FitSpec
     method: str = "auto"
     ode: ODEOptions | None = None
+    censoring: bool | None = None
+
+    @property
+    def has_censoring(self) -> bool:
+        if self.censoring is not None:
+            return self.censoring
+        return bool(np.any(np.asarray(self.dataset.censored) != 0))
 
     @property
     def estimated(self) -> tuple[str, ...]:
@@ -409,6 +424,7 @@ class PopulationModel:
     def __call__(self, dv: Any = None, censored: Any = None) -> None:
         ds, spec = self.dataset, self.spec
         censored = jnp.asarray(ds.censored if censored is None else censored)
+        cens = self.has_censoring
         pop: dict[str, Any] = {}
         for name in self.estimated:
             pop[name] = numpyro.sample(name, prior_distribution(spec.priors[name]))
@@ -449,6 +465,6 @@ class PopulationModel:
                 scale = jnp.sqrt(a**2 + (b * jnp.abs(f)) ** 2 + TINY**2)
                 kind = "student_t" if err.kind == "student_t" else "normal"
             numpyro.sample(
-                f"obs_{out}", Residual(f, scale, censored[sel], kind, nu),
+                f"obs_{out}", Residual(f, scale, censored[sel] if cens else None, kind, nu),
                 obs=None if dv is None else dv[sel],
             )  # fmt: skip

@@ -14,7 +14,7 @@ import numpy as np
 
 from ldpk._io import atomic_path
 from ldpk.errors import DataError
-from ldpk.solve import Simulation
+from ldpk.solve import Simulation, choose_kernel
 
 
 def write_table(frame: Any, path: str | Path, protect: tuple[str | Path, ...] = ()) -> Path:
@@ -118,6 +118,11 @@ FIT_REPORT_FILES = (
     "report.html",
 )
 
+_KERNEL_TEXT = {
+    "analytic": "linear, closed form (sums of exponentials over the transfer paths)",
+    "exact": "linear, matrix exponentials",
+    "ode": "ODE (diffrax)",
+}
 _SETTINGS = {
     "nuts": ("chains", "warmup", "samples", "target_accept", "max_tree_depth", "seed"),
     "svi": ("svi_steps", "guide", "learning_rate", "draws", "seed"),
@@ -299,7 +304,7 @@ def _fit_html(
         ("model", model.name),
         ("model file", model.source),
         ("description", model.description.strip()),
-        ("kernel", "linear (exact, matrix exponential)" if model.is_linear else "nonlinear (ODE)"),
+        ("kernel", _KERNEL_TEXT[choose_kernel(model, fit.kernel)]),
         ("data", ds.source),
         ("subjects", ds.n_subjects),
         ("observations", ds.n_obs),

@@ -79,7 +79,7 @@ def _bwd(A: Any, G: Any) -> tuple[Any]:
     # and can be applied in the forward order, alongside the squarings: no stack of
     # intermediate squares, one loop whose carry under vmap is two matrices.
     s = _squarings(A)
-    R0, pade_vjp = jax.vjp(lambda a: _pade(a, s, lapack=True)[0], A)
+    R0, pade_vjp = jax.vjp(lambda a: _pade(a, s, lapack=A.shape[-1] > 4)[0], A)
 
     def step(_: Any, carry: tuple) -> tuple:
         R, X = carry

@@ -31,6 +31,7 @@ from ldpk.dosing import (
 from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
+from ldpk.solve._analytic import find_cycle, paths_from
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
 from ldpk.solve._timeline import (
     event_times,
@@ -98,15 +99,21 @@ def _compiled(structure: Model) -> CompiledModel:
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
     overlap: int, batched_table: bool, static: str | tuple | None = None,
+    sources: tuple[int, ...] = (),
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
-    prop = LinearPropagator(cm) if kernel == "exact" else ODEPropagator(cm, options)
+    prop = ODEPropagator(cm, options) if kernel == "ode" else LinearPropagator(cm)
+    # The analytic kernel: closed-form transitions along the transfer paths from the dosed
+    # compartments (and from every compartment when the model has initial amounts).
+    paths = None
+    if kernel == "analytic":
+        paths = paths_from(structure, tuple(range(cm.n_states)) if cm.has_initial else sources)
 
     def one(tab: dict[str, Any], theta: Any) -> Any:
         if isinstance(static, tuple):
             return run_static_ode(prop, cm, tab, theta, static)
         if static in ("superpose", "superpose_infusion"):
-            return run_superposition(cm, tab, theta, static == "superpose_infusion")
+            return run_superposition(cm, tab, theta, static == "superpose_infusion", paths)
         if static:
             return run_static(prop, cm, tab, theta, static == "infusion")
         return run_subject(prop, cm, tab, theta, has_ss, has_const, overlap)
@@ -135,13 +142,26 @@ def parameter_matrix(model: Model, params: Mapping[str, Any] | None) -> tuple[An
     return theta, tuple(shape)
 
 
+#: Ways to solve a model (``simulate(method=)``, ``fit(kernel=)``).
+KERNELS = ("auto", "analytic", "exact", "ode")
+
+
 def choose_kernel(model: Model, method: str) -> str:
-    if method not in ("auto", "exact", "ode"):
-        raise ValueError(f"method must be 'auto', 'exact' or 'ode', got {method!r}")
-    if method == "exact" and not model.is_linear:
-        raise ModelError(f"{model.source}: the exact kernel needs a linear model (all flows `k:`)")
+    """The kernel for ``method``: 'auto' is 'analytic' for a linear model whose transfers form
+    no cycle, 'exact' for other linear models and 'ode' for nonlinear ones."""
+    if method not in KERNELS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, KERNELS))}, got {method!r}")
+    if method in ("exact", "analytic") and not model.is_linear:
+        raise ModelError(f"{model.source}: the {method} kernel needs a linear model (all flows `k:`)")  # fmt: skip
+    if method == "analytic" and (cycle := find_cycle(model)) is not None:
+        raise ModelError(
+            f"{model.source}: the analytic kernel needs transfers without cycles, but "
+            f"{' -> '.join(cycle)} is one; use kernel 'exact'"
+        )
     if method == "auto":
-        return "exact" if model.is_linear else "ode"
+        if not model.is_linear:
+            return "ode"
+        return "analytic" if find_cycle(model) is None else "exact"
     return method
 
 
@@ -183,7 +203,12 @@ def simulate(
     times: prediction times (model time unit). Required unless the regimen holds observation
         records (EVID 0/2).
     covariates: constant covariate values for a Python regimen.
-    method: 'auto' (exact for linear models, ODE otherwise), 'exact' or 'ode'.
+    method: 'auto', 'analytic', 'exact' or 'ode' (see :func:`choose_kernel`). 'analytic'
+        evaluates the solution of an acyclic linear model in closed form (sums of exponentials)
+        where the schedule is solved by superposition (population tables without steady-state
+        or reset records, covariates constant within subjects), and by matrix exponentials
+        otherwise (``Simulation.kernel`` says which was used); 'exact' always uses matrix
+        exponentials.
     ode: :class:`ODEOptions` for the ODE kernel (solver, tolerances, steady-state tolerance).
     check: raise :class:`SolverError` naming failed parameter sets (else failures are NaN).
     decay_corrected: outputs marked ``decay: true`` (radioactivity of the model's ``tracer``)
@@ -215,11 +240,17 @@ def simulate(
         static = _static_plan(model, table, arrays)
         if static and kernel == "ode":
             static = _ode_segments(table, arrays)
-    elif table.batched and kernel == "exact" and not has_ss:
+    elif table.batched and kernel != "ode" and not has_ss:
         static = _superposition_plan(table)
+    if kernel == "analytic" and static not in ("superpose", "superpose_infusion"):
+        kernel = "exact"  # closed forms only by superposition; otherwise the event scan
+    sources: tuple[int, ...] = ()
+    if kernel == "analytic":  # the dosed compartments
+        target = np.asarray(_compiled(_structure(model)).routes.target)
+        sources = tuple(int(c) for c in np.unique(target[np.asarray(table["d_route"])]))
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
-        static,
+        static, sources,
     )  # fmt: skip
     if table.batched:
         n_sub = table["e_kind"].shape[0]

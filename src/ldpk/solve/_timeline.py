@@ -24,6 +24,7 @@ from ldpk.dosing import (
     SS_SET,
 )
 from ldpk.model._compile import CompiledModel
+from ldpk.solve._analytic import transition
 from ldpk.solve._expm import expm, matmul
 
 
@@ -310,7 +311,7 @@ def run_static_ode(
 
 
 def run_superposition(
-    cm: CompiledModel, tab: dict[str, Any], theta: Any, infusion: bool
+    cm: CompiledModel, tab: dict[str, Any], theta: Any, infusion: bool, paths: tuple | None = None
 ) -> tuple[Any, Any, Any]:
     """The exact kernel for one subject of a linear model without steady-state or reset
     records and with constant covariates: by superposition, each observation is the sum over
@@ -320,7 +321,9 @@ def run_superposition(
     population-fitting path, where reverse-mode gradients through a scan dominate the cost.
 
     Ties follow NONMEM: a dose at an observation's time counts if it is lagged, additional, or
-    its record comes first in the data."""
+    its record comes first in the data. ``paths``: for an acyclic model, the transfer paths from
+    the dosed compartments; e^{K b} and g(a) are then evaluated in closed form (``_analytic``)
+    instead of by matrix exponentials."""
     n = cm.n_states
     envs, _, (d_start, d_stop, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
     env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
@@ -343,16 +346,22 @@ def run_superposition(
         a = jnp.clip(tau, 0.0, d_stop - d_start)  # time infused
         tau = tau - a  # time since the infusion stopped
         u = jnp.where(is_bolus, 0.0, d_rate)[:, None] * hot
-        aug = jnp.zeros((*a.shape, n + 1, n + 1))
-        aug = aug.at[..., :n, :n].set(K * a[..., None, None]).at[..., :n, n].set(u * a[..., None])
-        g = flat(aug.reshape(-1, n + 1, n + 1))[:, :n, n].reshape(*a.shape, n)
+        if paths is not None:
+            g = jnp.sum(transition(K, a, paths, integral=True) * u[:, None, :], axis=-1)
+        else:
+            aug = jnp.zeros((*a.shape, n + 1, n + 1))
+            aug = aug.at[..., :n, :n].set(K * a[..., None, None]).at[..., :n, n].set(u * a[..., None])  # fmt: skip
+            g = flat(aug.reshape(-1, n + 1, n + 1))[:, :n, n].reshape(*a.shape, n)
         v = v + g
-    E = flat((K * tau[..., None, None]).reshape(-1, n, n)).reshape(*tau.shape, n, n)
+    if paths is not None:
+        E = transition(K, tau, paths)
+    else:
+        E = flat((K * tau[..., None, None]).reshape(-1, n, n)).reshape(*tau.shape, n, n)
     Ev = jnp.sum(E * v[..., None, :], axis=-1)  # (Nu, Nd, n)
     x = jnp.sum(jnp.where(counts[..., None], Ev, 0.0), axis=1)  # (Nu, n)
     if cm.has_initial:
         since = t_obs - tab["rec_time"][0]
-        E0 = flat(K * since[:, None, None])
+        E0 = transition(K, since, paths) if paths is not None else flat(K * since[:, None, None])
         x = x + matmul(E0, cm.initial(env0))
     x = x[tab["obs_slot"]]  # (No, n)
     t_obs = tab["e_time"][tab["obs_event"]]
