@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host-devices", type=int, default=4, help="JAX CPU devices for ldpk (LDPK_HOST_DEVICES); ≥ chains runs chains in parallel")  # fmt: skip
     ap.add_argument("--stan-init", default="prior-median", choices=["prior-median", "random"], help="Stan's starting points: jittered prior medians (default) or Stan's uniform(-2, 2) on the unconstrained scale")  # fmt: skip
     ap.add_argument("--cold-only", action="store_true", help="ldpk: only the cold fit (no persistent-cache runs): time to result includes compilation")  # fmt: skip
+    ap.add_argument("--keep-from", type=Path, default=None, help="take the rows of tools/versions not run now from this earlier results file (marked reused_from with its commit and date)")  # fmt: skip
     ap.add_argument("--stan-bdf", action="store_true", help="also run Stan's ODE version with ode_bdf_tol")  # fmt: skip
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ldpk", "stan"], help=argparse.SUPPRESS)
@@ -553,6 +554,16 @@ def main(argv: list[str] | None = None) -> int:
                 raw[f"stan_{version}_{solver}"] = r = run_stan(version, args, solver)
                 rows.append(stan_row(version, r, solver))
 
+    if args.keep_from:  # rows of tools/versions not run now, from an earlier results file
+        old = json.loads(args.keep_from.read_text())
+        ran = {(r["tool"], r["version"]) for r in rows}
+        origin = {"commit": old["git"]["commit"], "date_utc": old["machine"]["date_utc"]}
+        for r in old["rows"]:
+            if (r["tool"], r["version"]) not in ran:
+                rows.append({**r, "reused_from": origin})
+        for k, v in old["raw"].items():
+            raw.setdefault(k, v)
+
     def find(tool: str, version: str, method: str | None = None) -> dict[str, Any] | None:
         for r in rows:
             if r["tool"] == tool and r["version"] == version and "error" not in r and (method is None or r["method"] == method):  # fmt: skip
@@ -599,11 +610,16 @@ def report(res: dict[str, Any]) -> str:
             continue
         load = r.get("load_average_before")
         body.append([
-            r["version"].replace("_", " "), r["tool"], r["method"], fmt_num(r["compile_s"]),
+            r["version"].replace("_", " "), r["tool"] + (" (earlier)" if "reused_from" in r else ""),
+            r["method"], fmt_num(r["compile_s"]),
             fmt_num(r["time_to_result_s"]), fmt_num(r["min_ess_bulk"]), fmt_num(r["ess_per_s"]),
             f"{r['max_r_hat_all']:.3f}", f"{load[0]:.2f}" if load else "—",
         ])  # fmt: skip
     lines = [markdown_table(head, body, right=(3, 4, 5, 6, 7, 8)), ""]
+    for r in res["rows"]:
+        if "reused_from" in r:
+            o = r["reused_from"]
+            lines.append(f"- {r['tool']} {r['version']}: from an earlier run (commit {o['commit'][:7]}, {o['date_utc']})")  # fmt: skip
     if not res.get("quiet_machine", True):
         lines.append(f"- the machine was busy (1-min load ≥ {QUIET_LOAD} before a timed run): the times are not valid")  # fmt: skip
     for version, key in (("closed form", "speedup_closed_form"), ("ODE", "speedup_ode")):

@@ -117,3 +117,19 @@ def test_parameter_recovery_with_blq(model, tmp_path):
     # The residual SD is not checked here (the earlier Laplace approximation at the joint mode
     # shrank it: 0.129 for a true 0.15 with this seed); NUTS recovery is checked in the slow
     # tests.
+
+
+def test_fd_hessian_matches_the_exact_hessian():
+    """The NUTS starting points' Hessian (central differences of the gradient) against JAX's
+    Hessian of a smooth non-quadratic function, to 1e-6 relative."""
+    import jax
+
+    from ldpk.inference import _fd_hessian
+
+    def f(x):
+        return jax.numpy.sum(jax.numpy.exp(0.3 * x) * x**2) + x[0] * x[1] ** 3
+
+    x = np.array([0.4, -1.2, 2.0])
+    fd = _fd_hessian(lambda v: np.asarray(jax.grad(f)(v)), x)
+    exact = np.asarray(jax.hessian(f)(x))
+    np.testing.assert_allclose(fd, exact, rtol=1e-6, atol=1e-8)

@@ -308,7 +308,8 @@ class Residual(dist.Distribution):
         *, validate_args: bool | None = None,
     ) -> None:  # fmt: skip
         self.loc, self.scale, self.censored, self.kind, self.nu = loc, scale, censored, kind, nu
-        batch = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale), jnp.shape(censored))  # fmt: skip
+        shapes = [jnp.shape(loc), jnp.shape(scale)] + ([] if censored is None else [jnp.shape(censored)])  # fmt: skip
+        batch = jax.lax.broadcast_shapes(*shapes)
         super().__init__(batch_shape=batch, validate_args=validate_args)
 
     def _base(self) -> dist.Distribution:
