@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         origin = {"commit": old["git"]["commit"], "date_utc": old["machine"]["date_utc"]}
         for r in old["rows"]:
             if (r["tool"], r["version"]) not in ran:
-                rows.append({**r, "reused_from": origin})
+                rows.append({**r, "reused_from": r.get("reused_from", origin)})
         for k, v in old["raw"].items():
             raw.setdefault(k, v)
 

@@ -19,7 +19,14 @@ import ldpk
 from ldpk.dosing import event_table, make_records, stack_tables
 from ldpk.errors import ModelError
 from ldpk.solve import choose_kernel
-from ldpk.solve._analytic import exp_divided_difference, find_cycle, paths_from, transition
+from ldpk.solve._analytic import (
+    exp_divided_difference,
+    find_cycle,
+    paths_from,
+    table_size,
+    transition,
+)
+from ldpk.solve._simulate import MAX_AUTO_ANALYTIC
 
 
 def exact_divided_difference(points: list[float], tau: float) -> float:
@@ -261,3 +268,17 @@ def test_paths_start_at_the_sources():
     # depot 0 -> central 1 -> {urine 3, metab 2 -> urine 3}
     assert set(paths_from(model, (0,))) == {(0,), (0, 1), (0, 1, 3), (0, 1, 2), (0, 1, 2, 3)}
     assert set(paths_from(model, (2,))) == {(2,), (2, 3)}
+
+
+def test_auto_keeps_matrix_exponentials_for_large_closed_forms():
+    """'auto' uses the closed form only while its tables are small (MAX_AUTO_ANALYTIC):
+    one compartment yes, the mitochondria model dosed into blood (533 entries) no."""
+    small = ldpk.load_model("one_compartment")
+    rows = [[{"time": 0, "evid": 1, "amt": 100, "route": "oral"}, {"time": 1.0, "evid": 0}]]
+    table = stack_tables([event_table(make_records(small, r)) for r in rows])
+    assert ldpk.simulate(small, None, table).kernel == "analytic"
+    mito = ldpk.load_model("mitochondria_iv")
+    rows = [[{"time": 0, "evid": 1, "amt": 100, "route": "iv"}, {"time": 1.0, "evid": 0}]]
+    table = stack_tables([event_table(make_records(mito, r)) for r in rows])
+    assert table_size(paths_from(mito, (mito.compartment_names.index("blood"),))) > MAX_AUTO_ANALYTIC  # fmt: skip
+    assert ldpk.simulate(mito, None, table).kernel == "exact"

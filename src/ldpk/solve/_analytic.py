@@ -100,6 +100,11 @@ def paths_from(model: Model, sources: tuple[int, ...]) -> tuple[tuple[int, ...],
     return tuple(out)
 
 
+def table_size(paths: tuple[tuple[int, ...], ...]) -> int:
+    """Entries of the divided-difference tables of ``paths`` (what the closed form costs)."""
+    return sum(len(p) * (len(p) + 1) // 2 for p in paths)
+
+
 def _sorted_desc(xs: list[Any]) -> list[Any]:
     """Sort a short list of arrays elementwise in decreasing order (odd-even transposition
     network: min/max only, so differentiable and fused by XLA)."""

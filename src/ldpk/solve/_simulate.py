@@ -31,7 +31,7 @@ from ldpk.dosing import (
 from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
-from ldpk.solve._analytic import find_cycle, paths_from
+from ldpk.solve._analytic import find_cycle, paths_from, table_size
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
 from ldpk.solve._timeline import (
     event_times,
@@ -142,13 +142,21 @@ def parameter_matrix(model: Model, params: Mapping[str, Any] | None) -> tuple[An
     return theta, tuple(shape)
 
 
+#: Largest closed form (divided-difference table entries over the transfer paths from the
+#: dosed compartments) that 'auto' chooses: its operations grow with the table, and for the
+#: mitochondria model (533 entries from blood) the gradient did not compile within 10 min,
+#: while matrix exponentials take a few seconds.
+MAX_AUTO_ANALYTIC = 64
+
 #: Ways to solve a model (``simulate(method=)``, ``fit(kernel=)``).
 KERNELS = ("auto", "analytic", "exact", "ode")
 
 
 def choose_kernel(model: Model, method: str) -> str:
     """The kernel for ``method``: 'auto' is 'analytic' for a linear model whose transfers form
-    no cycle, 'exact' for other linear models and 'ode' for nonlinear ones."""
+    no cycle (``simulate`` falls back to 'exact' where the closed form from the dosed
+    compartments is larger than ``MAX_AUTO_ANALYTIC``), 'exact' for other linear models and
+    'ode' for nonlinear ones."""
     if method not in KERNELS:
         raise ValueError(f"method must be one of {', '.join(map(repr, KERNELS))}, got {method!r}")
     if method in ("exact", "analytic") and not model.is_linear:
@@ -248,6 +256,8 @@ def simulate(
     if kernel == "analytic":  # the dosed compartments
         target = np.asarray(_compiled(_structure(model)).routes.target)
         sources = tuple(int(c) for c in np.unique(target[np.asarray(table["d_route"])]))
+        if method == "auto" and table_size(paths_from(model, sources)) > MAX_AUTO_ANALYTIC:
+            kernel, sources = "exact", ()
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static, sources,
