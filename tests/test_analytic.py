@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from test_superposition import SPEC
 
 import ldpk
 from ldpk.dosing import event_table, make_records, stack_tables
@@ -147,9 +148,11 @@ def test_repeated_eigenvalues_match_exact_arithmetic():
         assert_close_by_column(E, ref, 1e-11)
 
 
+# The superposition tests' two-compartment model with its cycle (central <-> periph) replaced
+# by a metabolite: depot -> central -> {urine, metab -> urine}.
 ACYCLIC = {
+    **SPEC,
     "name": "acyclic_test",
-    "time_unit": "h",
     "compartments": {
         "depot": {"unit": "mg"},
         "central": {"unit": "mg", "initial": "A0"},
@@ -157,15 +160,9 @@ ACYCLIC = {
         "urine": {"unit": "mg"},
     },
     "parameters": {
-        "KA": {"value": 1.2, "unit": "1/h"},
-        "CL": {"value": 3.0, "unit": "L/h"},
-        "V": {"value": 20.0, "unit": "L"},
+        **{k: v for k, v in SPEC["parameters"].items() if k not in ("Q", "VP")},
         "KM": {"value": 0.15, "unit": "1/h"},
         "KE": {"value": 0.4, "unit": "1/h"},
-        "LAG": {"value": 0.3, "unit": "h"},
-        "F": {"value": 0.7, "unit": "1"},
-        "R": {"value": 25.0, "unit": "mg/h"},
-        "A0": {"value": 5.0, "unit": "mg"},
     },
     "flows": [
         {"from": "depot", "to": "central", "k": "KA"},
@@ -173,11 +170,6 @@ ACYCLIC = {
         {"from": "central", "to": "metab", "k": "KM"},
         {"from": "metab", "to": "urine", "k": "KE"},
     ],
-    "routes": {
-        "oral": {"target": "depot", "lag": "LAG", "bioavailability": "F"},
-        "iv": {"target": "central", "rate": "R"},
-    },
-    "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
 }
 
 ROWS = [
