@@ -103,11 +103,8 @@ def _kernel(
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
     prop = ODEPropagator(cm, options) if kernel == "ode" else LinearPropagator(cm)
-    # The analytic kernel: closed-form transitions along the transfer paths from the dosed
-    # compartments (and from every compartment when the model has initial amounts).
-    paths = None
-    if kernel == "analytic":
-        paths = paths_from(structure, tuple(range(cm.n_states)) if cm.has_initial else sources)
+    # The analytic kernel: closed-form transitions along the transfer paths from ``sources``.
+    paths = paths_from(structure, sources) if kernel == "analytic" else None
 
     def one(tab: dict[str, Any], theta: Any) -> Any:
         if isinstance(static, tuple):
@@ -253,9 +250,12 @@ def simulate(
     if kernel == "analytic" and static not in ("superpose", "superpose_infusion"):
         kernel = "exact"  # closed forms only by superposition; otherwise the event scan
     sources: tuple[int, ...] = ()
-    if kernel == "analytic":  # the dosed compartments
-        target = np.asarray(_compiled(_structure(model)).routes.target)
+    if kernel == "analytic":  # the dosed compartments (every one, with initial amounts)
+        cm = _compiled(_structure(model))
+        target = np.asarray(cm.routes.target)
         sources = tuple(int(c) for c in np.unique(target[np.asarray(table["d_route"])]))
+        if cm.has_initial:
+            sources = tuple(range(cm.n_states))
         if method == "auto" and table_size(paths_from(model, sources)) > MAX_AUTO_ANALYTIC:
             kernel, sources = "exact", ()
     fn = _kernel(
