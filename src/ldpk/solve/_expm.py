@@ -79,6 +79,8 @@ def _bwd(A: Any, G: Any) -> tuple[Any]:
     # and can be applied in the forward order, alongside the squarings: no stack of
     # intermediate squares, one loop whose carry under vmap is two matrices.
     s = _squarings(A)
+    # Up to 4x4 the unrolled inverse (fused under vmap; LAPACK is a call per matrix, which
+    # cost a fifth of a one-compartment population gradient); beyond, LAPACK's solve.
     R0, pade_vjp = jax.vjp(lambda a: _pade(a, s, lapack=A.shape[-1] > 4)[0], A)
 
     def step(_: Any, carry: tuple) -> tuple:
