@@ -43,24 +43,25 @@ TAYLOR_SPREAD = 0.1
 TAYLOR_TERMS = 6
 
 
-def transfer_edges(model: Model) -> tuple[tuple[int, int], ...]:
-    """(source, target) compartment indices of the model's first-order transfers (``k:`` flows
-    between two compartments; elimination only enters the diagonal)."""
+def _successors(model: Model) -> dict[int, list[int]]:
+    """Compartment index -> indices its first-order transfers (``k:`` flows between two
+    compartments) lead to; elimination only enters K's diagonal."""
     index = {c: i for i, c in enumerate(model.compartment_names)}
     edges = {
         (index[f.source], index[f.target])
         for f in model.flows
         if f.k is not None and f.source is not None and f.target is not None
     }
-    return tuple(sorted(edges))
+    succ: dict[int, list[int]] = {i: [] for i in range(len(index))}
+    for src, tgt in sorted(edges):
+        succ[src].append(tgt)
+    return succ
 
 
 def find_cycle(model: Model) -> tuple[str, ...] | None:
     """A cycle of transfers (compartment names, first repeated at the end), or None."""
     n = len(model.compartments)
-    succ: dict[int, list[int]] = {i: [] for i in range(n)}
-    for s, t in transfer_edges(model):
-        succ[s].append(t)
+    succ = _successors(model)
     state = [0] * n  # 0 unvisited, 1 on the stack, 2 done
     stack: list[int] = []
 
@@ -85,9 +86,7 @@ def find_cycle(model: Model) -> tuple[str, ...] | None:
 def paths_from(model: Model, sources: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Every directed path of transfers (vertex tuples, the source alone included) that starts
     at one of ``sources``. The model must have no cycle (see :func:`find_cycle`)."""
-    succ: dict[int, list[int]] = {i: [] for i in range(len(model.compartments))}
-    for s, t in transfer_edges(model):
-        succ[s].append(t)
+    succ = _successors(model)
     out: list[tuple[int, ...]] = []
 
     def walk(path: tuple[int, ...]) -> None:
