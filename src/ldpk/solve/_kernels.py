@@ -222,21 +222,28 @@ class ODEPropagator:
         return flow
 
     def solve_saving(
-        self, x: Any, t0: float, t1: float, ts: Any, u: Any, env: Env
+        self, x: Any, t0: Any, t1: Any, ts: Any, u: Any, env: Env
     ) -> tuple[Any, Any, Any]:
         """One solve over [t0, t1] (no discontinuity inside) saving at ``ts`` (within
         [t0, t1], nondecreasing) and at t1: returns (states at ts, state at t1, ok).
-        ``t0``, ``t1`` and ``ts`` are constants (not differentiated)."""
+        The times are data (constants or traced values, never differentiated); an empty
+        interval (t1 <= t0) returns x at every ts and at t1."""
 
-        def solve(x: Any, u: Any, env: Env, ts: Any) -> tuple[Any, Any]:
-            sol = self._diffeqsolve(x, t0, t1, diffrax.SaveAt(ts=ts, t1=True), u, env)
+        def solve(x: Any, u: Any, env: Env, times: tuple) -> tuple[Any, Any]:
+            t0, t1, ts = times
+            empty = t1 <= t0  # the solver never sees t0 == t1: a dummy unit interval instead
+            end = jnp.where(empty, t0 + 1.0, t1)
+            saveat = diffrax.SaveAt(ts=jnp.where(empty, t0, ts), t1=True)
+            sol = self._diffeqsolve(x, t0, end, saveat, u, env)
             ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys))
-            return jnp.where(ok, sol.ys, jnp.nan), ok
+            ys = jnp.where(ok, sol.ys, jnp.nan)
+            return jnp.where(empty, x, ys), empty | ok
 
+        times = (jnp.asarray(t0, float), jnp.asarray(t1, float), jnp.asarray(ts, float))
         if self.o.gradient == "sensitivity":
-            ys, ok = _with_sensitivities(solve, (x, u, env, jnp.asarray(ts)), 3)
+            ys, ok = _with_sensitivities(solve, (x, u, env, times), 3)
         else:
-            ys, ok = solve(x, u, env, ts)
+            ys, ok = solve(x, u, env, times)
         return ys[:-1], ys[-1], ok
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:

@@ -19,6 +19,7 @@ from ldpk.dosing import (
     INF_STOP,
     MAX_SS_OVERLAP,
     OBS,
+    PAD,
     RESET,
     Bolus,
     EventTable,
@@ -34,7 +35,9 @@ from ldpk.model._compile import CompiledModel, compile_model
 from ldpk.solve._analytic import find_cycle, paths_from, table_size
 from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
 from ldpk.solve._timeline import (
+    ODEIntervals,
     event_times,
+    run_segments_ode,
     run_static,
     run_static_ode,
     run_subject,
@@ -98,7 +101,7 @@ def _compiled(structure: Model) -> CompiledModel:
 @lru_cache(maxsize=64)
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
-    overlap: int, batched_table: bool, static: str | tuple | None = None,
+    overlap: int, batched_table: bool, static: str | tuple | ODEIntervals | None = None,
     sources: tuple[int, ...] = (),
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
@@ -109,6 +112,8 @@ def _kernel(
     def one(tab: dict[str, Any], theta: Any) -> Any:
         if isinstance(static, tuple):
             return run_static_ode(prop, cm, tab, theta, static)
+        if isinstance(static, ODEIntervals):
+            return run_segments_ode(prop, cm, tab, theta, static)
         if static in ("superpose", "superpose_infusion"):
             return run_superposition(cm, tab, theta, static == "superpose_infusion", paths)
         if static:
@@ -245,8 +250,8 @@ def simulate(
         static = _static_plan(model, table, arrays)
         if static and kernel == "ode":
             static = _ode_segments(table, arrays)
-    elif table.batched and kernel != "ode" and not has_ss:
-        static = _superposition_plan(table)
+    elif table.batched and not has_ss:
+        static = _ode_intervals(model, table, arrays) if kernel == "ode" else _superposition_plan(table)  # fmt: skip
     if kernel == "analytic" and static not in ("superpose", "superpose_infusion"):
         kernel = "exact"  # closed forms only by superposition; otherwise the event scan
     sources: tuple[int, ...] = ()
@@ -311,6 +316,19 @@ def _sharded(fn: Any, arrays: dict[str, Any], flat: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: a[:n], out)
 
 
+def _dose_times_static(model: Model, routes: np.ndarray, infusion: bool) -> bool:
+    """Whether no dose time depends on parameter values: the lag times of the ``routes`` used
+    (and with infusions their bioavailability, rate and duration) are constants."""
+    for d in np.unique(routes):
+        if d >= len(model.routes):
+            continue
+        r = model.routes[d]
+        used = [r.lag] + ([r.bioavailability, r.rate, r.duration] if infusion else [])
+        if any(e is not None and not e.is_constant for e in used):
+            return False
+    return True
+
+
 def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str | None:
     """If no event time depends on the parameters and covariates are constant, add the sorted
     order and the distinct step lengths to ``arrays`` and return 'bolus' or 'infusion'."""
@@ -320,14 +338,8 @@ def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str
     kinds = table["e_kind"]
     doses = kinds[(kinds == BOLUS) | (kinds == INF_START)]
     infusion = bool(np.any(doses == INF_START))
-    n_declared = len(model.routes)
-    for d in np.unique(table["d_route"][: max(1, len(doses))]):
-        if d >= n_declared:
-            continue
-        r = model.routes[d]
-        used = [r.lag] + ([r.bioavailability, r.rate, r.duration] if infusion else [])
-        if any(e is not None and not e.is_constant for e in used):
-            return None
+    if not _dose_times_static(model, table["d_route"][: max(1, len(doses))], infusion):
+        return None
     cm = _compiled(_structure(model))
     # The times do not depend on parameter values here (checked above); ones stand in for
     # them, since the values themselves may be tracers (jit or grad over the Model).
@@ -369,6 +381,66 @@ def _superposition_plan(table: EventTable) -> str | None:
 #: Most ODE solves (segments between discontinuities) unrolled in one compiled kernel; a
 #: schedule with more doses uses the general event scan instead.
 MAX_ODE_SEGMENTS = 48
+
+
+def _ode_intervals(model: Model, table: EventTable, arrays: dict[str, Any]) -> ODEIntervals | None:
+    """For a population table, the ODE kernel's plan (``run_segments_ode``) when every
+    subject's event times are known before tracing (no steady-state or reset records, dose
+    times independent of parameters, covariates constant within subjects): per subject the
+    intervals between doses and infusion edges, each solved once saving at the observations
+    inside it. Subjects with fewer doses get empty intervals at their end. Adds the ``q_*``
+    arrays to ``arrays`` and returns the plan's static part, or None (the general event
+    scan)."""
+    if _superposition_plan(table) is None:
+        return None
+    kinds, refs = table["e_kind"], table["e_ref"]
+    infusion = bool(np.any(kinds == INF_START))
+    if not _dose_times_static(model, table["d_route"], infusion):
+        return None
+    cm = _compiled(_structure(model))
+    with jax.ensure_compile_time_eval():  # concrete even inside an outer jit
+        theta = jnp.ones(len(model.parameters))
+        times = np.asarray(jax.vmap(lambda t: event_times(cm, t, theta))(dict(table.arrays)))
+    plans = []  # per subject: [(t0, t1, [(obs index, time)], (kind, dose) after or None)]
+    for s in range(kinds.shape[0]):
+        order = np.argsort(times[s], kind="stable")
+        start = float(times[s][order[0]])
+        segs, obs = [], []
+        for e in order:
+            k, t = int(kinds[s, e]), float(times[s, e])
+            if k == OBS:
+                obs.append((int(refs[s, e]), t))
+            elif k in (BOLUS, INF_START, INF_STOP):
+                segs.append((start, t, obs, (k, int(refs[s, e]))))
+                start, obs = t, []
+        segs.append((start, max([start] + [t for _, t in obs]), obs, None))
+        plans.append(segs)
+    n_seg = max(len(p) for p in plans)
+    if n_seg > MAX_ODE_SEGMENTS:
+        return None
+    width = max(1, max(len(seg[2]) for p in plans for seg in p))
+    n_sub, n_obs = kinds.shape[0], table["obs_event"].shape[1]
+    q = {
+        "q_t0": np.zeros((n_sub, n_seg)),
+        "q_t1": np.zeros((n_sub, n_seg)),
+        "q_ts": np.zeros((n_sub, n_seg, width)),
+        "q_obs": np.full((n_sub, n_seg, width), n_obs, dtype=np.int32),
+        "q_kind": np.full((n_sub, max(1, n_seg - 1)), PAD, dtype=np.int32),
+        "q_dose": np.zeros((n_sub, max(1, n_seg - 1)), dtype=np.int32),
+    }
+    for s, segs in enumerate(plans):
+        end = segs[-1][1]
+        for j in range(n_seg):
+            t0, t1, obs, event = segs[j] if j < len(segs) else (end, end, [], None)
+            q["q_t0"][s, j], q["q_t1"][s, j] = t0, t1
+            q["q_ts"][s, j] = t1
+            for m, (i, t) in enumerate(obs):
+                q["q_obs"][s, j, m], q["q_ts"][s, j, m] = i, t
+            if event is not None:
+                q["q_kind"][s, j], q["q_dose"][s, j] = event
+    arrays.update({k: jnp.asarray(v) for k, v in q.items()})
+    empty = (q["q_t1"] <= q["q_t0"]) & np.all(q["q_obs"] == n_obs, axis=2)
+    return ODEIntervals(tuple(bool(b) for b in ~np.all(empty, axis=0)))
 
 
 def _ode_segments(table: EventTable, arrays: dict[str, Any]) -> tuple | None:

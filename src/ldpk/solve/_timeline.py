@@ -8,6 +8,7 @@ state from event to event with the kernel's ``propagate``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -305,6 +306,50 @@ def run_static_ode(
         ok = ok & ok1
     n_obs = tab["obs_event"].shape[0]
     x_obs = jnp.stack([saved[i] for i in range(n_obs)])
+    t_obs = tab["e_time"][tab["obs_event"]]
+    y_obs = jax.vmap(lambda t, xx: cm.outputs(t, xx, env0))(t_obs, x_obs)
+    return x_obs, y_obs, ok & jnp.all(jnp.isfinite(x_obs))
+
+
+@dataclass(frozen=True)
+class ODEIntervals:
+    """The static part of a population table's ODE plan (see ``run_segments_ode``): whether
+    each interval needs a solve (False where every subject's interval is empty and holds no
+    observation, such as the one before a dose at the first record)."""
+
+    solve: tuple[bool, ...]
+
+
+def run_segments_ode(
+    prop: Any, cm: CompiledModel, tab: dict[str, Any], theta: Any, plan: ODEIntervals
+) -> tuple:
+    """The ODE kernel for one subject of a population table whose schedule is known before
+    tracing: one diffrax solve per interval between doses and infusion edges, saving at the
+    observations inside it, instead of one solve per event (the general scan restarts the
+    step-size control at every observation). The intervals come from
+    ``ldpk.solve._simulate._ode_intervals``, padded to the same number per subject:
+    ``q_t0``/``q_t1`` (S,) their ends, ``q_ts``/``q_obs`` (S, M) the observation times and
+    indices saved in each (index No: padding, discarded), ``q_kind``/``q_dose`` (S - 1,) the
+    dose event after each (PAD: none)."""
+    n = cm.n_states
+    envs, _, (_, _, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
+    env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
+    x = cm.initial(env0) if cm.has_initial else jnp.zeros(n)
+    u, ok = jnp.zeros(n), jnp.array(True)
+    x_obs = jnp.zeros((tab["obs_event"].shape[0] + 1, n))  # the last row takes the padding
+    n_seg = len(plan.solve)
+    for j in range(n_seg):
+        if plan.solve[j]:
+            ys, x, ok1 = prop.solve_saving(x, tab["q_t0"][j], tab["q_t1"][j], tab["q_ts"][j], u, env0)  # fmt: skip
+            x_obs = x_obs.at[tab["q_obs"][j]].set(ys)
+            ok = ok & ok1
+        if j < n_seg - 1:
+            kind, d = tab["q_kind"][j], tab["q_dose"][j]
+            hot = jax.nn.one_hot(d_cmt[d], n)
+            x = x + jnp.where(kind == BOLUS, d_amount[d], 0.0) * hot
+            sign = jnp.where(kind == INF_START, 1.0, jnp.where(kind == INF_STOP, -1.0, 0.0))
+            u = u + sign * d_rate[d] * hot
+    x_obs = x_obs[:-1]
     t_obs = tab["e_time"][tab["obs_event"]]
     y_obs = jax.vmap(lambda t, xx: cm.outputs(t, xx, env0))(t_obs, x_obs)
     return x_obs, y_obs, ok & jnp.all(jnp.isfinite(x_obs))
