@@ -227,9 +227,11 @@ class ODEPropagator:
         """One solve over [t0, t1] (no discontinuity inside) saving at ``ts`` (within
         [t0, t1], nondecreasing) and at t1: returns (states at ts, state at t1, ok).
         The times are data (constants or traced values, never differentiated); an empty
-        interval (t1 <= t0) returns x at every ts and at t1."""
+        interval (t1 <= t0) returns x at every ts and at t1. ``u=None``: no input, which
+        spares the forward sensitivities one direction per state."""
 
-        def solve(x: Any, u: Any, env: Env, times: tuple) -> tuple[Any, Any]:
+        def solve(x: Any, env: Env, u: Any, times: tuple) -> tuple[Any, Any]:
+            u = jnp.zeros(self.n) if u is None else u
             t0, t1, ts = times
             empty = t1 <= t0  # the solver never sees t0 == t1: a dummy unit interval instead
             end = jnp.where(empty, t0 + 1.0, t1)
@@ -241,9 +243,9 @@ class ODEPropagator:
 
         times = (jnp.asarray(t0, float), jnp.asarray(t1, float), jnp.asarray(ts, float))
         if self.o.gradient == "sensitivity":
-            ys, ok = _with_sensitivities(solve, (x, u, env, times), 3)
+            ys, ok = _with_sensitivities(solve, (x, env, u, times), 2 if u is None else 3)
         else:
-            ys, ok = solve(x, u, env, times)
+            ys, ok = solve(x, env, u, times)
         return ys[:-1], ys[-1], ok
 
     def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:

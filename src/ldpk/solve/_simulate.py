@@ -440,7 +440,7 @@ def _ode_intervals(model: Model, table: EventTable, arrays: dict[str, Any]) -> O
                 q["q_kind"][s, j], q["q_dose"][s, j] = event
     arrays.update({k: jnp.asarray(v) for k, v in q.items()})
     empty = (q["q_t1"] <= q["q_t0"]) & np.all(q["q_obs"] == n_obs, axis=2)
-    return ODEIntervals(tuple(bool(b) for b in ~np.all(empty, axis=0)))
+    return ODEIntervals(tuple(bool(b) for b in ~np.all(empty, axis=0)), infusion)
 
 
 def _ode_segments(table: EventTable, arrays: dict[str, Any]) -> tuple | None:

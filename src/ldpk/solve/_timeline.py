@@ -315,9 +315,11 @@ def run_static_ode(
 class ODEIntervals:
     """The static part of a population table's ODE plan (see ``run_segments_ode``): whether
     each interval needs a solve (False where every subject's interval is empty and holds no
-    observation, such as the one before a dose at the first record)."""
+    observation, such as the one before a dose at the first record), and whether any dose
+    is an infusion (else the solves have no input)."""
 
     solve: tuple[bool, ...]
+    infusion: bool
 
 
 def run_segments_ode(
@@ -340,7 +342,8 @@ def run_segments_ode(
     n_seg = len(plan.solve)
     for j in range(n_seg):
         if plan.solve[j]:
-            ys, x, ok1 = prop.solve_saving(x, tab["q_t0"][j], tab["q_t1"][j], tab["q_ts"][j], u, env0)  # fmt: skip
+            u_j = u if plan.infusion else None
+            ys, x, ok1 = prop.solve_saving(x, tab["q_t0"][j], tab["q_t1"][j], tab["q_ts"][j], u_j, env0)  # fmt: skip
             x_obs = x_obs.at[tab["q_obs"][j]].set(ys)
             ok = ok & ok1
         if j < n_seg - 1:
