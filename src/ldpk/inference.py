@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 from jax.flatten_util import ravel_pytree
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_median, init_to_value
@@ -36,17 +37,25 @@ from numpyro.optim import Adam
 from ldpk.data import Dataset, read_study
 from ldpk.errors import DataError, ModelError
 from ldpk.model import Model
-from ldpk.population import FitSpec, PopulationModel, fit_spec, read_config
+from ldpk.population import FitSpec, PopulationModel, fit_spec, prior_distribution, read_config
 from ldpk.solve import ODEOptions
 
 METHODS = ("nuts", "svi", "map", "laplace")
 GUIDES = ("normal", "fullrank", "lowrank")
+PARAMETERIZATIONS = ("noncentred", "centred")
 
 
 @dataclass(frozen=True)
 class FitOptions:
     """Sampler settings. ``chains``, ``warmup`` and ``samples`` per chain for NUTS;
-    ``target_accept``; ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
+    ``target_accept``; ``parameterization`` of the between-subject effects for NUTS:
+    'noncentred' (default; sampled as standardised z, P_i = θ exp(ω z_i), best when each
+    subject's data say little about its own parameters, as in destructive sampling) or
+    'centred' (sampled as log P_i, best when each subject's data pin its parameters down,
+    as in rich longitudinal designs, where non-centred sampling needs tiny steps); the
+    posterior is the same, reported as z (``eta_P``) either way. ``dense_mass``: adapt a
+    dense mass matrix (correlated parameters) instead of a diagonal one;
+    ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
     for SVI; ``draws`` from SVI guides and Laplace approximations (for the marginal Laplace
     approximation: population parameters from the normal approximation of their marginal
     posterior, each with subject effects from the normal approximation of their conditional
@@ -57,6 +66,8 @@ class FitOptions:
     samples: int = 1000
     target_accept: float = 0.8
     max_tree_depth: int = 10
+    parameterization: str = "noncentred"
+    dense_mass: bool = False
     svi_steps: int = 5000
     guide: str = "normal"
     learning_rate: float = 0.01
@@ -383,6 +394,8 @@ def _options(opts: FitOptions, from_config: Mapping[str, Any], overrides: Mappin
     opts = FitOptions(**{**opts.__dict__, **from_config, **overrides})
     if opts.guide not in GUIDES:
         raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {opts.guide!r}")
+    if opts.parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {opts.parameterization!r}")  # fmt: skip
     return opts
 
 
@@ -477,17 +490,28 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     the MAP plus N(0, 0.1^2) jitter in the unconstrained space). Chains run in parallel when
     there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another."""
     chain_method = "parallel" if jax.local_device_count() >= opts.chains else "sequential"
+    centring = _Centring.of(pm, mode) if opts.parameterization == "centred" else None
 
     def potential_fn_gen(*data: Any) -> Any:
-        return lambda x: potential_energy(pm, data, {}, mode.unravel(x))
+        def potential(x: Any) -> Any:
+            return potential_energy(pm, data, {}, mode.unravel(x))
 
-    kernel = _FlatNUTS(potential_fn_gen, target_accept_prob=opts.target_accept, max_tree_depth=opts.max_tree_depth)  # fmt: skip
+        if centring is None:
+            return potential
+        return lambda w: potential(centring.to_noncentred(w)) + centring.log_det(w)
+
+    kernel = _FlatNUTS(
+        potential_fn_gen, target_accept_prob=opts.target_accept,
+        max_tree_depth=opts.max_tree_depth, dense_mass=opts.dense_mass,
+    )  # fmt: skip
     mcmc = MCMC(
         kernel, num_warmup=opts.warmup, num_samples=opts.samples, num_chains=opts.chains,
         chain_method=chain_method, progress_bar=opts.progress, jit_model_args=True,
     )  # fmt: skip
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
+    if centring is not None:
+        init = jax.vmap(centring.to_centred)(init)
     fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
     mcmc.run(k_run, *data, init_params=init if opts.chains > 1 else init[0], extra_fields=fields)
     flat = mcmc.get_samples(group_by_chain=True)  # (chains, draws, unconstrained size)
@@ -504,6 +528,8 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     # parallel chains are spread over devices, and computing on them there is slow.
     flat, stats = jax.device_get((flat, stats))
     chains, draws = flat.shape[:2]
+    if centring is not None:
+        flat = np.asarray(jax.vmap(jax.vmap(centring.to_noncentred))(flat))
 
     def constrained(x: dict, key: Any, data: tuple) -> dict:
         sites = jax.vmap(lambda v: mode.postprocess(mode.unravel(v)))(x["x"])
@@ -513,6 +539,57 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     samples = _over_draws(constrained, x, key, data, _draws_per_chunk(pm))
     samples = {k: np.asarray(v).reshape(chains, draws, *v.shape[1:]) for k, v in samples.items()}
     return samples, stats
+
+
+@dataclass(frozen=True)
+class _Centring:
+    """The centred parameterisation for NUTS, on the flat unconstrained vector: for each
+    parameter P with between-subject variability, the standardised effects z_i (site
+    ``eta_P``) are replaced by w_i = u_P + ω_P z_i, with u_P the unconstrained typical value
+    (log θ_P for a positive one), so that w_i is log P_i up to covariate factors. The density
+    in w is that in z times |dz/dw| = ω_P^-n per parameter. ``eta``, ``theta``, ``omega``: the
+    positions of each parameter's sites in the flat vector (``theta`` None where P has no
+    sampled typical value); ``to_omega``: each ω site's transform from unconstrained values."""
+
+    eta: tuple[np.ndarray, ...]
+    theta: tuple[int | None, ...]
+    omega: tuple[int, ...]
+    to_omega: tuple[Any, ...]
+
+    @staticmethod
+    def of(pm: PopulationModel, mode: _Mode) -> _Centring | None:
+        names = list(pm.spec.iiv)
+        if not names:
+            return None
+        pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))  # each site's positions
+        return _Centring(
+            eta=tuple(np.asarray(pos[f"eta_{p}"]).astype(int) for p in names),
+            theta=tuple(int(pos[p]) if p in pos else None for p in names),
+            omega=tuple(int(pos[f"omega_{p}"]) for p in names),
+            to_omega=tuple(
+                biject_to(prior_distribution(pm.spec.iiv[p]).support) for p in names
+            ),  # fmt: skip
+        )
+
+    def _parts(self, v: Any) -> Any:
+        for e, t, o, f in zip(self.eta, self.theta, self.omega, self.to_omega, strict=True):
+            yield e, (0.0 if t is None else v[t]), f(v[o])
+
+    def to_noncentred(self, w: Any) -> Any:
+        x = w
+        for e, centre, omega in self._parts(w):
+            x = x.at[e].set((w[e] - centre) / omega)
+        return x
+
+    def to_centred(self, x: Any) -> Any:
+        w = x
+        for e, centre, omega in self._parts(x):
+            w = w.at[e].set(centre + omega * x[e])
+        return w
+
+    def log_det(self, w: Any) -> Any:
+        """-log |dz/dw| = Σ_P n log ω_P."""
+        return sum(e.size * jnp.log(omega) for e, _, omega in self._parts(w))
 
 
 def _dispersed(mode: _Mode, key: Any, n: int) -> Any:

@@ -124,7 +124,16 @@ _KERNEL_TEXT = {
     "ode": "ODE (diffrax)",
 }
 _SETTINGS = {
-    "nuts": ("chains", "warmup", "samples", "target_accept", "max_tree_depth", "seed"),
+    "nuts": (
+        "chains",
+        "warmup",
+        "samples",
+        "target_accept",
+        "max_tree_depth",
+        "parameterization",
+        "dense_mass",
+        "seed",
+    ),  # fmt: skip
     "svi": ("svi_steps", "guide", "learning_rate", "draws", "seed"),
     "laplace": ("draws", "seed"),
     "map": ("seed",),
