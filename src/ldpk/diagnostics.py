@@ -12,13 +12,16 @@ import numpy as np
 RHAT_MAX = 1.01
 ESS_MIN = 400
 EBFMI_MIN = 0.3
+#: Share of NUTS iterations at the maximum tree depth above which the fit is flagged.
+MAX_DEPTH_SHARE = 0.05
 
 
 def convergence_warnings(fit: Any) -> list[str]:
     """Every convergence problem of a NUTS fit, each as a sentence saying what to try.
 
     Checks: R-hat ≤ 1.01 and bulk and tail ESS ≥ 400 for every population parameter and
-    between-subject effect, no divergent transitions, E-BFMI ≥ 0.3 in every chain. Fits by SVI,
+    between-subject effect, no divergent transitions, E-BFMI ≥ 0.3 in every chain, at most 5 %
+    of iterations at the maximum tree depth. Fits by SVI,
     MAP or Laplace carry no MCMC diagnostics; for them the list says so."""
     import arviz as az
 
@@ -55,14 +58,26 @@ def convergence_warnings(fit: Any) -> list[str]:
                 "target_accept (0.95), or give more informative priors on ω (between-subject "
                 "SDs) and residual error."
             )
+    if stats is not None and "tree_depth" in stats:
+        depth = fit.options.max_tree_depth
+        share = float(np.mean(np.asarray(stats["tree_depth"]) >= depth))
+        if share > MAX_DEPTH_SHARE:
+            out.append(
+                f"{share:.0%} of iterations hit the maximum tree depth ({depth}): the sampler "
+                "needs very small steps somewhere, which makes it slow. With rich data per "
+                "subject (longitudinal imaging, dense sampling) try "
+                "parameterization='centred'; with strongly correlated parameters, "
+                "dense_mass=True; or make weakly identified parameters' priors more informative."
+            )
     if stats is not None and "energy" in stats:
         e = np.asarray(stats["energy"])
         bfmi = np.square(np.diff(e, axis=1)).mean(axis=1) / e.var(axis=1)
         if np.any(bfmi < EBFMI_MIN):
             out.append(
                 f"E-BFMI {bfmi.min():.2f} (< {EBFMI_MIN}) in some chain: the momentum resampling "
-                "explores the energy poorly, usually from heavy tails or a funnel. Reparameterise "
-                "or tighten priors on variance parameters."
+                "explores the energy poorly, usually from heavy tails or a funnel. Try the other "
+                "parameterization ('centred' or 'noncentred') or tighten priors on variance "
+                "parameters."
             )
     return out
 
