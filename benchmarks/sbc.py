@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     model, ds, cfg, lloq = load_study(args.study)
-    fit_cfg = {k: v for k, v in cfg.items() if k not in ("fit", "data")}
+    fit_cfg = {k: v for k, v in cfg.items() if k != "data"}  # fit: options apply (sizes from here)
     key = jax.random.PRNGKey(args.seed)
     method = (
         f"NUTS {args.chains} chain(s) x ({args.warmup} warm-up + {args.samples} draws), started from the Laplace approximation at the MAP"

@@ -503,6 +503,7 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     kernel = _FlatNUTS(
         potential_fn_gen, target_accept_prob=opts.target_accept,
         max_tree_depth=opts.max_tree_depth, dense_mass=opts.dense_mass,
+        inverse_mass_matrix=_initial_inverse_mass(mode, centring, opts.dense_mass),
     )  # fmt: skip
     mcmc = MCMC(
         kernel, num_warmup=opts.warmup, num_samples=opts.samples, num_chains=opts.chains,
@@ -590,6 +591,24 @@ class _Centring:
     def log_det(self, w: Any) -> Any:
         """-log |dz/dw| = Σ_P n log ω_P."""
         return sum(e.size * jnp.log(omega) for e, _, omega in self._parts(w))
+
+
+def _initial_inverse_mass(mode: _Mode, centring: _Centring | None, dense: bool) -> Any:
+    """The Laplace covariance at the MAP (in the sampler's coordinates) as the starting
+    inverse mass matrix, its diagonal unless ``dense``; None (the identity) without one.
+    Warm-up adapts it from the first window on; starting from the identity, parameters whose
+    posterior scales differ by orders of magnitude kept the first window's steps tiny (EV
+    study: trees of 127-767 leapfrog steps for 75 iterations)."""
+    if mode.cov is None:
+        return None
+    cov = jnp.asarray(mode.cov)
+    if centring is not None:
+        J = jax.jacfwd(centring.to_centred)(mode.flat)
+        cov = J @ cov @ J.T
+    diag = jnp.diag(cov)
+    if not bool(jnp.all(jnp.isfinite(cov)) & jnp.all(diag > 0)):
+        return None
+    return cov if dense else diag
 
 
 def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
