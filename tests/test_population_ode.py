@@ -96,3 +96,32 @@ def test_gradient_matches_exact_kernel(gradient):
     g_exact = jax.grad(lambda p: total(p, "exact"))(PARAMS)
     for k in PARAMS:
         np.testing.assert_allclose(np.asarray(g_ode[k]), np.asarray(g_exact[k]), rtol=1e-6)
+
+
+def test_a_failing_solve_inside_a_gradient_gives_nan_not_an_exception():
+    """The CAR-T example study's posterior at a point far from the mode, with a step limit
+    the stiff solver hits: lineax's derivative of a Newton step whose state is no longer
+    finite raises an Equinox runtime error unless EQX_ON_ERROR=nan (set by ldpk); the fit
+    needs NaN there (a rejected point), as for every other failed solve."""
+    import os
+
+    import jax.numpy as jnp
+    import yaml
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    from ldpk.data import example_data_dir, read_study
+    from ldpk.population import PopulationModel, fit_spec
+
+    assert os.environ["EQX_ON_ERROR"] == "nan"
+    model = ldpk.load_model("cart_cellular_kinetics")
+    cfg = yaml.safe_load((example_data_dir() / "cart_qpcr.fit.yaml").read_text())
+    ds = read_study(model, example_data_dir() / "cart_qpcr.csv", **(cfg.get("data") or {}))
+    spec = fit_spec(model, ds, {k: v for k, v in cfg.items() if k != "data"})
+    pm = PopulationModel(model, ds, spec, ode=ldpk.ODEOptions(max_steps=500))
+    data = (jnp.asarray(ds.dv), jnp.asarray(ds.censored))
+    info = initialize_model(jax.random.PRNGKey(0), pm, model_args=data, validate_grad=False)
+    flat, unravel = ravel_pytree(info.param_info.z)
+    x = flat + 2.0 * jax.random.normal(jax.random.PRNGKey(1), flat.shape)
+    value, grad = jax.jit(jax.value_and_grad(lambda v: potential_energy(pm, data, {}, unravel(v))))(x)  # fmt: skip
+    assert np.isnan(float(value)) or not np.all(np.isfinite(np.asarray(grad)))

@@ -8,6 +8,11 @@ Environment variables:
                           least 4), so that large parameter batches run on every core and
                           4 NUTS chains run in parallel; 1 turns it off.
                           Takes effect only if JAX's backend has not started yet.
+  EQX_ON_ERROR            set to 'nan' unless already set (Equinox reads it when first
+                          imported): a runtime check inside a solve that fails (lineax
+                          differentiating a Newton step whose state overflowed to inf or
+                          NaN) gives NaN, which the fit treats as a rejected point, instead
+                          of aborting the fit. ldpk's solves return failures as NaN anyway.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def _host_devices() -> None:
 
 def configure() -> None:
     _host_devices()
+    os.environ.setdefault("EQX_ON_ERROR", "nan")
     if os.environ.get("LDPK_FLOAT32", "") not in ("1", "true"):
         jax.config.update("jax_enable_x64", True)
     if os.environ.get("LDPK_NO_CACHE", "") in ("1", "true"):
