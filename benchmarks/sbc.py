@@ -13,12 +13,15 @@ finishes, so an interrupted run resumes where it stopped (same method, seed and 
 settings); the summary goes to ``benchmarks/results/sbc_<study>.json``. Replicates refit the
 same design, so after the first one the compiled functions come from JAX's persistent cache.
 
-Cost: on the 2-core CI machine, NUTS on these designs is far from cheap. The EV study's
-gradient is 6.7 ms and the mitochondria study's 5.7 ms, but with its step size adapted to
-about 6e-3, NUTS on a replicate of the EV design takes trees of 511-1023 leapfrog steps
-(several seconds per iteration), so 100 replicates need a many-core machine or a GPU. Usage::
+Cost (2-core CI machine): the EV study's config samples the between-subject effects centred
+(``fit: parameterization: centred``); non-centred, NUTS needed step sizes of about 6e-3 to
+5e-2 and 143-1023 leapfrog steps per iteration on this design, centred 15. One replicate
+with 1 chain x (300 + 300) then takes about 1-2 min (the first one, compiling, about 4 min;
+replicates with divergences longer), so 100 replicates take a few hours on 2 cores. Running
+again with ``--replicates`` at the number finished summarises those without fitting more.
+Usage::
 
-    python benchmarks/sbc.py ev_89zr_pet --replicates 100 --chains 1 --warmup 500 --samples 500
+    python benchmarks/sbc.py ev_89zr_pet --replicates 100 --chains 1 --warmup 300 --samples 300
     python benchmarks/sbc.py mitochondria_iv_biodistribution --method laplace --samples 1000
 """
 
