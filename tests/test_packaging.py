@@ -30,3 +30,19 @@ def test_wheel_ships_models_and_loads_them(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(site), "LDPK_HOST_DEVICES": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
+
+
+def test_fitting_works_after_importing_arviz_first():
+    """ArviZ loads numpyro lazily; ldpk imported after it must still leave numpyro whole
+    (numpyro.factor, used by every fit's MAP start, needs numpyro.distributions.distribution).
+    A fresh process, since the import order is the point."""
+    code = (
+        "import arviz\n"
+        "import ldpk\n"
+        "import numpyro, numpyro.distributions as d\n"
+        "from numpyro import handlers\n"
+        "assert hasattr(d, 'distribution')\n"
+        "tr = handlers.trace(lambda: numpyro.factor('f', 1.0)).get_trace()\n"
+        "assert float(tr['f']['fn'].log_prob(None)) == 1.0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

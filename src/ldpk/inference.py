@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro  # noqa: F401  (the whole package before its submodules: see below)
 import scipy.optimize
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
@@ -39,6 +40,10 @@ from ldpk.errors import DataError, ModelError
 from ldpk.model import Model
 from ldpk.population import FitSpec, PopulationModel, fit_spec, prior_distribution, read_config
 from ldpk.solve import ODEOptions
+
+# ArviZ loads numpyro lazily; a numpyro submodule imported first through that lazy module left
+# numpyro.distributions without its `distribution` attribute, so numpyro.factor failed in
+# every fit after `import arviz`. `import numpyro` above loads the whole package first.
 
 METHODS = ("nuts", "svi", "map", "laplace")
 GUIDES = ("normal", "fullrank", "lowrank")
