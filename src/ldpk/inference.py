@@ -572,9 +572,7 @@ class _Centring:
             eta=tuple(np.asarray(pos[f"eta_{p}"]).astype(int) for p in names),
             theta=tuple(int(pos[p]) if p in pos else None for p in names),
             omega=tuple(int(pos[f"omega_{p}"]) for p in names),
-            to_omega=tuple(
-                biject_to(prior_distribution(pm.spec.iiv[p]).support) for p in names
-            ),  # fmt: skip
+            to_omega=tuple(biject_to(prior_distribution(pm.spec.iiv[p]).support) for p in names),
         )
 
     def _parts(self, v: Any) -> Any:

@@ -37,7 +37,7 @@ from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
 from ldpk.solve._timeline import (
     ODEIntervals,
     event_times,
-    run_segments_ode,
+    run_intervals_ode,
     run_static,
     run_static_ode,
     run_subject,
@@ -113,7 +113,7 @@ def _kernel(
         if isinstance(static, tuple):
             return run_static_ode(prop, cm, tab, theta, static)
         if isinstance(static, ODEIntervals):
-            return run_segments_ode(prop, cm, tab, theta, static)
+            return run_intervals_ode(prop, cm, tab, theta, static)
         if static in ("superpose", "superpose_infusion"):
             return run_superposition(cm, tab, theta, static == "superpose_infusion", paths)
         if static:
@@ -384,7 +384,7 @@ MAX_ODE_SEGMENTS = 48
 
 
 def _ode_intervals(model: Model, table: EventTable, arrays: dict[str, Any]) -> ODEIntervals | None:
-    """For a population table, the ODE kernel's plan (``run_segments_ode``) when every
+    """For a population table, the ODE kernel's plan (``run_intervals_ode``) when every
     subject's event times are known before tracing (no steady-state or reset records, dose
     times independent of parameters, covariates constant within subjects): per subject the
     intervals between doses and infusion edges, each solved once saving at the observations

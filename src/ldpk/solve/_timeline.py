@@ -313,7 +313,7 @@ def run_static_ode(
 
 @dataclass(frozen=True)
 class ODEIntervals:
-    """The static part of a population table's ODE plan (see ``run_segments_ode``): whether
+    """The static part of a population table's ODE plan (see ``run_intervals_ode``): whether
     each interval needs a solve (False where every subject's interval is empty and holds no
     observation, such as the one before a dose at the first record), and whether any dose
     is an infusion (else the solves have no input)."""
@@ -322,7 +322,7 @@ class ODEIntervals:
     infusion: bool
 
 
-def run_segments_ode(
+def run_intervals_ode(
     prop: Any, cm: CompiledModel, tab: dict[str, Any], theta: Any, plan: ODEIntervals
 ) -> tuple:
     """The ODE kernel for one subject of a population table whose schedule is known before
