@@ -168,3 +168,19 @@ def test_centred_and_noncentred_nuts_agree(model, theo):
     assert b.posterior["posterior"]["eta_CL"].dims == ("chain", "draw", "subject")
     with pytest.raises(ValueError, match="parameterization"):
         ldpk.fit(model, theo, config=CFG, parameterization="centered?", progress=False)
+
+
+def test_config_ode_section_sets_the_solver_and_is_validated(model, theo, tmp_path):
+    cfg = {**CFG, "ode": {"solver": "tsit5", "rtol": 1e-6, "max_steps": 5000}}
+    f = ldpk.fit(model, theo, config=cfg, method="map", progress=False)
+    assert f.ode == ldpk.ODEOptions(solver="tsit5", rtol=1e-6, max_steps=5000)
+    path = tmp_path / "bad.fit.yaml"
+    for section, needle in (
+        ("{solver: rk4}", "unknown solver 'rk4'"),
+        ("{tolerance: 1.0e-6}", "unknown entries ['tolerance']"),
+        ("{rtol: 0}", "rtol must be positive"),
+    ):
+        path.write_text(f"error: {{cp: {{model: additive}}}}\node: {section}\n")
+        with pytest.raises(ldpk.ModelError, match=r"bad\.fit\.yaml: ode: ") as err:
+            ldpk.fit(model, theo, config=path, method="map", progress=False)
+        assert needle in str(err.value)

@@ -342,6 +342,8 @@ def fit(
     cfg = read_config(config)
     where = str(config) if isinstance(config, (str, Path)) else "fit config"
     opts = _options(opts, cfg.get("fit") or {}, option_overrides, where)
+    if ode is None and cfg.get("ode"):
+        ode = ode_options(cfg["ode"], where)
     if isinstance(data, Dataset):
         ds = data
     else:
@@ -385,6 +387,21 @@ def fit(
     tree = _to_datatree(pm, data, samples, stats, k_pred, method)
     map_values = {k: np.asarray(v).tolist() for k, v in values.items()}
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
+
+
+def ode_options(section: Mapping[str, Any], where: str = "fit config") -> ODEOptions:
+    """:class:`~ldpk.ODEOptions` from a fit config's ``ode:`` section (e.g. ``solver: tsit5``,
+    ``rtol: 1.0e-6``, ``max_steps: 10000``); unknown keys or values raise ModelError naming
+    ``where``."""
+    valid = set(ODEOptions.__dataclass_fields__)
+    if not isinstance(section, Mapping) or set(section) - valid:
+        bad = sorted(set(section) - valid) if isinstance(section, Mapping) else section
+        raise ModelError(f"{where}: ode: unknown entries {bad}; valid: {', '.join(sorted(valid))}")  # fmt: skip
+    try:
+        out = ODEOptions(**section)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: ode: {exc}") from exc
+    return out
 
 
 def _options(opts: FitOptions, from_config: Mapping[str, Any], overrides: Mapping[str, Any], where: str) -> FitOptions:  # fmt: skip

@@ -38,7 +38,7 @@ from ldpk.model._model import make_prior
 from ldpk.solve import ODEOptions, simulate
 
 #: Top-level sections of a fit config.
-CONFIG_SECTIONS = {"parameters", "error", "covariates", "study", "data", "fit"}
+CONFIG_SECTIONS = {"parameters", "error", "covariates", "study", "data", "fit", "ode"}
 
 ERROR_MODELS = ("additive", "proportional", "combined", "lognormal", "student_t")
 COVARIATE_EFFECTS = ("power", "linear", "categorical")
@@ -157,6 +157,7 @@ def fit_spec(
         study: [CL]                 # study-level random effect on CL
         data: {time_unit: min, outputs: {lung: pct_lung}}   # options of the data reader
         fit: {chains: 4, warmup: 1000, samples: 1000}       # FitOptions
+        ode: {solver: tsit5, rtol: 1.0e-6}                  # ODEOptions (ODE kernel)
 
     Default residual error: combined, with SD priors half-normal(scale = SD of the output's
     observations) for the additive part and half-normal(0.5) for the proportional part."""

@@ -62,6 +62,15 @@ class ODEOptions:
     icoeff: float = 1.0
     gradient: str = "sensitivity"
 
+    def __post_init__(self) -> None:
+        if self.solver not in _SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; valid: {', '.join(_SOLVERS)}")
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"unknown gradient {self.gradient!r}; valid: {', '.join(GRADIENTS)}")  # fmt: skip
+        for name in ("rtol", "atol", "max_steps", "ss_rtol", "ss_atol", "ss_max_doses"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
 
 #: Ways derivatives pass through an ODE solve (ODEOptions.gradient).
 GRADIENTS = ("reverse", "forward", "sensitivity")
@@ -137,10 +146,6 @@ class ODEPropagator:
         self.cm = cm
         self.n = cm.n_states
         self.o = options
-        if options.solver not in _SOLVERS:
-            raise ValueError(f"unknown solver {options.solver!r}; valid: {', '.join(_SOLVERS)}")
-        if options.gradient not in GRADIENTS:
-            raise ValueError(f"unknown gradient {options.gradient!r}; valid: {', '.join(GRADIENTS)}")  # fmt: skip
         cls = _SOLVERS[options.solver]
         if issubclass(cls, diffrax.AbstractImplicitSolver) and cm.n_states <= MAX_SIZE:
             root = diffrax.with_stepsize_controller_tols(diffrax.VeryChord)(
