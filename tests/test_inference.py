@@ -184,3 +184,23 @@ def test_config_ode_section_sets_the_solver_and_is_validated(model, theo, tmp_pa
         with pytest.raises(ldpk.ModelError, match=r"bad\.fit\.yaml: ode: ") as err:
             ldpk.fit(model, theo, config=path, method="map", progress=False)
         assert needle in str(err.value)
+
+
+def test_map_search_steps_back_from_points_without_finite_density():
+    """A density that is NaN beyond x = 1 (as where a solve fails) with its unconstrained
+    maximum at x = 3: BFGS's line search must treat the NaN region as +inf potential and
+    stop at a finite point, not end on NaN (which was reported as 'no finite density')."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    from ldpk.inference import _map
+
+    def toy(dv=None, censored=None):
+        x = numpyro.sample("x", dist.Normal(0.0, 10.0))
+        numpyro.factor("f", jnp.where(x > 1.0, jnp.nan, -((x - 3.0) ** 2)))
+
+    mode = _map(toy, (None, None), jax.random.PRNGKey(0), hessian=None)
+    x = float(mode.values["x"])
+    assert np.isfinite(x) and 0.5 < x <= 1.0, x

@@ -451,15 +451,25 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
 
     value_and_grad = jax.jit(jax.value_and_grad(potential))
 
+    best: dict[str, Any] = {"value": np.inf, "x": None}
+
     def host(x: np.ndarray) -> tuple[float, np.ndarray]:
         v, g = value_and_grad(jnp.asarray(x), data)
-        return float(v), np.asarray(g, dtype=float)
+        v, g = float(v), np.asarray(g, dtype=float)
+        # A point where the density or its gradient is not finite (a failed solve, an
+        # overflow) is +inf for the line search, which then steps back; it used to end the
+        # search with a NaN value, reported as no finite density at all.
+        if not (np.isfinite(v) and np.all(np.isfinite(g))):
+            return np.inf, np.zeros_like(g)
+        if v < best["value"]:
+            best.update(value=v, x=np.array(x))
+        return v, g
 
     # SciPy's BFGS with JAX gradients: robust line search, converges to |grad| < 1e-6 here.
     res = scipy.optimize.minimize(host, np.asarray(flat0), jac=True, method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})  # fmt: skip
-    if not np.isfinite(res.fun):
+    if best["x"] is None:
         raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
-    x = jnp.asarray(res.x)
+    x = jnp.asarray(res.x if np.isfinite(res.fun) and res.fun <= best["value"] else best["x"])
     values = {k: v for k, v in info.postprocess_fn(unravel(x)).items() if not k.startswith("obs_")}  # fmt: skip
     cov = None
     if hessian == "exact":
