@@ -168,7 +168,7 @@ def test_truth_and_fit_config(name: str) -> None:
         centre = math.exp(a["loc"]) if prior.dist == "lognormal" else a["a"] / (a["a"] + a["b"])
         assert abs(math.log(centre / truth["typical"][p])) > 0.05, p
     cfg = yaml.safe_load((DATA / f"{name}.fit.yaml").read_text())
-    assert set(cfg) <= {"parameters", "error", "data", "fit"}
+    assert set(cfg) <= {"parameters", "error", "data", "fit", "ode"}
 
 
 def test_generator_reproduces_bundled_files(tmp_path: Path) -> None:
