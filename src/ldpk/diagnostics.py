@@ -21,8 +21,8 @@ def convergence_warnings(fit: Any) -> list[str]:
 
     Checks: R-hat ≤ 1.01 and bulk and tail ESS ≥ 400 for every population parameter and
     between-subject effect, no divergent transitions, E-BFMI ≥ 0.3 in every chain, at most 5 %
-    of iterations at the maximum tree depth. Fits by SVI,
-    MAP or Laplace carry no MCMC diagnostics; for them the list says so."""
+    of iterations at the maximum tree depth. Fits by SVI, MAP or Laplace carry no MCMC
+    diagnostics; for them the list says so."""
     import arviz as az
 
     if fit.method != "nuts":
@@ -55,8 +55,9 @@ def convergence_warnings(fit: Any) -> list[str]:
         if n_div:
             out.append(
                 f"{n_div} divergent transitions: the sampler missed part of the posterior. Raise "
-                "target_accept (0.95), or give more informative priors on ω (between-subject "
-                "SDs) and residual error."
+                "target_accept (0.95), try the other parameterization ('noncentred' when the "
+                "data say little about each subject, 'centred' when they say much), or give "
+                "more informative priors on ω (between-subject SDs) and residual error."
             )
     if stats is not None and "tree_depth" in stats:
         depth = fit.options.max_tree_depth

@@ -343,7 +343,7 @@ def fit(
     where = str(config) if isinstance(config, (str, Path)) else "fit config"
     opts = _options(opts, cfg.get("fit") or {}, option_overrides, where)
     if ode is None and cfg.get("ode"):
-        ode = ode_options(cfg["ode"], where)
+        ode = _ode_options(cfg["ode"], where)
     if isinstance(data, Dataset):
         ds = data
     else:
@@ -389,7 +389,7 @@ def fit(
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
 
 
-def ode_options(section: Mapping[str, Any], where: str = "fit config") -> ODEOptions:
+def _ode_options(section: Mapping[str, Any], where: str = "fit config") -> ODEOptions:
     """:class:`~ldpk.ODEOptions` from a fit config's ``ode:`` section (e.g. ``solver: tsit5``,
     ``rtol: 1.0e-6``, ``max_steps: 10000``); unknown keys or values raise ModelError naming
     ``where``."""
