@@ -133,7 +133,7 @@ _SETTINGS = {
         "parameterization",
         "dense_mass",
         "seed",
-    ),  # fmt: skip
+    ),
     "svi": ("svi_steps", "guide", "learning_rate", "draws", "seed"),
     "laplace": ("draws", "seed"),
     "map": ("seed",),
@@ -325,7 +325,7 @@ def _fit_html(
             "covariate effects",
             ", ".join(f"{c.kind} {c.covariate} on {c.parameter}" for c in fit.spec.covariates)
             or "none",
-        ),  # fmt: skip
+        ),
         ("timings", f"{timings}; report {seconds:.1f} s" if timings else f"report {seconds:.1f} s"),
         ("ldpk version", __version__),
     ]
@@ -384,19 +384,19 @@ def write_fit_report(
             "Goodness of fit",
             "Observed vs population (PRED, typical values at the posterior medians) and individual (IPRED, posterior median) predictions with the identity line; individual weighted residuals vs time and vs IPRED. Censored observations are open red triangles at their limit.",
             lambda p: plots.plot_goodness_of_fit(fit, p, table=table),
-        ),  # fmt: skip
+        ),
         (
             "vpc.png",
             "Visual predictive check",
             "Observed data over the 90 % intervals (bands) and medians (lines) of the simulated 5th, 50th and 95th percentiles per time bin; dashed: observed percentiles.",
             lambda p: plots.plot_vpc(fit, p),
-        ),  # fmt: skip
+        ),
         (
             "posterior_predictive.png",
             "Posterior predictive by output and time",
             "Median and 5-95th percentile band of the simulated observations (residual error included) pooled by time, against the observed values; outputs sharing a unit share a panel.",
             lambda p: plots.plot_posterior_predictive(fit, p),
-        ),  # fmt: skip
+        ),
     ]
     if n_draws > 3:
         specs.append(("trace.png", "Posterior traces", "Marginal posterior densities (one line per chain) and traces of the population parameters.", lambda p: plots.plot_trace(fit, p)))  # fmt: skip
