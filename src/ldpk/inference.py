@@ -475,7 +475,8 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     if hessian == "exact":
         h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
     elif hessian == "fd":
-        h = _fd_hessian(lambda v: host(v)[1], res.x)
+        # the raw gradient: host() turns non-finite values into +inf with a zero gradient
+        h = _fd_hessian(lambda v: np.asarray(value_and_grad(jnp.asarray(v), data)[1]), res.x)
     if hessian is not None:
         h = 0.5 * (h + h.T)
         try:

@@ -337,21 +337,22 @@ def run_intervals_ode(
     envs, _, (_, _, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
     env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
     x = cm.initial(env0) if cm.has_initial else jnp.zeros(n)
-    u, ok = jnp.zeros(n), jnp.array(True)
+    u = jnp.zeros(n) if plan.infusion else None  # None: the solves have no input
+    ok = jnp.array(True)
     x_obs = jnp.zeros((tab["obs_event"].shape[0] + 1, n))  # the last row takes the padding
     n_seg = len(plan.solve)
     for j in range(n_seg):
         if plan.solve[j]:
-            u_j = u if plan.infusion else None
-            ys, x, ok1 = prop.solve_saving(x, tab["q_t0"][j], tab["q_t1"][j], tab["q_ts"][j], u_j, env0)  # fmt: skip
+            ys, x, ok1 = prop.solve_saving(x, tab["q_t0"][j], tab["q_t1"][j], tab["q_ts"][j], u, env0)  # fmt: skip
             x_obs = x_obs.at[tab["q_obs"][j]].set(ys)
             ok = ok & ok1
         if j < n_seg - 1:
             kind, d = tab["q_kind"][j], tab["q_dose"][j]
             hot = jax.nn.one_hot(d_cmt[d], n)
             x = x + jnp.where(kind == BOLUS, d_amount[d], 0.0) * hot
-            sign = jnp.where(kind == INF_START, 1.0, jnp.where(kind == INF_STOP, -1.0, 0.0))
-            u = u + sign * d_rate[d] * hot
+            if plan.infusion:
+                sign = jnp.where(kind == INF_START, 1.0, jnp.where(kind == INF_STOP, -1.0, 0.0))
+                u = u + sign * d_rate[d] * hot
     x_obs = x_obs[:-1]
     t_obs = tab["e_time"][tab["obs_event"]]
     y_obs = jax.vmap(lambda t, xx: cm.outputs(t, xx, env0))(t_obs, x_obs)
