@@ -32,7 +32,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_median, init_to_value
-from numpyro.infer.util import initialize_model, potential_energy
+from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 from numpyro.optim import Adam
 
 from ldpk.data import Dataset, read_study
@@ -440,10 +440,15 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     (JAX, forward over reverse), 'fd' (central differences of the compiled gradient: no
     second compilation, for starting points) or None. ``data``: the model's arguments (dv,
     censored)."""
-    # validate_grad=False: numpyro would otherwise evaluate the gradient at the start op by
-    # op (seconds of small compilations); BFGS below checks the density at the start anyway.
-    info = initialize_model(key, pm, model_args=data, init_strategy=init_to_median(num_samples=31), validate_grad=False)  # fmt: skip
-    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in info.param_info.z.items()}  # fmt: skip
+    # Starting values from the priors alone (pm.priors, no solve) in one compiled function:
+    # numpyro's initialize_model runs the model op by op, and each operation compiled on its
+    # own (3-4 s per process on the one-compartment benchmark, the solve's operations
+    # included). BFGS below checks the density at the start.
+    def medians(key: Any) -> dict:
+        info = initialize_model(key, pm.priors, init_strategy=init_to_median(num_samples=31), validate_grad=False)  # fmt: skip
+        return info.param_info.z
+
+    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in jax.jit(medians)(key).items()}  # fmt: skip
     flat0, unravel = ravel_pytree(z0)
 
     def potential(x: Any, data: tuple) -> Any:
@@ -470,7 +475,10 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     if best["x"] is None:
         raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
     x = jnp.asarray(res.x if np.isfinite(res.fun) and res.fun <= best["value"] else best["x"])
-    values = {k: v for k, v in info.postprocess_fn(unravel(x)).items() if not k.startswith("obs_")}  # fmt: skip
+    # unconstrained -> constrained latent sites (the priors' supports; traced, so compiled
+    # wherever it is used)
+    postprocess = partial(constrain_fn, pm.priors, (), {})
+    values = jax.jit(postprocess)(unravel(x))
     cov = None
     if hessian == "exact":
         h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
@@ -484,7 +492,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
             cov = np.linalg.inv(h)
         except np.linalg.LinAlgError:
             pass
-    return _Mode(x, unravel, values, cov, info.postprocess_fn)
+    return _Mode(x, unravel, values, cov, postprocess)
 
 
 def _fd_hessian(grad: Any, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
@@ -668,7 +676,7 @@ def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mo
 def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
     x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
-    latent = jax.vmap(lambda v: mode.postprocess(mode.unravel(v)))(x)
+    latent = jax.jit(jax.vmap(lambda v: mode.postprocess(mode.unravel(v))))(x)
     latent = {k: v for k, v in latent.items() if k in mode.unravel(mode.flat)}
     return _with_deterministic(pm, latent, key), {}
 
@@ -833,7 +841,7 @@ class _Marginal:
         return eta, draw, ok & jnp.all(w > 0)
 
     def constrained(self, th: Any, eta: Any) -> dict:
-        """Constrained latent sites (and deterministic ones) at (theta, eta)."""
+        """Constrained latent sites at (theta, eta)."""
         return self.postprocess(self.params(th, eta))
 
 

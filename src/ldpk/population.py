@@ -423,10 +423,11 @@ class PopulationModel:
         pred = sim.outputs[ds.subject, ds.position, ds.output]
         return pred if ds.scale is None else pred * ds.scale
 
-    def __call__(self, dv: Any = None, censored: Any = None) -> None:
+    def _latent(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None, dict[str, tuple]]:  # fmt: skip
+        """Sample every latent site from its prior: typical values, ω, covariate effects
+        (``pop``), standardised subject and study effects (``z``, ``study_z``) and per output
+        the residual error parameters (additive SD, proportional SD, Student-t ν)."""
         ds, spec = self.dataset, self.spec
-        censored = jnp.asarray(ds.censored if censored is None else censored)
-        cens = self.has_censoring
         pop: dict[str, Any] = {}
         for name in self.estimated:
             pop[name] = numpyro.sample(name, prior_distribution(spec.priors[name]))
@@ -449,6 +450,25 @@ class PopulationModel:
             with numpyro.plate("study", n_study):
                 for name in spec.study_iiv:
                     study_z[name] = numpyro.sample(f"eta_study_{name}", dist.Normal(0.0, 1.0))
+        errors: dict[str, tuple] = {}
+        for out, err in spec.errors.items():
+            a = numpyro.sample(f"sigma_add_{out}", prior_distribution(err.additive)) if err.uses_additive else 0.0  # fmt: skip
+            b = numpyro.sample(f"sigma_prop_{out}", prior_distribution(err.proportional)) if err.uses_proportional else 0.0  # fmt: skip
+            nu = numpyro.sample(f"nu_{out}", prior_distribution(err.nu)) if err.kind == "student_t" else 1.0  # fmt: skip
+            errors[out] = (a, b, nu)
+        return pop, z, study_z, errors
+
+    def priors(self, *args: Any, **kwargs: Any) -> None:
+        """The latent sites alone, from their priors: no predictions and no likelihood (a
+        numpyro model for starting values and transforms that needs no solve; arguments are
+        ignored)."""
+        self._latent()
+
+    def __call__(self, dv: Any = None, censored: Any = None) -> None:
+        ds, spec = self.dataset, self.spec
+        censored = jnp.asarray(ds.censored if censored is None else censored)
+        cens = self.has_censoring
+        pop, z, study_z, errors = self._latent()
         indiv = self.individual_parameters(pop, z, study_z)
         for name in spec.iiv:
             numpyro.deterministic(f"{name}_i", indiv[name])
@@ -458,9 +478,7 @@ class PopulationModel:
         for out, err in spec.errors.items():
             sel = np.flatnonzero(ds.output == names.index(out))
             f = pred[sel]
-            a = numpyro.sample(f"sigma_add_{out}", prior_distribution(err.additive)) if err.uses_additive else 0.0  # fmt: skip
-            b = numpyro.sample(f"sigma_prop_{out}", prior_distribution(err.proportional)) if err.uses_proportional else 0.0  # fmt: skip
-            nu = numpyro.sample(f"nu_{out}", prior_distribution(err.nu)) if err.kind == "student_t" else 1.0  # fmt: skip
+            a, b, nu = errors[out]
             if err.kind == "lognormal":
                 scale, kind = jnp.broadcast_to(b, f.shape), "lognormal"
             else:
