@@ -440,6 +440,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     (JAX, forward over reverse), 'fd' (central differences of the compiled gradient: no
     second compilation, for starting points) or None. ``data``: the model's arguments (dv,
     censored)."""
+
     # Starting values from the priors alone (pm.priors, no solve) in one compiled function:
     # numpyro's initialize_model runs the model op by op, and each operation compiled on its
     # own (3-4 s per process on the one-compartment benchmark, the solve's operations
