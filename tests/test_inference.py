@@ -146,7 +146,7 @@ def test_centring_is_a_change_of_variables(model, theo):
     pm = PopulationModel(model, theo, fit_spec(model, theo, CFG))
     data = (jax.numpy.asarray(theo.dv), jax.numpy.asarray(theo.censored))
     mode = _map(pm, data, jax.random.PRNGKey(0), hessian=None)
-    c = _Centring.of(pm, mode)
+    c = _Centring.of(pm, mode, tuple(pm.spec.iiv))
     assert len(c.eta) == len(pm.spec.iiv) >= 1
     x = mode.flat + 0.3 * jax.random.normal(jax.random.PRNGKey(1), mode.flat.shape)
     w = c.to_centred(x)
@@ -159,8 +159,9 @@ def test_centred_and_noncentred_nuts_agree(model, theo):
     """Both parameterisations sample one posterior: typical values and ω agree within 0.35
     posterior SD (2 chains x 150 draws each, Monte Carlo error about 0.1 SD)."""
     kw = dict(config=CFG, progress=False, chains=2, warmup=150, samples=150, seed=5)
-    a = ldpk.fit(model, theo, **kw)
+    a = ldpk.fit(model, theo, parameterization="noncentred", **kw)
     b = ldpk.fit(model, theo, parameterization="centred", **kw)
+    assert (a.posterior.attrs["ldpk_centred"], b.posterior.attrs["ldpk_centred"]) == ("", "CL,V,KA")  # fmt: skip
     for p in ("CL", "V", "KA", "omega_KA"):
         da, db = a.draws(p).ravel(), b.draws(p).ravel()
         sd = np.sqrt(0.5 * (da.var() + db.var()))
@@ -168,6 +169,39 @@ def test_centred_and_noncentred_nuts_agree(model, theo):
     assert b.posterior["posterior"]["eta_CL"].dims == ("chain", "draw", "subject")
     with pytest.raises(ValueError, match="parameterization"):
         ldpk.fit(model, theo, config=CFG, parameterization="centered?", progress=False)
+
+
+def test_auto_parameterization_centres_where_the_data_know_each_subject(model, theo):
+    """'auto' centres a parameter where the mean Laplace variance of its standardised subject
+    effects is below 1/2: the rule on a known covariance (and non-centred without a
+    covariance), then on data: theophylline's 11 samples per subject pin each subject's CL, V
+    and KA down (variances about 0.1)."""
+    import dataclasses
+
+    import jax
+
+    from ldpk.inference import _centred_parameters, _Centring, _map
+    from ldpk.population import PopulationModel, fit_spec
+
+    pm = PopulationModel(model, theo, fit_spec(model, theo, CFG))
+    data = (jax.numpy.asarray(theo.dv), jax.numpy.asarray(theo.censored))
+    mode = _map(pm, data, jax.random.PRNGKey(0), hessian="fd")
+    pos = mode.unravel(np.arange(mode.flat.size))
+    var = np.full(mode.flat.size, 0.9)
+    var[np.asarray(pos["eta_V"])] = 0.3
+    known = dataclasses.replace(mode, cov=np.diag(var))
+    assert _centred_parameters(pm, known, "auto") == ("V",)
+    assert _centred_parameters(pm, known, "centred") == ("CL", "V", "KA")
+    assert _centred_parameters(pm, known, "noncentred") == ()
+    assert _centred_parameters(pm, dataclasses.replace(mode, cov=None), "auto") == ()
+    # centring V alone leaves the other effects as they are
+    c = _Centring.of(pm, mode, ("V",))
+    x = mode.flat + 0.3
+    w = np.asarray(c.to_centred(x))
+    others = np.setdiff1d(np.arange(x.size), np.asarray(pos["eta_V"]))
+    np.testing.assert_array_equal(w[others], np.asarray(x)[others])
+
+    assert _centred_parameters(pm, mode, "auto") == ("CL", "V", "KA")
 
 
 def test_config_ode_section_sets_the_solver_and_is_validated(model, theo, tmp_path):

@@ -47,17 +47,24 @@ from ldpk.solve import ODEOptions
 
 METHODS = ("nuts", "svi", "map", "laplace")
 GUIDES = ("normal", "fullrank", "lowrank")
-PARAMETERIZATIONS = ("noncentred", "centred")
+PARAMETERIZATIONS = ("auto", "noncentred", "centred")
+#: parameterization='auto' samples P centred when the Laplace approximation at the MAP gives
+#: its standardised subject effects a mean posterior variance below this (prior variance 1):
+#: there each subject's data say more about its P_i than the population distribution does.
+AUTO_CENTRE_VARIANCE = 0.5
 
 
 @dataclass(frozen=True)
 class FitOptions:
     """Sampler settings. ``chains``, ``warmup`` and ``samples`` per chain for NUTS;
     ``target_accept``; ``parameterization`` of the between-subject effects for NUTS:
-    'noncentred' (default; sampled as standardised z, P_i = θ exp(ω z_i), best when each
-    subject's data say little about its own parameters, as in destructive sampling) or
-    'centred' (sampled as log P_i, best when each subject's data pin its parameters down,
-    as in rich longitudinal designs, where non-centred sampling needs tiny steps); the
+    'noncentred' (sampled as standardised z, P_i = θ exp(ω z_i), best when each subject's
+    data say little about its own parameters, as in destructive sampling), 'centred'
+    (sampled as log P_i, best when each subject's data pin its parameters down, as in rich
+    longitudinal designs, where non-centred sampling needs tiny steps) or 'auto' (default:
+    per parameter P, centred where the Laplace approximation at the MAP gives the subject
+    effects of P a mean posterior variance below :data:`AUTO_CENTRE_VARIANCE`, else
+    non-centred; the choice is in the posterior's ``ldpk_centred`` attribute); the
     posterior is the same, reported as z (``eta_P``) either way. ``dense_mass``: adapt a
     dense mass matrix (correlated parameters) instead of a diagonal one;
     ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
@@ -71,7 +78,7 @@ class FitOptions:
     samples: int = 1000
     target_accept: float = 0.8
     max_tree_depth: int = 10
-    parameterization: str = "noncentred"
+    parameterization: str = "auto"
     dense_mass: bool = False
     svi_steps: int = 5000
     guide: str = "normal"
@@ -369,7 +376,7 @@ def fit(
     values = mode.values
     t0 = time.perf_counter()
     if method == "nuts":
-        samples, stats = _nuts(pm, data, k_run, opts, mode)
+        samples, stats, centred = _nuts(pm, data, k_run, opts, mode)
     elif method == "svi":
         samples, stats = _svi(pm, data, k_run, opts, mode)
     elif marginal:
@@ -385,6 +392,8 @@ def fit(
     if "sampling_s" not in timings:
         timings["sampling_s"] = time.perf_counter() - t0
     tree = _to_datatree(pm, data, samples, stats, k_pred, method)
+    if method == "nuts":
+        tree.attrs["ldpk_centred"] = ",".join(centred)  # parameters sampled centred
     map_values = {k: np.asarray(v).tolist() for k, v in values.items()}
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
 
@@ -532,7 +541,8 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     the MAP plus N(0, 0.1^2) jitter in the unconstrained space). Chains run in parallel when
     there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another."""
     chain_method = "parallel" if jax.local_device_count() >= opts.chains else "sequential"
-    centring = _Centring.of(pm, mode) if opts.parameterization == "centred" else None
+    centred = _centred_parameters(pm, mode, opts.parameterization)
+    centring = _Centring.of(pm, mode, centred)
 
     def potential_fn_gen(*data: Any) -> Any:
         def potential(x: Any) -> Any:
@@ -581,7 +591,25 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     x = {"x": jnp.asarray(flat.reshape(chains * draws, -1))}
     samples = _over_draws(constrained, x, key, data, _draws_per_chunk(pm))
     samples = {k: np.asarray(v).reshape(chains, draws, *v.shape[1:]) for k, v in samples.items()}
-    return samples, stats
+    return samples, stats, centred
+
+
+def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str) -> tuple[str, ...]:  # fmt: skip
+    """The parameters with between-subject variability that NUTS samples centred: all of them
+    ('centred'), none ('noncentred'), or ('auto') those whose standardised effects z_i have
+    a mean variance below AUTO_CENTRE_VARIANCE in the Laplace covariance at the MAP (none
+    without one). In the normal-normal model, var(z_i | data) = s^2 / (s^2 + ω^2) with s the
+    data's standard error of log P_i: below 1/2 where the data know P_i better than the
+    population does, which is where the centred form samples well and the non-centred one
+    needs small steps (Betancourt & Girolami 2015, arXiv:1312.0906)."""
+    names = tuple(pm.spec.iiv)
+    if parameterization != "auto":
+        return names if parameterization == "centred" else ()
+    if mode.cov is None:
+        return ()
+    pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))
+    var = np.diag(mode.cov)
+    return tuple(p for p in names if var[np.asarray(pos[f"eta_{p}"]).astype(int)].mean() < AUTO_CENTRE_VARIANCE)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -600,8 +628,8 @@ class _Centring:
     to_omega: tuple[Any, ...]
 
     @staticmethod
-    def of(pm: PopulationModel, mode: _Mode) -> _Centring | None:
-        names = list(pm.spec.iiv)
+    def of(pm: PopulationModel, mode: _Mode, names: Sequence[str]) -> _Centring | None:
+        """The centring of the parameters ``names`` (None if there are none)."""
         if not names:
             return None
         pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))  # each site's positions

@@ -308,6 +308,8 @@ def _fit_html(
         "standard errors.</p>"
     )
     settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()))
+    if "ldpk_centred" in fit.posterior.attrs:  # what parameterization='auto' chose
+        settings += f" (centred: {fit.posterior.attrs['ldpk_centred'] or 'none'})"
     timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in fit.timings.items())
     items: list[tuple[str, Any]] = [
         ("model", model.name),
