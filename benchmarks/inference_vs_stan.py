@@ -9,10 +9,17 @@ written to the results. (The shipped ``theo_sd`` table was not used: its pre-dos
 are positive where the model predicts 0, which a proportional error model cannot fit, and a
 simulated set has known true values and the balanced design of the prototype measurements.)
 
-Both tools fit the same posterior: the same parameterisation, the same priors (log-normal on
-CL, V, KA with the model library's locations and scale 1; half-normal(0.5) on ω_CL, ω_V and on
-the proportional SD), 4 chains × 1000 warm-up + 1000 draws, target acceptance 0.8, maximum tree
-depth 10. Starting points: ldpk's NUTS chains start from draws of the Laplace approximation at the
+Both tools fit the same posterior: the same priors (log-normal on CL, V, KA with the model
+library's locations and scale 1; half-normal(0.5) on ω_CL, ω_V and on the proportional SD),
+4 chains × 1000 warm-up + 1000 draws, target acceptance 0.8, maximum tree depth 10. NUTS can
+sample the between-subject effects in two coordinate systems of that one posterior:
+non-centred (z_i) or centred (log P_i). Stan samples the coordinates its program declares:
+the reference programs are non-centred, as in the prototype measurements;
+``one_cpt_oral_*_centred.stan`` are the centred ones (``--stan-parameterizations``). ldpk runs
+with its default, ``parameterization='auto'``, which chooses per parameter from the Laplace
+approximation at the MAP (centred here: ten samples per subject pin CL_i and V_i down), or
+with ``--ldpk-parameterizations`` given. The headline speedups compare ldpk's default with the
+reference Stan program; ``like_for_like`` compares runs that sampled the same coordinates. Starting points: ldpk's NUTS chains start from draws of the Laplace approximation at the
 MAP (found by BFGS from the prior medians); Stan's from the prior medians jittered by 10 %
 (``--stan-init``; with Stan's default random inits, uniform(-2, 2) on the unconstrained scale, a
 chain can start and stay in the flip-flop mode KA < CL/V and R-hat is 1.5). Two versions:
@@ -59,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -104,7 +112,12 @@ RHAT_MAX = 1.01
 QUIET_LOAD = 1.3  # 1-min load average below which timings on the 2-core machine are valid
 AGREE_K = 4.0  # |Δmean| ≤ AGREE_K · sqrt(mcse_ldpk² + mcse_stan²)
 
-STAN_FILES = {"closed_form": "one_cpt_oral_closed.stan", "ode": "one_cpt_oral_ode.stan"}
+STAN_FILES = {
+    ("closed_form", "noncentred"): "one_cpt_oral_closed.stan",
+    ("ode", "noncentred"): "one_cpt_oral_ode.stan",
+    ("closed_form", "centred"): "one_cpt_oral_closed_centred.stan",
+    ("ode", "centred"): "one_cpt_oral_ode_centred.stan",
+}
 LDPK_KERNEL = {"closed_form": "analytic", "ode": "ode"}
 
 MODEL: dict[str, Any] = {
@@ -195,10 +208,10 @@ def stan_data(sim: dict[str, Any], version: str, use_bdf: bool = False) -> dict[
     return data
 
 
-def stan_inits(chains: int) -> list[dict[str, Any]]:
+def stan_inits(chains: int, centred: bool = False) -> list[dict[str, Any]]:
     """Stan's starting points: the prior medians (typical values exp(loc), ω and σ at the
-    half-normal median 0.674·scale), between-subject effects 0, each value multiplied by
-    exp(0.1·N(0, 1)) per chain (fixed seed). ldpk's MAP search starts from the same medians;
+    half-normal median 0.674·scale), between-subject effects 0 (centred: log P_i = log P),
+    each value multiplied by exp(0.1·N(0, 1)) per chain (fixed seed). ldpk's MAP search starts from the same medians;
     Stan's default (uniform(-2, 2) on the unconstrained scale) can start chains in the
     flip-flop mode (KA < CL/V), where they stay."""
     rng = np.random.default_rng(SEED + 1)
@@ -208,7 +221,10 @@ def stan_inits(chains: int) -> list[dict[str, Any]]:
     out = []
     for _ in range(chains):
         d: dict[str, Any] = {k: v * math.exp(0.1 * rng.standard_normal()) for k, v in med.items()}
-        d |= {"eta_CL": [0.0] * N_SUBJECTS, "eta_V": [0.0] * N_SUBJECTS}
+        if centred:
+            d |= {f"log_{p}_i": [math.log(d[p])] * N_SUBJECTS for p in ("CL", "V")}
+        else:
+            d |= {"eta_CL": [0.0] * N_SUBJECTS, "eta_V": [0.0] * N_SUBJECTS}
         out.append(d)
     return out
 
@@ -260,7 +276,7 @@ def _ldpk_worker(args: argparse.Namespace) -> dict[str, Any]:
             fit = ldpk.fit(
                 model, ds, config=FIT_CONFIG, method="nuts", chains=args.chains,
                 warmup=args.warmup, samples=args.samples, seed=FIT_SEED, progress=False,
-                kernel=LDPK_KERNEL[args.version], ode=ode,
+                kernel=LDPK_KERNEL[args.version], ode=ode, parameterization=args.parameterization,
             )  # fmt: skip
             wall = time.perf_counter() - t0
         ss = fit.posterior["sample_stats"]
@@ -280,6 +296,7 @@ def _ldpk_worker(args: argparse.Namespace) -> dict[str, Any]:
         "chain_method": "parallel" if jax.local_device_count() >= args.chains else "sequential",
         "fits": fits,
         "summary": summarise(fit.posterior),
+        "centred": fit.posterior.attrs.get("ldpk_centred", ""),
     }
 
 
@@ -289,9 +306,10 @@ def _stan_worker(args: argparse.Namespace) -> dict[str, Any]:
     import httpstan.models
     import stan
 
-    code = (HERE / "stan" / STAN_FILES[args.version]).read_text()
+    file = STAN_FILES[args.version, args.parameterization]
+    code = (HERE / "stan" / file).read_text()
     data = stan_data(simulate_data(), args.version, use_bdf=args.stan_solver == "bdf")
-    out: dict[str, Any] = {"stan_file": f"benchmarks/stan/{STAN_FILES[args.version]}"}
+    out: dict[str, Any] = {"stan_file": f"benchmarks/stan/{file}"}
     if args.compile:
         name = httpstan.models.calculate_model_name(code)
         with contextlib.suppress(FileNotFoundError, KeyError):
@@ -306,7 +324,7 @@ def _stan_worker(args: argparse.Namespace) -> dict[str, Any]:
     out["load_average_before"] = load_average()
     kw: dict[str, Any] = {}
     if args.stan_init == "prior-median":
-        kw["init"] = stan_inits(args.chains)
+        kw["init"] = stan_inits(args.chains, centred=args.parameterization == "centred")
     t0 = time.perf_counter()
     fit = model.sample(num_chains=args.chains, num_warmup=args.warmup, num_samples=args.samples, **kw)  # fmt: skip
     out["sampling_s"] = time.perf_counter() - t0
@@ -360,14 +378,15 @@ def _spawn(
         return res
 
 
-def run_ldpk(version: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_ldpk(version: str, args: argparse.Namespace, param: str) -> dict[str, Any]:
     """Three fresh processes: a cold fit with the persistent cache off (LDPK_NO_CACHE=1); a fit
     that fills a new persistent cache; a warm fit reading it, repeated in the same process.
     Chains in parallel over ``--host-devices`` devices; if that fails, sequential (1 device)."""
     attempts = []
     for devices in dict.fromkeys([args.host_devices, 1]):
         base = {"LDPK_HOST_DEVICES": str(devices)}
-        cold = _spawn("ldpk", version, args, {**base, "LDPK_NO_CACHE": "1"}, ["--fits", "1"])
+        flags = ["--parameterization", param]
+        cold = _spawn("ldpk", version, args, {**base, "LDPK_NO_CACHE": "1"}, ["--fits", "1", *flags])  # fmt: skip
         if "error" in cold:
             attempts.append({"host_devices": devices, "error": cold["error"]})
             continue
@@ -375,8 +394,8 @@ def run_ldpk(version: str, args: argparse.Namespace) -> dict[str, Any]:
             return {"host_devices": devices, "failed_attempts": attempts, "cold": cold}
         with tempfile.TemporaryDirectory(prefix="ldpk-bench-cache-") as cache:
             env = {**base, "LDPK_CACHE_DIR": cache}
-            fill = _spawn("ldpk", version, args, env, ["--fits", "1"])
-            warm = _spawn("ldpk", version, args, env, ["--fits", "2"])
+            fill = _spawn("ldpk", version, args, env, ["--fits", "1", *flags])
+            warm = _spawn("ldpk", version, args, env, ["--fits", "2", *flags])
         return {
             "host_devices": devices, "failed_attempts": attempts,
             "cold": cold, "fill_cache": fill, "warm": warm,
@@ -384,18 +403,19 @@ def run_ldpk(version: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"failed_attempts": attempts, "error": "every attempt failed"}
 
 
-def run_stan(version: str, args: argparse.Namespace, solver: str) -> dict[str, Any]:
-    return _spawn("stan", version, args, {}, ["--compile", "--stan-solver", solver])
+def run_stan(version: str, args: argparse.Namespace, solver: str, param: str) -> dict[str, Any]:
+    flags = ["--compile", "--stan-solver", solver, "--parameterization", param]
+    return _spawn("stan", version, args, {}, flags)
 
 
-def ldpk_row(version: str, res: dict[str, Any]) -> dict[str, Any]:
+def ldpk_row(version: str, res: dict[str, Any], param: str) -> dict[str, Any]:
     """Time to result: the warm fit (first fit of a fresh process with the persistent cache
     filled); compile time: the cold fit (cache off) minus that. With --cold-only, the cold fit
     is the time to result and compile time is not measured."""
     stages = ("cold",) if "warm" not in res and "error" not in res else ("cold", "fill_cache", "warm")  # fmt: skip
     bad = [k for k in stages if k not in res or "error" in res[k]]
     if "error" in res or bad:
-        return {"tool": "ldpk", "version": version, "error": {"failed": bad, **res}}
+        return {"tool": "ldpk", "version": version, "parameterization": param, "error": {"failed": bad, **res}}  # fmt: skip
     cold = res["cold"]["fits"][0]
     if "warm" in res:
         fill = res["fill_cache"]["fits"][0]
@@ -410,6 +430,9 @@ def ldpk_row(version: str, res: dict[str, Any]) -> dict[str, Any]:
         "tool": "ldpk",
         "version": version,
         "method": f"kernel={LDPK_KERNEL[version]}",
+        "parameterization": param,
+        # what NUTS sampled centred ('auto' decides per parameter from the MAP)
+        "centred": proc.get("centred", ""),
         "chain_method": proc["chain_method"],
         "host_devices": res["host_devices"],
         "time_to_result_s": warm["wall_s"],
@@ -429,15 +452,17 @@ def ldpk_row(version: str, res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stan_row(version: str, res: dict[str, Any], solver: str) -> dict[str, Any]:
+def stan_row(version: str, res: dict[str, Any], solver: str, param: str) -> dict[str, Any]:
     if "error" in res:
-        return {"tool": "pystan", "version": version, "solver": solver, "error": res}
+        return {"tool": "pystan", "version": version, "solver": solver, "parameterization": param, "error": res}  # fmt: skip
     summ = res["summary"]
     method = {"closed_form": "analytic", "rk45": "ode_rk45_tol", "bdf": "ode_bdf_tol"}
     return {
         "tool": "pystan",
         "version": version,
         "method": method["closed_form" if version == "closed_form" else solver],
+        "parameterization": param,
+        "centred": "CL,V" if param == "centred" else "",
         "stan_file": res["stan_file"],
         "time_to_result_s": res["sampling_s"],
         "compile_s": res.get("compile_s"),
@@ -497,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold-only", action="store_true", help="ldpk: only the cold fit (no persistent-cache runs): time to result includes compilation")  # fmt: skip
     ap.add_argument("--keep-from", type=Path, default=None, help="take the rows of tools/versions not run now from this earlier results file (marked reused_from with its commit and date)")  # fmt: skip
     ap.add_argument("--stan-bdf", action="store_true", help="also run Stan's ODE version with ode_bdf_tol")  # fmt: skip
+    ap.add_argument("--ldpk-parameterizations", nargs="+", default=["auto"], choices=["auto", "noncentred", "centred"], help="ldpk's NUTS parameterization(s) (default: ldpk's default, 'auto')")  # fmt: skip
+    ap.add_argument("--stan-parameterizations", nargs="+", default=["noncentred", "centred"], choices=["noncentred", "centred"], help="the Stan programs to run: non-centred (the reference program) and centred")  # fmt: skip
     # worker mode (internal)
     ap.add_argument("--worker", choices=["ldpk", "stan"], help=argparse.SUPPRESS)
     ap.add_argument("--version", choices=["closed_form", "ode"], help=argparse.SUPPRESS)
@@ -504,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fits", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--stan-solver", default="rk45", choices=["rk45", "bdf"], help=argparse.SUPPRESS)  # fmt: skip
+    ap.add_argument("--parameterization", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     n = 150 if args.quick else 1000
     args.warmup = args.warmup or n
@@ -530,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         "ldpk_init": "MAP by BFGS from the prior medians, chains from draws of the Laplace approximation",
     }  # fmt: skip
     problem = {
-        "model": "one compartment, first-order absorption; log-normal IIV (non-centred) on CL, V; proportional error",  # fmt: skip
+        "model": "one compartment, first-order absorption; log-normal IIV on CL, V; proportional error",  # fmt: skip
         "data": f"simulated inside the script (seed {SEED}) from the analytic solution",
         "n_subjects": N_SUBJECTS, "dose_mg": DOSE, "times_h": TIMES,
         "true_values": TRUE, "true_individual": {"CL_i": sim["CL_i"], "V_i": sim["V_i"]},
@@ -546,28 +574,39 @@ def main(argv: list[str] | None = None) -> int:
     for version in args.versions:
         print(f"{version}:", file=sys.stderr, flush=True)
         if "ldpk" in args.tools:
-            raw[f"ldpk_{version}"] = r = run_ldpk(version, args)
-            rows.append(ldpk_row(version, r))
+            for param in args.ldpk_parameterizations:
+                raw[f"ldpk_{version}_{param}"] = r = run_ldpk(version, args, param)
+                rows.append(ldpk_row(version, r, param))
         if "stan" in args.tools:
             solvers = ["rk45", "bdf"] if version == "ode" and args.stan_bdf else ["rk45"]
-            for solver in solvers:
-                raw[f"stan_{version}_{solver}"] = r = run_stan(version, args, solver)
-                rows.append(stan_row(version, r, solver))
+            for solver, param in itertools.product(solvers, args.stan_parameterizations):
+                raw[f"stan_{version}_{solver}_{param}"] = r = run_stan(version, args, solver, param)
+                rows.append(stan_row(version, r, solver, param))
+    failed = [f"{r['tool']} {r['version']} {r['parameterization']}" for r in rows if "error" in r]
 
-    if args.keep_from:  # rows of tools/versions not run now, from an earlier results file
+    if args.keep_from:  # rows not run now, from an earlier results file
         old = json.loads(args.keep_from.read_text())
-        ran = {(r["tool"], r["version"]) for r in rows}
+        ran = {_key(r) for r in rows}
         origin = {"commit": old["git"]["commit"], "date_utc": old["machine"]["date_utc"]}
         for r in old["rows"]:
-            if (r["tool"], r["version"]) not in ran:
+            if _key(r) not in ran:
                 rows.append({**r, "reused_from": r.get("reused_from", origin)})
         for k, v in old["raw"].items():
             raw.setdefault(k, v)
 
-    def find(tool: str, version: str, method: str | None = None) -> dict[str, Any] | None:
+    def find(tool: str, version: str, centred: str | None = None, param: str | None = None) -> dict[str, Any] | None:  # fmt: skip
+        """The first successful row of ``tool`` and ``version`` with that parameterisation:
+        requested (``param``) or sampled centred (``centred``: 'CL,V' or '')."""
         for r in rows:
-            if r["tool"] == tool and r["version"] == version and "error" not in r and (method is None or r["method"] == method):  # fmt: skip
-                return r
+            if r["tool"] != tool or r["version"] != version or "error" in r:
+                continue
+            if r.get("method", "").startswith("ode_bdf"):
+                continue
+            if param is not None and r.get("parameterization", "noncentred") != param:
+                continue
+            if centred is not None and r.get("centred", "") != centred:
+                continue
+            return r
         return None
 
     results: dict[str, Any] = {
@@ -580,8 +619,11 @@ def main(argv: list[str] | None = None) -> int:
         "raw": raw,
         "agreement": {},
     }
-    for version, stan_method in (("closed_form", "analytic"), ("ode", "ode_rk45_tol")):
-        a, b = find("ldpk", version), find("pystan", version, stan_method)
+    results["like_for_like"] = {}
+    for version in ("closed_form", "ode"):
+        # Headline: ldpk as a user runs it (its default, parameterization='auto') against the
+        # reference (non-centred) Stan program.
+        a, b = find("ldpk", version, param="auto"), find("pystan", version, param="noncentred")
         key = "speedup_closed_form" if version == "closed_form" else "speedup_ode"
         results[key] = b["time_to_result_s"] / a["time_to_result_s"] if a and b else None
         # Without ldpk's MAP start. fit.timings["sampling_s"] cannot separate NUTS from the
@@ -591,31 +633,53 @@ def main(argv: list[str] | None = None) -> int:
         results[f"{key}_without_map"] = nuts
         if a and b:
             results["agreement"][version] = agreement(a, b)
+        # Like for like: both tools sampling the same coordinates.
+        for centred, label in (("", "noncentred"), ("CL,V", "centred")):
+            a, b = find("ldpk", version, centred=centred), find("pystan", version, centred=centred)
+            if a and b:
+                results["like_for_like"][f"{version}_{label}"] = {
+                    "speedup": b["time_to_result_s"] / a["time_to_result_s"],
+                    "ldpk_parameterization": a["parameterization"],
+                    "agreement": agreement(a, b),
+                }  # fmt: skip
     results["load_average_end"] = load_average()
     loads = [r["load_average_before"][0] for r in rows if r.get("load_average_before")]
     results["quiet_machine"] = bool(loads) and max(loads) < QUIET_LOAD
+    if failed:  # never replace a results file with failed rows
+        out = out.with_name(out.stem + ".failed.json")
     write_json_atomic(out, results)
     print(report(results))
     print(f"\nwrote {out}", file=sys.stderr)
+    if failed:
+        print(f"FAILED: {', '.join(failed)}; the results file was left as it was", file=sys.stderr)
+        return 1
     return 0
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What a row measured: tool, version, method and requested parameterisation (rows of
+    runs before the option were non-centred)."""
+    return row["tool"], row["version"], row.get("method", row.get("solver", "")), row.get("parameterization", "noncentred")  # fmt: skip
 
 
 def report(res: dict[str, Any]) -> str:
     """The README table and a line per version on the speedup and the posterior agreement."""
-    head = ["version", "tool", "method", "compile (s)", "time to result (s)", "min bulk ESS", "ESS/s", "max R-hat", "load"]  # fmt: skip
+    head = ["version", "tool", "method", "sampled", "compile (s)", "time to result (s)", "min bulk ESS", "ESS/s", "max R-hat", "load"]  # fmt: skip
     body = []
     for r in res["rows"]:
         if "error" in r:
-            body.append([r["version"], r["tool"], "failed", "—", "—", "—", "—", "—", "—"])
+            body.append([r["version"], r["tool"], "failed", r.get("parameterization", "—"), "—", "—", "—", "—", "—", "—"])  # fmt: skip
             continue
         load = r.get("load_average_before")
+        param = r.get("parameterization", "noncentred")
+        sampled = "centred" if r.get("centred") else "non-centred"
         body.append([
             r["version"].replace("_", " "), r["tool"] + (" (earlier)" if "reused_from" in r else ""),
-            r["method"], fmt_num(r["compile_s"]),
+            r["method"], sampled + (" (auto)" if param == "auto" else ""), fmt_num(r["compile_s"]),
             fmt_num(r["time_to_result_s"]), fmt_num(r["min_ess_bulk"]), fmt_num(r["ess_per_s"]),
             f"{r['max_r_hat_all']:.3f}", f"{load[0]:.2f}" if load else "—",
         ])  # fmt: skip
-    lines = [markdown_table(head, body, right=(3, 4, 5, 6, 7, 8)), ""]
+    lines = [markdown_table(head, body, right=(4, 5, 6, 7, 8, 9)), ""]
     for r in res["rows"]:
         if "reused_from" in r:
             o = r["reused_from"]
@@ -627,7 +691,10 @@ def report(res: dict[str, Any]) -> str:
         if v is not None:
             nuts = res.get(f"{key}_without_map")
             alone = "" if nuts is None else f" (without ldpk's MAP start: {nuts:.2f}×)"
-            lines.append(f"- {version}: PyStan time ÷ ldpk time = {v:.2f}×{alone}")
+            lines.append(f"- {version}: PyStan (non-centred program) time ÷ ldpk (default) time = {v:.2f}×{alone}")  # fmt: skip
+    for name, lfl in res.get("like_for_like", {}).items():
+        version, _, param = name.rpartition("_")
+        lines.append(f"- {version.replace('_', ' ')}, both {param.replace('non', 'non-')}: PyStan time ÷ ldpk time = {lfl['speedup']:.2f}×")  # fmt: skip
     for version, ag in res["agreement"].items():
         state = "agree" if ag["ok"] else "DISAGREE" if ag.get("both_converged", True) else "cannot be compared (not converged)"  # fmt: skip
         lines.append(
