@@ -179,6 +179,8 @@ def _one(model, ds, cfg, fit_cfg, lloq, key, r: int, args) -> dict:
         if stats is not None
         else None,  # fmt: skip
         "n_censored": int(np.sum(data.censored != 0)),
+        # parameters NUTS sampled centred (parameterization 'auto' decides per replicate)
+        "centred": f.posterior.attrs.get("ldpk_centred"),
         "params": {},
     }
     for name in f.parameter_names():
