@@ -138,6 +138,15 @@ def test_report_html_without_warnings_says_so(tiny_fit, monkeypatch):
     assert "No convergence problems found" in text and "class='warn'" not in text
 
 
+def test_report_says_what_nuts_sampled_centred(tiny_fit):
+    tree = tiny_fit.posterior.copy()
+    tree.attrs = {**tree.attrs, "ldpk_centred": "CL,V"}  # as fit() records it for NUTS
+    fit = dataclasses.replace(tiny_fit, posterior=tree)
+    text = _fit_html(fit, pd.DataFrame({"parameter": ["CL"]}), [], [], [], 0.0)
+    assert "(centred: CL,V)" in text
+    assert "centred:" not in _fit_html(tiny_fit, pd.DataFrame({"parameter": ["CL"]}), [], [], [], 0.0)  # fmt: skip
+
+
 def test_input_files_are_never_overwritten(tiny_fit, theo, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
