@@ -344,6 +344,9 @@ def test_hand_computed_conversions():
     assert c(2e4, "cells", "%ID", dose=1e6) == pytest.approx(2.0)
     assert c(20.0, "%ID/g", "cells/g", dose=1e6) == pytest.approx(2e5)
     assert c(2e5, "cells/g", "cells", organ_weight_g=0.1) == pytest.approx(2e4)
+    # singular spellings (msc_pbpk's amount unit is 'cell') are the same units
+    assert c(2e5, "cell/g", "cells", organ_weight_g=0.1) == pytest.approx(2e4)
+    assert c(20.0, "%ID/g", "particle/g", dose=1e6) == pytest.approx(2e5)
     assert c(20.0, "%ID/g", "ID/g") == pytest.approx(0.2)
     assert c(20.0, "%ID/g", "%ID", organ_weight_g=0.1) == pytest.approx(2.0)
     # activity: 1 mCi = 37 MBq

@@ -614,6 +614,8 @@ def merge(model_spec: Mapping[str, Any], *fragments: Mapping[str, Any]) -> dict[
 # ---- biodistribution units -------------------------------------------------------------------
 _RELATIVE = {"fraction": 1.0, "ID": 1.0, "%ID": 0.01}
 _AMOUNT = ("amount", "cells", "particles", "mitochondria", "cell-eq")
+#: singular spellings of amount units (model files say 'cell', tables 'cells')
+_AMOUNT_SINGULAR = {"cell": "cells", "particle": "particles", "mitochondrion": "mitochondria"}
 _ACTIVITY = {
     "Bq": 1.0, "kBq": 1e3, "MBq": 1e6, "GBq": 1e9,
     "nCi": 37.0, "uCi": 3.7e4, "µCi": 3.7e4, "μCi": 3.7e4, "mCi": 3.7e7, "Ci": 3.7e10,
@@ -642,6 +644,7 @@ def _parse_unit(text: str, what: str) -> _Unit:
     s = text.strip()
     per_gram = s.endswith("/g")
     base = s[:-2].strip() if per_gram else s
+    base = _AMOUNT_SINGULAR.get(base, base)
     for kind, table in (("relative", _RELATIVE), ("activity", _ACTIVITY), ("count", _COUNT)):
         if base in table:
             return _Unit(s, base, kind, table[base], per_gram)
