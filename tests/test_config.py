@@ -1,4 +1,4 @@
-"""ldpk's JAX configuration: the persistent compilation cache and its size limit."""
+"""ldpk's JAX configuration (the persistent compilation cache and its size limit) and file writing."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ def test_prune_cache_deletes_the_oldest_files_beyond_the_limit(tmp_path):
     removed = prune_cache(tmp_path, 800)  # down to 3/4 of it: 600 bytes, 6 files left
     assert sorted(p.name for p in removed) == [f"entry{i}-cache" for i in range(4)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"entry{i}-cache" for i in range(4, 10)]
+
+
+def test_written_files_get_the_permissions_open_would_give(tmp_path):
+    """atomic_path writes through a mkstemp file (mode 0600); the renamed output must be
+    readable as a file written with open() is (0666 less the umask)."""
+    from ldpk._io import atomic_path
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_path(tmp_path / "atomic.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
