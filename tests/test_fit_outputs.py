@@ -147,6 +147,18 @@ def test_report_says_what_nuts_sampled_centred(tiny_fit):
     assert "centred:" not in _fit_html(tiny_fit, pd.DataFrame({"parameter": ["CL"]}), [], [], [], 0.0)  # fmt: skip
 
 
+def test_a_later_fit_leaves_no_figure_of_an_earlier_one(tiny_fit, tmp_path):
+    """rank.png of a two-chain fit must not stay beside the report of a one-chain fit."""
+    write_fit_report(tiny_fit, tmp_path)
+    assert (tmp_path / "rank.png").exists()
+    one_chain = tiny_fit.posterior.copy()
+    for g in ("posterior", "posterior_predictive", "log_likelihood"):
+        one_chain[g] = tiny_fit.posterior[g].to_dataset().isel(chain=[0])
+    written = write_fit_report(dataclasses.replace(tiny_fit, posterior=one_chain), tmp_path)
+    assert not (tmp_path / "rank.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
 def test_input_files_are_never_overwritten(tiny_fit, theo, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

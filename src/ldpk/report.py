@@ -366,7 +366,9 @@ def write_fit_report(
       table, the model/data/method summary and the figures embedded.
 
     Every file is written atomically; ``protect`` lists the user's inputs (data, model,
-    config), which are never overwritten (checked before anything is written). A figure that
+    config), which are never overwritten (checked before anything is written). Report files
+    of an earlier fit into the same folder that this fit does not write (``rank.png`` after
+    a one-chain fit, a figure that failed) are deleted. A figure that
     cannot be drawn is reported in the HTML and as a warning instead of losing the rest."""
     from ldpk import plots
 
@@ -423,6 +425,10 @@ def write_fit_report(
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     written.append(html_path)
+    for name in FIT_REPORT_FILES:  # a figure of an earlier fit into this folder would mislead
+        stale = out / name
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     return written
 
 
