@@ -223,6 +223,20 @@ def test_censoring_by_cens_left_and_right(pk):
     np.testing.assert_array_equal(ds.censored, [0, 1, 0, -1])
     np.testing.assert_array_equal(ds.limit, [np.nan, 0.2, np.nan, 0.8])
     np.testing.assert_array_equal(ds.dv, [5.0, 0.2, 2.0, 0.8])
+    # LIMIT is the other end of the interval (nlmixr2, Monolix): 0 < value < 0.2
+    np.testing.assert_array_equal(ds.bound, [np.nan, 0.0, np.nan, np.nan])
+
+
+def test_censoring_limit_must_lie_beyond_the_censoring_limit(pk):
+    df = cens_table(CENS=[0, 0, 1, 0, -1], LIMIT=[np.nan, np.nan, 0.5, np.nan, 0.3])
+    df.loc[3, "DV"] = 2.0
+    with pytest.raises(DataError) as err:
+        read_data(pk, df)
+    msg = str(err.value)
+    assert "row 3, column LIMIT: 0.5 must be below the censoring limit in DV (0.2)" in msg
+    assert "row 5, column LIMIT: 0.3 must be above the censoring limit in DV (0.8)" in msg
+    # without CENS, or with BLQ, LIMIT is no interval
+    assert read_data(pk, df.drop(columns="CENS").assign(BLQ=[0, 0, 1, 0, 0])).bound is None
 
 
 @pytest.mark.parametrize(

@@ -44,15 +44,20 @@ def one_cpt() -> ldpk.Model:
     return ldpk.load_model("one_compartment")
 
 
-def with_censoring(frame: pd.DataFrame) -> pd.DataFrame:
+def with_censoring(frame: pd.DataFrame, interval: bool = False) -> pd.DataFrame:
     """theo_sd with a CENS column: two observations censored below (the true value is below
-    DV) and one above (it is above DV)."""
+    DV) and one above (it is above DV); ``interval``: with a LIMIT column giving the other
+    end of two of the intervals (0 below, 3 x DV above)."""
     f = frame.copy()
     f["CENS"] = 0
     obs = f.index[f["EVID"] == 0]
     f.loc[obs[-1], "CENS"] = 1  # last observation of the last subject (24 h, low)
     f.loc[obs[10], "CENS"] = 1
     f.loc[obs[4], "CENS"] = -1  # near the peak of subject 1
+    if interval:
+        f["LIMIT"] = np.nan
+        f.loc[obs[-1], "LIMIT"] = 0.0
+        f.loc[obs[4], "LIMIT"] = 3.0 * f.loc[obs[4], "DV"]
     return f
 
 
@@ -68,7 +73,8 @@ def oracle_log_density(frame: pd.DataFrame, subjects: list, spec, point: dict, e
     """log p(parameters, data) written out with scipy.stats from the raw table: log-normal
     priors on CL, V, KA; half-normal priors on the between-subject SDs and the residual SDs;
     standard normal subject effects; P_i = P exp(omega_P eta_P,i); additive or combined normal
-    residual error with M3 terms for censored observations."""
+    residual error with M3 terms for censored observations (interval probabilities where a
+    LIMIT gives the other end)."""
     lp = 0.0
     for name in ("CL", "V", "KA"):
         a = dict(spec.priors[name].args)
@@ -91,9 +97,17 @@ def oracle_log_density(frame: pd.DataFrame, subjects: list, spec, point: dict, e
         sd = np.sqrt(a_sd**2 + (b_sd * f) ** 2)
         y = obs["DV"].to_numpy()
         cens = obs["CENS"].to_numpy() if "CENS" in obs else np.zeros(len(obs))
-        lp += stats.norm.logpdf(y[cens == 0], f[cens == 0], sd[cens == 0]).sum()
-        lp += stats.norm.logcdf(y[cens == 1], f[cens == 1], sd[cens == 1]).sum()
-        lp += stats.norm.logsf(y[cens == -1], f[cens == -1], sd[cens == -1]).sum()
+        other = obs["LIMIT"].to_numpy() if "LIMIT" in obs else np.full(len(obs), np.nan)
+        d = stats.norm(f, sd)
+        for j in range(len(y)):
+            if cens[j] == 0:
+                lp += d.logpdf(y)[j]
+            elif cens[j] == 1:
+                lo = d.cdf(other)[j] if np.isfinite(other[j]) else 0.0
+                lp += np.log(d.cdf(y)[j] - lo)
+            else:
+                hi = d.sf(other)[j] if np.isfinite(other[j]) else 0.0
+                lp += np.log(d.sf(y)[j] - hi)
     return float(lp)
 
 
@@ -114,15 +128,17 @@ def points(n_subjects: int, error: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("error", "censored"), [("additive", False), ("additive", True), ("combined", True)]
+    ("error", "censored"),
+    [("additive", False), ("additive", True), ("combined", True), ("combined", "interval")],
 )
 def test_log_density_matches_scipy_oracle(theo_frame, one_cpt, error, censored):
     """numpyro's log joint (constrained space) and potential energy (unconstrained space, with
     the log-Jacobian of the exp transforms) equal the hand-written density to 1e-8."""
-    frame = with_censoring(theo_frame) if censored else theo_frame
+    frame = with_censoring(theo_frame, interval=censored == "interval") if censored else theo_frame
     ds = ldpk.read_data(one_cpt, frame)
     if censored:
         assert sorted(np.unique(ds.censored).tolist()) == [-1, 0, 1]
+    assert (0 if ds.bound is None else np.isfinite(ds.bound).sum()) == (2 if censored == "interval" else 0)  # fmt: skip
     spec = fit_spec(one_cpt, ds, {"error": {"cp": {"model": error}}})
     pm = PopulationModel(one_cpt, ds, spec)
     dv = jnp.asarray(ds.dv)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -48,6 +49,54 @@ def test_student_t_residual_matches_scipy():
     expect[3] = stats.t.logcdf(DV[3], nu, F[3], SD[3])
     expect[4] = stats.t.logsf(DV[4], nu, F[4], SD[4])
     np.testing.assert_allclose(lp, expect, rtol=1e-9)
+
+
+# Other ends of the censoring intervals (LIMIT): observation 3 lies between 0.5 and its
+# limit 1.0 (CENS 1), observation 4 between its limit 20 and 30 (CENS -1, 11-20 SDs above).
+BOUND = np.array([np.nan, np.nan, np.nan, 0.5, 30.0])
+
+
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "student_t"])
+def test_interval_censoring_matches_scipy(kind):
+    """log P(bound < Y < limit) with CENS 1 and log P(limit < Y < bound) with CENS -1, against
+    differences of SciPy's CDFs (rtol 1e-9); uncensored rows keep their density; a NaN bound
+    gives the M3 tail."""
+    nu, s = 4.5, 0.25
+    sd = np.full(5, s) if kind == "lognormal" else SD
+    r = Residual(jnp.asarray(F), jnp.asarray(sd), jnp.asarray(CENS), kind=kind, nu=nu, bound=jnp.asarray(BOUND))  # fmt: skip
+    lp = np.asarray(r.log_prob(jnp.asarray(DV)))
+    if kind == "normal":
+        d = stats.norm(F, SD)
+        expect = d.logpdf(DV)
+    elif kind == "lognormal":
+        d = stats.lognorm(s, scale=F)
+        expect = d.logpdf(DV)
+    else:
+        d = stats.t(nu, F, SD)
+        expect = d.logpdf(DV)
+    expect[3] = np.log(d.cdf(DV[3])[3] - d.cdf(BOUND[3])[3])
+    expect[4] = np.log(d.sf(DV[4])[4] - d.sf(BOUND[4])[4])  # the upper tail, from its side
+    np.testing.assert_allclose(lp, expect, rtol=1e-9)
+    no_bound = Residual(jnp.asarray(F), jnp.asarray(sd), jnp.asarray(CENS), kind=kind, nu=nu)
+    m3 = np.asarray(no_bound.log_prob(jnp.asarray(DV)))
+    nan = Residual(jnp.asarray(F), jnp.asarray(sd), jnp.asarray(CENS), kind=kind, nu=nu, bound=jnp.full(5, jnp.nan))  # fmt: skip
+    np.testing.assert_allclose(np.asarray(nan.log_prob(jnp.asarray(DV))), m3, rtol=1e-12)
+
+
+def test_interval_censoring_gradients_are_finite_at_infinite_ends():
+    """A NaN bound (an infinite end) and a log-normal interval down to 0 (log 0 = -inf) must
+    not give NaN gradients; 0 to the limit is the M3 tail of a log-normal."""
+    bound = jnp.asarray([np.nan, np.nan, np.nan, 0.0, np.nan])
+
+    def total(loc, kind):
+        r = Residual(loc, jnp.full(5, 0.3), jnp.asarray(CENS), kind=kind, bound=bound)
+        return r.log_prob(jnp.asarray(DV)).sum()
+
+    for kind in ("normal", "lognormal", "student_t"):
+        g = np.asarray(jax.grad(total)(jnp.asarray(F), kind))
+        assert np.all(np.isfinite(g)), (kind, g)
+    m3 = Residual(jnp.asarray(F), jnp.full(5, 0.3), jnp.asarray(CENS), kind="lognormal")
+    np.testing.assert_allclose(float(total(jnp.asarray(F), "lognormal")), float(m3.log_prob(jnp.asarray(DV)).sum()), rtol=1e-12)  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["normal", "lognormal", "student_t"])

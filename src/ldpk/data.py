@@ -90,8 +90,9 @@ class Dataset:
     ``position`` (index among that subject's observation records, i.e. into the kernel's output),
     ``output`` (index into ``output_names``), ``time`` (model time unit), ``dv`` (value in the
     output's unit), ``censored`` (+1 below a lower limit, -1 above an upper limit, 0 not
-    censored), ``limit`` (the censoring limit; NaN where none) and ``row`` (row number in the
-    source table). ``covariates`` holds each subject's first value of every numeric covariate
+    censored), ``limit`` (the censoring limit; NaN where none), ``bound`` (None, or the other
+    end of each censoring interval: the value lies between ``bound`` and ``limit``; NaN where
+    the interval is unbounded) and ``row`` (row number in the source table). ``covariates`` holds each subject's first value of every numeric covariate
     column; ``study`` the study index of each subject (all 0 without a STUDY column)."""
 
     model: Model
@@ -112,6 +113,7 @@ class Dataset:
     study: np.ndarray | None = None
     study_names: tuple[Any, ...] = ()
     decay_corrected: bool = True
+    bound: np.ndarray | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -150,6 +152,7 @@ class Dataset:
                 "ROW": self.row,
                 "SCALE": self.obs_scale,
             }
+            | ({} if self.bound is None else {"BOUND": self.bound})
         )
 
 
@@ -251,34 +254,47 @@ def _check_model_time_unit(model: Model) -> None:
 def _censoring(
     cols: Mapping[str, str], num: Mapping[str, np.ndarray], is_obs: np.ndarray, dv: np.ndarray,
     problems: _Problems, dv_label: str, missing_dv: str,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Censoring flags (+1 below, -1 above a limit, 0 none) and limits (NaN where none) from the
-    CENS/LIMIT, BLQ and LLOQ columns; problems name ``dv_label`` for the value column."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Censoring flags (+1 below, -1 above a limit, 0 none), limits (NaN where none) and the
+    other ends of censoring intervals (NaN where none) from the CENS/LIMIT, BLQ and LLOQ
+    columns; problems name ``dv_label`` for the value column. As in NONMEM's M4 data and
+    nlmixr2: with CENS 1 the value lies between LIMIT and the limit in DV (LIMIT < DV), with
+    CENS -1 between DV and LIMIT (LIMIT > DV); without a finite LIMIT, beyond the limit."""
     n = len(dv)
     cens = np.zeros(n, dtype=np.int64)
     limit = np.full(n, np.nan)
+    bound = np.full(n, np.nan)
     if "cens" in cols:
         c = np.nan_to_num(num["cens"])
         for i in np.flatnonzero(is_obs & ~np.isin(c, (-1, 0, 1))):
             problems.add(i + 1, "CENS", f"{c[i]:g} is not valid; use 0, 1 (below the limit in {dv_label}) or -1 (above)")  # fmt: skip
         cens = np.where(np.isin(c, (-1, 1)), c, 0).astype(np.int64)
         limit = np.where(cens != 0, dv, np.nan)
+        if "limit" in cols:
+            other = num["limit"]
+            bound = np.where((cens != 0) & np.isfinite(other), other, np.nan)
+            wrong = is_obs & np.isfinite(bound) & np.isfinite(limit) & (cens * (limit - bound) <= 0)
+            for i in np.flatnonzero(wrong):
+                rel = "below" if cens[i] > 0 else "above"
+                problems.add(i + 1, "LIMIT", f"{bound[i]:g} must be {rel} the censoring limit in {dv_label} ({limit[i]:g}) with CENS {cens[i]}: the value lies between them; leave LIMIT empty for a value anywhere {rel} the limit")  # fmt: skip
     if "blq" in cols:
         b = np.nan_to_num(num["blq"])
         for i in np.flatnonzero(is_obs & ~np.isin(b, (0, 1))):
             problems.add(i + 1, "BLQ", f"{b[i]:g} is not valid; use 0 or 1")
         cens = np.where(b == 1, 1, cens)
         limit = np.where(b == 1, num["lloq"] if "lloq" in cols else dv, limit)
+        bound = np.where(b == 1, np.nan, bound)
     elif "lloq" in cols:
         lloq = num["lloq"]
         below = is_obs & np.isfinite(lloq) & (np.isnan(dv) | (dv < lloq))
         cens = np.where(below, 1, cens)
         limit = np.where(below, lloq, limit)
+        bound = np.where(below, np.nan, bound)
     for i in np.flatnonzero(is_obs & (cens != 0) & ~np.isfinite(limit)):
         problems.add(i + 1, "LLOQ" if "lloq" in cols else dv_label, f"a censored observation needs its limit (LLOQ column, or the limit in {dv_label})")  # fmt: skip
     for i in np.flatnonzero(is_obs & (cens == 0) & ~np.isfinite(dv)):
         problems.add(i + 1, dv_label, missing_dv)
-    return cens, limit
+    return cens, limit, bound
 
 
 def _first_per_subject(values: np.ndarray, ids: np.ndarray, subjects: tuple[Any, ...]) -> list:
@@ -312,7 +328,7 @@ def _study(raw: np.ndarray, ids: np.ndarray, subjects: tuple[Any, ...]) -> tuple
 def _assemble(
     model: Model, where: str, per_id: Mapping[Any, Records], rec_ids: np.ndarray,
     rec_returned: np.ndarray, obs_rec: np.ndarray, *, output: np.ndarray, time: np.ndarray,
-    dv: np.ndarray, censored: np.ndarray, limit: np.ndarray, row: np.ndarray,
+    dv: np.ndarray, censored: np.ndarray, limit: np.ndarray, bound: np.ndarray, row: np.ndarray,
     covariates: dict[str, np.ndarray], study: np.ndarray | None, study_names: tuple[Any, ...],
     decay_corrected: bool, scale: np.ndarray | None = None,
 ) -> Dataset:  # fmt: skip
@@ -337,7 +353,7 @@ def _assemble(
         position=pos_of_rec[obs_rec], output=np.asarray(output, dtype=np.int64), time=time,
         dv=np.where(censored != 0, limit, dv), censored=censored, limit=limit, row=row,
         covariates=covariates, scale=scale, study=study, study_names=study_names,
-        decay_corrected=decay_corrected,
+        decay_corrected=decay_corrected, bound=bound if np.any(np.isfinite(bound)) else None,
     )  # fmt: skip
 
 
@@ -369,7 +385,9 @@ def read_data(
     Columns (case-insensitive): ID, TIME, DV, and optionally EVID, AMT, CMT, ROUTE, RATE, II,
     ADDL, SS, MDV, OUTPUT or DVID, STUDY, and censoring as either BLQ (1 = below the limit) with
     LLOQ (or with DV holding the limit), or an LLOQ column alone (DV < LLOQ is censored), or
-    CENS (1 below, -1 above the limit in DV) with optional LIMIT. Rows with EVID 0 and MDV 0 are
+    CENS (1 below, -1 above the limit in DV) with optional LIMIT, the other end of the interval
+    the value lies in (as nlmixr2 and Monolix: LIMIT < DV with CENS 1, e.g. 0 for a
+    concentration; empty for no other end). Rows with EVID 0 and MDV 0 are
     observations; EVID 2 rows and MDV 1 rows are not fitted. rxode2's EVID 101 (dose into
     compartment 1) is read as EVID 1 with CMT 1. Other numeric columns are covariates.
     """
@@ -449,7 +467,7 @@ def read_data(
     else:
         problems.add(None, "OUTPUT", f"{model.name} has several outputs ({', '.join(out_names)}); add an OUTPUT column naming the output of each observation, or DVID with `dvid=`")  # fmt: skip
 
-    cens, limit = _censoring(
+    cens, limit, bound = _censoring(
         cols, num, is_obs, dv, problems, "DV",
         "missing for an observation (EVID 0); set MDV 1 to skip the row, or mark it censored (BLQ/CENS)",
     )  # fmt: skip
@@ -509,7 +527,7 @@ def read_data(
     return _assemble(
         model, where, per_id, ids, np.isin(evid, (0, 2)), obs_rows, output=out_idx[obs_rows],
         time=time[obs_rows] * factor, dv=dv[obs_rows], censored=cens[obs_rows],
-        limit=limit[obs_rows], row=obs_rows + 1, covariates=_covariates(frame, cov_cols, ids, subjects),
+        limit=limit[obs_rows], bound=bound[obs_rows], row=obs_rows + 1, covariates=_covariates(frame, cov_cols, ids, subjects),
         study=study, study_names=study_names, decay_corrected=decay_corrected,
     )  # fmt: skip
 
@@ -995,7 +1013,7 @@ def read_biodistribution(
         for i in np.flatnonzero(num["lloq"] < 0):
             problems.add(i + 1, "LLOQ", f"{num['lloq'][i]:g} is negative")
     value = num[value_key]
-    cens, limit = _censoring(
+    cens, limit, bound = _censoring(
         cols, num, np.ones(n, dtype=bool), value, problems, value_label,
         "missing; give the measured value, or mark the row censored (BLQ 1 with LLOQ, or an "
         "LLOQ with the value blank)",
@@ -1166,7 +1184,7 @@ def read_biodistribution(
     return _assemble(
         model, where, per_id, rid, returned, np.asarray(obs_rec, dtype=np.int64),
         output=out_idx[sel], time=time[sel] * factor, dv=value[sel], censored=cens[sel],
-        limit=limit[sel], row=sel + 1, covariates=_covariates(frame, cov_cols, ids, animals),
+        limit=limit[sel], bound=bound[sel], row=sel + 1, covariates=_covariates(frame, cov_cols, ids, animals),
         study=study, study_names=study_names, decay_corrected=decay_corrected, scale=scale[sel],
     )  # fmt: skip
 

@@ -291,24 +291,39 @@ def _error_models(model: Model, data: Dataset | None, cfg: Mapping, where: str) 
     return errors
 
 
+def _log_normal_mass(lo: Any, hi: Any) -> Any:
+    """log(Φ(hi) − Φ(lo)) for standardised bounds lo < hi, either infinite (lo = −inf: the
+    M3 tail log Φ(hi)), computed from the tail where both lie so that far tails keep their
+    precision; finite gradients where a bound is infinite."""
+    lo_inf, hi_inf = jnp.isneginf(lo), jnp.isposinf(hi)
+    lo0, hi0 = jnp.where(lo_inf, 0.0, lo), jnp.where(hi_inf, 0.0, hi)
+    upper = hi_inf | (~lo_inf & (lo0 > 0))  # Φ(hi) − Φ(lo) = Φ(−lo) − Φ(−hi)
+    big = log_ndtr(jnp.where(upper, -lo0, hi0))
+    small = jnp.where(upper, jnp.where(hi_inf, -jnp.inf, log_ndtr(-hi0)), jnp.where(lo_inf, -jnp.inf, log_ndtr(lo0)))  # fmt: skip
+    return big + jnp.log1p(-jnp.exp(small - big))
+
+
 class Residual(dist.Distribution):
     """Residual-error likelihood of observations ``value`` given predictions ``loc`` and SD
     ``scale`` (log-scale SD for log-normal), with censoring: ``censored`` +1 means the true
     value is below ``value`` (the limit), −1 above it; then the log-likelihood is the log
-    probability beyond the limit (M3); ``censored=None``: no observation is censored (the
-    densities alone, without the cost of the tail probabilities). ``kind``: 'normal',
-    'lognormal' or 'student_t'."""
+    probability beyond the limit (M3), or with ``bound`` (the other end of the interval; NaN
+    for none) the log probability between ``bound`` and the limit (M4-style interval
+    censoring, e.g. a concentration between 0 and the LLOQ); ``censored=None``: no
+    observation is censored (the densities alone, without the cost of the tail
+    probabilities). ``kind``: 'normal', 'lognormal' or 'student_t'."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
-    pytree_data_fields = ("loc", "scale", "censored", "nu")
+    pytree_data_fields = ("loc", "scale", "censored", "nu", "bound")
     pytree_aux_fields = ("kind",)
 
     def __init__(
         self, loc: Any, scale: Any, censored: Any, kind: str = "normal", nu: Any = 1.0,
-        *, validate_args: bool | None = None,
+        bound: Any = None, *, validate_args: bool | None = None,
     ) -> None:  # fmt: skip
         self.loc, self.scale, self.censored, self.kind, self.nu = loc, scale, censored, kind, nu
+        self.bound = bound
         shapes = [jnp.shape(loc), jnp.shape(scale)] + ([] if censored is None else [jnp.shape(censored)])  # fmt: skip
         batch = jax.lax.broadcast_shapes(*shapes)
         super().__init__(batch_shape=batch, validate_args=validate_args)
@@ -329,6 +344,8 @@ class Residual(dist.Distribution):
             return base.log_prob(value)
         # One tail probability per observation: below the limit (censored +1) or above it (-1).
         side = jnp.where(self.censored < 0, -1.0, 1.0)
+        if self.bound is not None:
+            return jnp.where(self.censored != 0, self._interval(value, side), self._density(value))  # fmt: skip
         if self.kind == "lognormal":
             safe = jnp.where(value > 0, value, 1.0)
             dens = jnp.where(value > 0, base.log_prob(safe), -jnp.inf)
@@ -342,6 +359,33 @@ class Residual(dist.Distribution):
             dens = base.log_prob(value)
             tail = log_ndtr(side * (value - self.loc) / self.scale)
         return jnp.where(self.censored != 0, tail, dens)
+
+    def _density(self, value: Any) -> Any:
+        if self.kind == "lognormal":
+            safe = jnp.where(value > 0, value, 1.0)
+            return jnp.where(value > 0, self._base().log_prob(safe), -jnp.inf)
+        return self._base().log_prob(value)
+
+    def _interval(self, limit: Any, side: Any) -> Any:
+        """log P(lo < Y < hi): (bound, limit) below a lower limit (side +1), (limit, bound)
+        above an upper one (-1); a NaN bound is -inf or +inf (the M3 tail)."""
+        bound = jnp.where(jnp.isnan(self.bound), -side * jnp.inf, self.bound)
+        lo, hi = jnp.where(side > 0, bound, limit), jnp.where(side > 0, limit, bound)
+        if self.kind == "student_t":
+            base = self._base()
+            safe_lo, safe_hi = jnp.where(jnp.isfinite(lo), lo, 0.0), jnp.where(jnp.isfinite(hi), hi, 0.0)  # fmt: skip
+            c_lo = jnp.where(jnp.isneginf(lo), 0.0, base.cdf(safe_lo))
+            c_hi = jnp.where(jnp.isposinf(hi), 1.0, base.cdf(safe_hi))
+            return jnp.log(c_hi - c_lo)
+        if self.kind == "lognormal":
+            mu = jnp.log(jnp.maximum(self.loc, TINY))
+
+            def z(x: Any) -> Any:  # log scale; x <= 0 is -inf (the whole lower tail)
+                safe = jnp.where(x > 0, x, 1.0)
+                return jnp.where(x > 0, (jnp.log(safe) - mu) / self.scale, -jnp.inf)
+
+            return _log_normal_mass(z(lo), jnp.where(jnp.isposinf(hi), jnp.inf, z(jnp.where(jnp.isposinf(hi), 1.0, hi))))  # fmt: skip
+        return _log_normal_mass((lo - self.loc) / self.scale, (hi - self.loc) / self.scale)
 
 
 @dataclass(frozen=True)
@@ -484,7 +528,8 @@ class PopulationModel:
             else:
                 scale = jnp.sqrt(a**2 + (b * jnp.abs(f)) ** 2 + TINY**2)
                 kind = "student_t" if err.kind == "student_t" else "normal"
+            bound = None if ds.bound is None or not cens else jnp.asarray(ds.bound[sel])
             numpyro.sample(
-                f"obs_{out}", Residual(f, scale, censored[sel] if cens else None, kind, nu),
+                f"obs_{out}", Residual(f, scale, censored[sel] if cens else None, kind, nu, bound),
                 obs=None if dv is None else dv[sel],
             )  # fmt: skip
