@@ -202,6 +202,14 @@ def test_fit_spec_defaults_and_overrides(tmp_path):
             "valid: power, linear, categorical",
         ),  # fmt: skip
         ({"study": ["F"]}, "not an estimated parameter"),
+        (  # 4 weights: one β cannot stand for 3 non-reference levels
+            {
+                "covariates": [
+                    {"parameter": "CL", "covariate": "WT", "kind": "categorical", "reference": 70}
+                ]
+            },
+            "the data have 4 levels .50, 60, 70, 80.*indicator column",
+        ),  # fmt: skip
         ({"priors": {}}, "unknown entries"),
     ],
 )

@@ -9,7 +9,7 @@ Structure (NONMEM/nlmixr2 notation in brackets):
   with ``z_ip ~ N(0, 1)`` [ETA = ω z], ``ω_p`` the SD of log P_i [sqrt(OMEGA)];
 - optional study-level random effects ``exp(ω_s,p z_s,p)`` shared by a study's subjects;
 - covariate factors ``c_i``: power (allometric) ``(X_i / ref)^β``, linear ``1 + β (X_i − ref)``
-  and categorical ``exp(β_level)`` (reference level 1);
+  and categorical ``exp(β)`` for the level that is not the reference (two levels);
 - residual error per output, each with its own parameters: additive, proportional, combined
   (SD = sqrt(a² + b² f²)), log-normal (SD b of log DV) and Student-t (combined scale, ν degrees of
   freedom); left- or right-censored observations by the M3 likelihood (probability mass beyond
@@ -96,9 +96,10 @@ class ErrorModel:
 @dataclass(frozen=True)
 class CovariateEffect:
     """A covariate effect on a parameter's individual values. ``kind``: power (allometric;
-    ``(X/reference)^beta``), linear (``1 + beta (X - reference)``) or categorical (one factor
-    ``exp(beta_level)`` per level other than ``reference``). ``beta`` is a fixed number or a
-    prior (estimated)."""
+    ``(X/reference)^beta``), linear (``1 + beta (X - reference)``) or categorical (a factor
+    ``exp(beta)`` for subjects whose value is not ``reference``: two levels; a covariate with
+    more levels takes one 0/1 indicator column per non-reference level). ``beta`` is a fixed
+    number or a prior (estimated)."""
 
     parameter: str
     covariate: str
@@ -212,6 +213,11 @@ def fit_spec(
     for c in covs:
         if data is not None and c.covariate not in data.covariates:
             raise ModelError(f"{where}: covariate effect on {c.parameter}: the data have no numeric column {c.covariate!r}; columns: {', '.join(data.covariates) or '(none)'}")  # fmt: skip
+        if data is not None and c.kind == "categorical":
+            levels = np.unique(np.asarray(data.covariates[c.covariate], dtype=float))
+            others = levels[levels != c.reference]
+            if others.size > 1:  # one β for every non-reference level would be silently wrong
+                raise ModelError(f"{where}: categorical effect of {c.covariate} on {c.parameter}: the data have {levels.size} levels ({', '.join(f'{v:g}' for v in levels)}), and a categorical effect has one β for the level other than the reference ({c.reference:g}); add one 0/1 indicator column per non-reference level, each with its own categorical effect (reference 0)")  # fmt: skip
     errors = _error_models(model, data, cfg.get("error") or {}, where)
     if not priors:
         raise ModelError(f"{model.source}: no parameter has a prior, so nothing is estimated; add `prior:` to parameters in the model file or a fit config")  # fmt: skip
