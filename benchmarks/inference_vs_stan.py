@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             if a and b:
                 results["like_for_like"][f"{version}_{label}"] = {
                     "speedup": b["time_to_result_s"] / a["time_to_result_s"],
-                    "ldpk_parameterization": a["parameterization"],
+                    "ldpk_parameterization": a.get("parameterization", "noncentred"),
                     "agreement": agreement(a, b),
                 }  # fmt: skip
     results["load_average_end"] = load_average()
