@@ -16,8 +16,8 @@ sample the between-subject effects in two coordinate systems of that one posteri
 non-centred (z_i) or centred (log P_i). Stan samples the coordinates its program declares:
 the reference programs are non-centred, as in the prototype measurements;
 ``one_cpt_oral_*_centred.stan`` are the centred ones (``--stan-parameterizations``). ldpk runs
-with its default, ``parameterization='auto'``, which chooses per parameter from the Laplace
-approximation at the MAP (centred here: ten samples per subject pin CL_i and V_i down), or
+with its default, ``parameterization='auto'``, which chooses per parameter from the curvature
+of the posterior at the MAP (centred here: ten samples per subject pin CL_i and V_i down), or
 with ``--ldpk-parameterizations`` given. The headline speedups compare ldpk's default with the
 reference Stan program; ``like_for_like`` compares runs that sampled the same coordinates. Starting points: ldpk's NUTS chains start from draws of the Laplace approximation at the
 MAP (found by BFGS from the prior medians); Stan's from the prior medians jittered by 10 %

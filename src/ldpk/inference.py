@@ -48,9 +48,9 @@ from ldpk.solve import ODEOptions
 METHODS = ("nuts", "svi", "map", "laplace")
 GUIDES = ("normal", "fullrank", "lowrank")
 PARAMETERIZATIONS = ("auto", "noncentred", "centred")
-#: parameterization='auto' samples P centred when the Laplace approximation at the MAP gives
-#: its standardised subject effects a mean posterior variance below this (prior variance 1):
-#: there each subject's data say more about its P_i than the population distribution does.
+#: parameterization='auto' samples P centred when its standardised subject effects have a
+#: mean conditional posterior variance at the MAP (1 / Hessian diagonal) below this (prior
+#: variance 1): there each subject's data say more about its P_i than the population does.
 AUTO_CENTRE_VARIANCE = 0.5
 
 
@@ -62,8 +62,8 @@ class FitOptions:
     data say little about its own parameters, as in destructive sampling), 'centred'
     (sampled as log P_i, best when each subject's data pin its parameters down, as in rich
     longitudinal designs, where non-centred sampling needs tiny steps) or 'auto' (default:
-    per parameter P, centred where the Laplace approximation at the MAP gives the subject
-    effects of P a mean posterior variance below :data:`AUTO_CENTRE_VARIANCE`, else
+    per parameter P, centred where the subject effects of P have a mean conditional
+    posterior variance at the MAP below :data:`AUTO_CENTRE_VARIANCE`, else
     non-centred; the choice is in the posterior's ``ldpk_centred`` attribute); the
     posterior is the same, reported as z (``eta_P``) either way. ``dense_mass``: adapt a
     dense mass matrix (correlated parameters) instead of a diagonal one;
@@ -433,14 +433,16 @@ def _options(opts: FitOptions, from_config: Mapping[str, Any], overrides: Mappin
 @dataclass(frozen=True)
 class _Mode:
     """The MAP in the unconstrained space (``flat``, ``unravel``), its constrained ``values``,
-    the Laplace covariance ``cov`` (None if the Hessian is not positive definite) and the
-    model's ``postprocess`` (unconstrained dict -> constrained sites)."""
+    the Laplace covariance ``cov`` (None if the Hessian is not positive definite), the
+    model's ``postprocess`` (unconstrained dict -> constrained sites) and the Hessian of the
+    potential there (None if not computed)."""
 
     flat: Any
     unravel: Any
     values: dict[str, Any]
     cov: np.ndarray | None
     postprocess: Any
+    hessian: np.ndarray | None = None
 
 
 def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exact") -> _Mode:
@@ -489,7 +491,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     # wherever it is used)
     postprocess = partial(constrain_fn, pm.priors, (), {})
     values = jax.jit(postprocess)(unravel(x))
-    cov = None
+    cov = h = None
     if hessian == "exact":
         h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
     elif hessian == "fd":
@@ -502,7 +504,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
             cov = np.linalg.inv(h)
         except np.linalg.LinAlgError:
             pass
-    return _Mode(x, unravel, values, cov, postprocess)
+    return _Mode(x, unravel, values, cov, postprocess, h)
 
 
 def _fd_hessian(grad: Any, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
@@ -597,18 +599,22 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
 def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str) -> tuple[str, ...]:  # fmt: skip
     """The parameters with between-subject variability that NUTS samples centred: all of them
     ('centred'), none ('noncentred'), or ('auto') those whose standardised effects z_i have
-    a mean variance below AUTO_CENTRE_VARIANCE in the Laplace covariance at the MAP (none
-    without one). In the normal-normal model, var(z_i | data) = s^2 / (s^2 + ω^2) with s the
-    data's standard error of log P_i: below 1/2 where the data know P_i better than the
-    population does, which is where the centred form samples well and the non-centred one
-    needs small steps (Betancourt & Girolami 2015, arXiv:1312.0906)."""
+    a mean conditional posterior variance 1 / H_ii (H the Hessian of the potential at the
+    MAP) below AUTO_CENTRE_VARIANCE (none without a Hessian). In the normal-normal model,
+    var(z_i | θ, ω, data) = s^2 / (s^2 + ω^2) with s the data's standard error of log P_i:
+    below 1/2 where the data know P_i better than the population does, which is where the
+    centred form samples well and the non-centred one needs small steps (Betancourt &
+    Girolami 2015, arXiv:1312.0906). The conditional variance needs only the Hessian's
+    diagonal, so it exists where the joint mode's Hessian is not positive definite (the
+    CAR-T study)."""
     names = tuple(pm.spec.iiv)
     if parameterization != "auto":
         return names if parameterization == "centred" else ()
-    if mode.cov is None:
+    if mode.hessian is None:
         return ()
     pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))
-    var = np.diag(mode.cov)
+    curv = np.diag(mode.hessian)
+    var = np.where(curv > 0, 1.0 / np.where(curv > 0, curv, 1.0), np.inf)
     return tuple(p for p in names if var[np.asarray(pos[f"eta_{p}"]).astype(int)].mean() < AUTO_CENTRE_VARIANCE)  # fmt: skip
 
 
