@@ -348,23 +348,20 @@ class Residual(dist.Distribution):
         base = self._base()
         if self.censored is None:  # no observation can be censored: densities only
             return base.log_prob(value)
-        # One tail probability per observation: below the limit (censored +1) or above it (-1).
+        # One tail probability per observation: below the limit (censored +1) or above it (-1),
+        # or with bounds the probability between them.
         side = jnp.where(self.censored < 0, -1.0, 1.0)
         if self.bound is not None:
-            return jnp.where(self.censored != 0, self._interval(value, side), self._density(value))  # fmt: skip
-        if self.kind == "lognormal":
+            tail = self._interval(value, side)
+        elif self.kind == "lognormal":
             safe = jnp.where(value > 0, value, 1.0)
-            dens = jnp.where(value > 0, base.log_prob(safe), -jnp.inf)
-            z = (jnp.log(safe) - jnp.log(jnp.maximum(self.loc, TINY))) / self.scale
-            tail = log_ndtr(side * z)
+            tail = log_ndtr(side * (jnp.log(safe) - jnp.log(jnp.maximum(self.loc, TINY))) / self.scale)  # fmt: skip
         elif self.kind == "student_t":
-            dens = base.log_prob(value)
             c = base.cdf(value)
             tail = jnp.where(side > 0, jnp.log(c), jnp.log1p(-c))
         else:
-            dens = base.log_prob(value)
             tail = log_ndtr(side * (value - self.loc) / self.scale)
-        return jnp.where(self.censored != 0, tail, dens)
+        return jnp.where(self.censored != 0, tail, self._density(value))
 
     def _density(self, value: Any) -> Any:
         if self.kind == "lognormal":
@@ -386,11 +383,11 @@ class Residual(dist.Distribution):
         if self.kind == "lognormal":
             mu = jnp.log(jnp.maximum(self.loc, TINY))
 
-            def z(x: Any) -> Any:  # log scale; x <= 0 is -inf (the whole lower tail)
+            def z(x: Any) -> Any:  # log scale; x <= 0 is -inf (the whole lower tail), inf is inf
                 safe = jnp.where(x > 0, x, 1.0)
                 return jnp.where(x > 0, (jnp.log(safe) - mu) / self.scale, -jnp.inf)
 
-            return _log_normal_mass(z(lo), jnp.where(jnp.isposinf(hi), jnp.inf, z(jnp.where(jnp.isposinf(hi), 1.0, hi))))  # fmt: skip
+            return _log_normal_mass(z(lo), z(hi))
         return _log_normal_mass((lo - self.loc) / self.scale, (hi - self.loc) / self.scale)
 
 
