@@ -50,6 +50,13 @@ def test_map_prediction_and_exposure_match_closed_forms(model, map_fit):
     assert exp["Cmax"] == pytest.approx(_oral(tmax, ka, cl, v), rel=1e-4)
 
 
+def test_map_draw_carries_individual_parameters_and_predictions(map_fit, theo):
+    cl = map_fit.draws("CL_i").reshape(-1)
+    want = float(map_fit.map_values["CL"]) * np.exp(float(map_fit.map_values["omega_CL"]) * np.asarray(map_fit.map_values["eta_CL"]))  # fmt: skip
+    np.testing.assert_allclose(cl, want, rtol=1e-10)
+    assert map_fit.draws("pred").reshape(-1).shape == (theo.n_obs,)
+
+
 def test_laplace_is_reproducible_and_round_trips(model, theo, tmp_path):
     a = ldpk.fit(model, theo, config=CFG, method="laplace", progress=False, draws=200, seed=3)
     b = ldpk.fit(model, theo, config=CFG, method="laplace", progress=False, draws=200, seed=3)
@@ -162,6 +169,11 @@ def test_centred_and_noncentred_nuts_agree(model, theo):
     a = ldpk.fit(model, theo, parameterization="noncentred", **kw)
     b = ldpk.fit(model, theo, parameterization="centred", **kw)
     assert (a.posterior.attrs["ldpk_centred"], b.posterior.attrs["ldpk_centred"]) == ("", "CL,V,KA")  # fmt: skip
+    # the deterministic sites come with the draws: individual parameters and predictions
+    for f in (a, b):
+        cl, eta = f.draws("CL_i"), f.draws("eta_CL")
+        np.testing.assert_allclose(cl, f.draws("CL")[..., None] * np.exp(f.draws("omega_CL")[..., None] * eta), rtol=1e-10)  # fmt: skip
+        assert f.draws("pred").shape[-1] == theo.n_obs
     for p in ("CL", "V", "KA", "omega_KA"):
         da, db = a.draws(p).ravel(), b.draws(p).ravel()
         sd = np.sqrt(0.5 * (da.var() + db.var()))

@@ -387,8 +387,8 @@ def fit(
         if mode.cov is None:
             raise DataError("the Hessian at the MAP is not positive definite, so there is no Laplace approximation; try method='nuts'")  # fmt: skip
         samples, stats = _laplace(pm, k_run, opts, mode)
-    else:
-        samples, stats = {k: np.asarray(v)[None, None] for k, v in mode.values.items()}, {}
+    else:  # the mode with its deterministic sites (P_i, predictions), as one draw
+        samples, stats = _with_deterministic(pm, {k: jnp.asarray(v)[None] for k, v in mode.values.items()}, k_run), {}  # fmt: skip
     if "sampling_s" not in timings:
         timings["sampling_s"] = time.perf_counter() - t0
     tree = _to_datatree(pm, data, samples, stats, k_pred, method)
@@ -487,10 +487,10 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     if best["x"] is None:
         raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
     x = jnp.asarray(res.x if np.isfinite(res.fun) and res.fun <= best["value"] else best["x"])
-    # unconstrained -> constrained latent sites (the priors' supports; traced, so compiled
-    # wherever it is used)
-    postprocess = partial(constrain_fn, pm.priors, (), {})
-    values = jax.jit(postprocess)(unravel(x))
+    # Constrained latent sites at the mode from the priors' transforms alone (no solve);
+    # ``postprocess`` adds the deterministic sites (P_i, predictions) and is only traced.
+    values = jax.jit(partial(constrain_fn, pm.priors, (), {}))(unravel(x))
+    postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
     if hessian == "exact":
         h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
@@ -711,8 +711,7 @@ def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mo
 def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
     x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
-    latent = jax.jit(jax.vmap(lambda v: mode.postprocess(mode.unravel(v))))(x)
-    latent = {k: v for k, v in latent.items() if k in mode.unravel(mode.flat)}
+    latent = jax.jit(jax.vmap(lambda v: constrain_fn(pm.priors, (), {}, mode.unravel(v))))(x)
     return _with_deterministic(pm, latent, key), {}
 
 
@@ -748,8 +747,7 @@ class _Marginal:
         theta = {k: v for k, v in z.items() if k not in self.eta_sites}
         self.theta0, self.unravel_theta = ravel_pytree(theta)
         self.eta0 = jnp.stack([z[s] for s in self.eta_sites], axis=-1)
-        self.latent = tuple(z)
-        self.postprocess = mode.postprocess
+        self.postprocess = partial(constrain_fn, pm.priors, (), {})  # latent sites, no solve
         ds, names = pm.dataset, pm.model.output_names
         self.n_subjects = ds.n_subjects
         self.obs_subject = {
@@ -940,11 +938,10 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     bad = int(np.sum(~np.asarray([o[2] for o in out])))
     if bad:
         warnings.warn(f"marginal Laplace: for {bad} of {opts.draws} draws of the population parameters the subject effects' conditional mode did not converge to a positive definite Hessian", stacklevel=3)  # fmt: skip
-    latent = jax.vmap(m.constrained)(xs, etas)
-    latent = {k: v for k, v in latent.items() if k in m.latent}
+    latent = jax.jit(jax.vmap(m.constrained))(xs, etas)
     samples = _with_deterministic(pm, latent, k_det)
     timings["sampling_s"] = time.perf_counter() - t0
-    values = {k: v for k, v in m.constrained(jnp.asarray(x), eta_hat).items() if not k.startswith("obs_")}  # fmt: skip
+    values = jax.jit(m.constrained)(jnp.asarray(x), eta_hat)
     return samples, values, timings
 
 
