@@ -25,10 +25,11 @@ def test_prune_cache_deletes_the_oldest_files_beyond_the_limit(tmp_path):
         f = tmp_path / f"entry{i}-cache"
         f.write_bytes(b"x" * 100)
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / ".ldpk-pruned").write_bytes(b"x" * 5000)  # ldpk's marker: never counted
     assert prune_cache(tmp_path, 1000) == []  # at the limit: nothing goes
     removed = prune_cache(tmp_path, 800)  # down to 3/4 of it: 600 bytes, 6 files left
     assert sorted(p.name for p in removed) == [f"entry{i}-cache" for i in range(4)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"entry{i}-cache" for i in range(4, 10)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ldpk-pruned", *(f"entry{i}-cache" for i in range(4, 10))]  # fmt: skip
 
 
 def test_written_files_get_the_permissions_open_would_give(tmp_path):

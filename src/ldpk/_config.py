@@ -7,8 +7,9 @@ Environment variables:
                           runs a hundred small ones: starting points, transforms, draws;
                           compiling them afresh made a warm fit of the Stan benchmark
                           take 12 s, against 3.8 s from the cache). Beyond CACHE_MAX_BYTES
-                          (2 GiB) the oldest entries are deleted when ldpk is imported
-                          (JAX's own size limit locks every cache access: 13 s).
+                          (2 GiB) the oldest entries are deleted when ldpk is imported,
+                          checked once a day (JAX's own size limit locks every cache
+                          access: 13 s).
   LDPK_NO_CACHE=1         turn the persistent compilation cache off
   LDPK_HOST_DEVICES=N     split the CPU into N JAX devices (default: the number of cores, at
                           least 4), so that large parameter batches run on every core and
@@ -24,12 +25,15 @@ Environment variables:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import jax
 
 #: Size limit of the persistent compilation cache (bytes): beyond it, the oldest entries go.
 CACHE_MAX_BYTES = 2 * 1024**3
+#: Seconds between two checks of the cache's size (a check stats every file: 0.2 s for 6,000)
+PRUNE_EVERY_S = 24 * 3600
 
 
 def cache_dir() -> Path:
@@ -61,7 +65,10 @@ def configure() -> None:
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        prune_cache(path, CACHE_MAX_BYTES)
+        marker = path / ".ldpk-pruned"  # when the size was last checked
+        if not marker.exists() or time.time() - marker.stat().st_mtime > PRUNE_EVERY_S:
+            marker.touch()
+            prune_cache(path, CACHE_MAX_BYTES)
     except OSError:  # read-only home: run without the cache
         pass
 
@@ -69,11 +76,12 @@ def configure() -> None:
 def prune_cache(path: Path, max_bytes: int) -> list[Path]:
     """Delete the oldest files (by modification time) of the cache folder ``path`` until its
     files total at most 3/4 of ``max_bytes``, if they exceed ``max_bytes``; the deleted
-    files. A file another process removes meanwhile is skipped."""
+    files. Hidden files (ldpk's marker) are kept; a file another process removes meanwhile
+    is skipped."""
     entries = []
     with os.scandir(path) as it:
         for e in it:
-            if e.is_file(follow_symlinks=False):
+            if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
                 st = e.stat(follow_symlinks=False)
                 entries.append((st.st_mtime, st.st_size, Path(e.path)))
     total = sum(size for _, size, _ in entries)
