@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             if r in done:
                 continue
             row = _one(model, ds, cfg, fit_cfg, lloq, key, r, args)
-            # Every fit compiles new functions and JAX keeps them all: after 52 replicates
-            # the EV run died with "LLVM ERROR: Unable to allocate section memory". The
-            # persistent cache gives them back to the next replicate.
+            # Every fit compiles new functions and JAX keeps them all: after 27 fits in one
+            # process the EV run died with "LLVM ERROR: Unable to allocate section memory".
+            # The persistent cache gives them back to the next replicate.
             jax.clear_caches()
             rows.append(row)
             log.write(json.dumps(row) + "\n")
