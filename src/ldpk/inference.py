@@ -444,6 +444,16 @@ class _Mode:
     postprocess: Any
     hessian: np.ndarray | None = None
 
+    def positions(self) -> dict[str, Any]:
+        """Each site's positions in the flat vector (float arrays shaped as the sites)."""
+        return self.unravel(jnp.arange(self.flat.size, dtype=float))
+
+
+def _to_latent(pm: PopulationModel) -> Any:
+    """Unconstrained latent sites -> constrained ones, by the priors' transforms alone (no
+    solve, no deterministic sites)."""
+    return partial(constrain_fn, pm.priors, (), {})
+
 
 def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exact") -> _Mode:
     """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
@@ -489,7 +499,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
     x = jnp.asarray(res.x if np.isfinite(res.fun) and res.fun <= best["value"] else best["x"])
     # Constrained latent sites at the mode from the priors' transforms alone (no solve);
     # ``postprocess`` adds the deterministic sites (P_i, predictions) and is only traced.
-    values = jax.jit(partial(constrain_fn, pm.priors, (), {}))(unravel(x))
+    values = jax.jit(_to_latent(pm))(unravel(x))
     postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
     if hessian == "exact":
@@ -612,7 +622,7 @@ def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str)
         return names if parameterization == "centred" else ()
     if mode.hessian is None:
         return ()
-    pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))
+    pos = mode.positions()
     curv = np.diag(mode.hessian)
     var = np.where(curv > 0, 1.0 / np.where(curv > 0, curv, 1.0), np.inf)
     return tuple(p for p in names if var[np.asarray(pos[f"eta_{p}"]).astype(int)].mean() < AUTO_CENTRE_VARIANCE)  # fmt: skip
@@ -638,7 +648,7 @@ class _Centring:
         """The centring of the parameters ``names`` (None if there are none)."""
         if not names:
             return None
-        pos = mode.unravel(jnp.arange(mode.flat.size, dtype=float))  # each site's positions
+        pos = mode.positions()
         return _Centring(
             eta=tuple(np.asarray(pos[f"eta_{p}"]).astype(int) for p in names),
             theta=tuple(int(pos[p]) if p in pos else None for p in names),
@@ -711,7 +721,7 @@ def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mo
 def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
     x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
-    latent = jax.jit(jax.vmap(lambda v: constrain_fn(pm.priors, (), {}, mode.unravel(v))))(x)
+    latent = jax.jit(jax.vmap(lambda v: _to_latent(pm)(mode.unravel(v))))(x)
     return _with_deterministic(pm, latent, key), {}
 
 
@@ -747,7 +757,7 @@ class _Marginal:
         theta = {k: v for k, v in z.items() if k not in self.eta_sites}
         self.theta0, self.unravel_theta = ravel_pytree(theta)
         self.eta0 = jnp.stack([z[s] for s in self.eta_sites], axis=-1)
-        self.postprocess = partial(constrain_fn, pm.priors, (), {})  # latent sites, no solve
+        self.postprocess = _to_latent(pm)
         ds, names = pm.dataset, pm.model.output_names
         self.n_subjects = ds.n_subjects
         self.obs_subject = {
