@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import arviz as az
 import jax
 import numpy as np
 import pandas as pd
@@ -185,8 +186,13 @@ def _one(model, ds, cfg, fit_cfg, lloq, key, r: int, args) -> dict:
         "n_censored": int(np.sum(data.censored != 0)),
         # parameters NUTS sampled centred (parameterization 'auto' decides per replicate)
         "centred": f.posterior.attrs.get("ldpk_centred"),
+        # sites the start held at prior medians because the joint mode was degenerate
+        "start_held": f.posterior.attrs.get("ldpk_start_held", ""),
         "params": {},
     }
+    if stats is not None:  # a stuck chain shows here (bulk ESS of 1-5)
+        ess = az.ess(f.posterior, var_names=f.parameter_names(), method="bulk")  # the group
+        row["min_bulk_ess"] = min(float(np.asarray(v)) for v in ess.data_vars.values())
     for name in f.parameter_names():
         draws = f.draws(name).reshape(-1)
         true = float(truth[name])
@@ -231,6 +237,10 @@ def summarise(rows: list[dict]) -> dict:
         "coverage_90_overall": float(np.mean(list(coverage.values()))) if coverage else None,
         "rank_uniformity_p": uniform,
         "divergent_replicates": int(sum(r["divergences"] > 0 for r in ok)),
+        # replicates whose chain mixed poorly (bulk ESS < 100 for some parameter), of those
+        # that recorded it
+        "low_ess_replicates": int(sum(r.get("min_bulk_ess", np.inf) < 100 for r in ok)),
+        "start_held_replicates": int(sum(bool(r.get("start_held")) for r in ok)),
     }
 
 

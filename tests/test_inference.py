@@ -283,3 +283,60 @@ def test_map_never_solves_the_model_op_by_op(model, theo, monkeypatch):
     assert not eager
     assert set(mode.values) == set(mode.unravel(mode.flat))  # the latent sites, constrained
     assert float(mode.values["CL"]) == pytest.approx(float(np.exp(mode.unravel(mode.flat)["CL"])))
+
+
+def _one_sample_per_subject(tmp_path):
+    """12 subjects, one IV bolus and ONE concentration each (a destructive design), 30 % IIV
+    on CL, 10 % proportional error: each subject's effect can fit its one value exactly, so
+    the joint density is unbounded as the residual SD goes to 0."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        t = [0.5, 1, 2, 4, 8, 12][i % 6]
+        cl = 2.75 * np.exp(0.3 * rng.standard_normal())
+        c = 100 / 31.8 * np.exp(-cl / 31.8 * t) * (1 + 0.1 * rng.standard_normal())
+        rows.append({"ID": i + 1, "TIME": 0, "AMT": 100, "EVID": 1, "CMT": 2, "DV": np.nan})
+        rows.append({"ID": i + 1, "TIME": t, "AMT": 0, "EVID": 0, "CMT": 2, "DV": c})
+    path = tmp_path / "one_sample.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    cfg = {
+        "parameters": {"V": {"iiv": None}, "KA": {"fixed": True, "iiv": None}},
+        "error": {"cp": {"model": "proportional"}},
+    }  # fmt: skip
+    return path, cfg
+
+
+def test_degenerate_joint_mode_is_not_where_nuts_starts(model, tmp_path):
+    """The joint mode of a one-sample-per-subject design has the residual SD at 0 (the mito
+    SBC found NUTS stuck there: step size 5e-9, every draw identical). _map must see the
+    prior-tail value, samplers must start with it held at its prior median, NUTS must then
+    cover the true SD, and method='map' must warn."""
+    import jax
+
+    from ldpk.inference import PRIOR_TAIL, _map, _prior_extremes
+    from ldpk.population import PopulationModel, fit_spec, prior_distribution
+
+    path, cfg = _one_sample_per_subject(tmp_path)
+    ds = ldpk.read_data(model, path)
+    spec = fit_spec(model, ds, cfg)
+    pm = PopulationModel(model, ds, spec)
+    data = (jax.numpy.asarray(ds.dv), jax.numpy.asarray(ds.censored))
+    joint = _map(pm, data, jax.random.PRNGKey(0), hessian=None)
+    sd = float(joint.values["sigma_prop_cp"])
+    assert float(prior_distribution(spec.errors["cp"].proportional).cdf(sd)) < PRIOR_TAIL, sd
+    assert _prior_extremes(pm, joint.values) == ("sigma_prop_cp",)
+    start = _map(pm, data, jax.random.PRNGKey(0), hessian=None, hold_extremes=True)
+    assert start.held == ("sigma_prop_cp",)
+    assert not _prior_extremes(pm, start.values)
+    # held at the start's value, the median of 31 prior draws
+    cdf = float(prior_distribution(spec.errors["cp"].proportional).cdf(start.values["sigma_prop_cp"]))  # fmt: skip
+    assert 0.2 < cdf < 0.8, cdf
+
+    with pytest.warns(UserWarning, match="sigma_prop_cp .*degenerate"):
+        ldpk.fit(model, ds, config=cfg, method="map", progress=False)
+    f = ldpk.fit(model, ds, config=cfg, chains=1, warmup=200, samples=200, progress=False)
+    assert f.posterior.attrs["ldpk_start_held"] == "sigma_prop_cp"
+    draws = f.draws("sigma_prop_cp").reshape(-1)
+    lo, hi = np.quantile(draws, [0.05, 0.95])
+    assert lo <= 0.1 <= hi, (lo, hi)  # the true proportional SD
+    assert float(np.asarray(f.posterior["sample_stats"]["step_size"]).mean()) > 1e-2

@@ -52,6 +52,11 @@ PARAMETERIZATIONS = ("auto", "noncentred", "centred")
 #: mean conditional posterior variance at the MAP (1 / Hessian diagonal) below this (prior
 #: variance 1): there each subject's data say more about its P_i than the population does.
 AUTO_CENTRE_VARIANCE = 0.5
+#: A latent site (other than subject or study effects) whose value at the joint mode lies in
+#: a tail of its prior holding less than this mass marks the mode as degenerate (typically a
+#: residual SD collapsed to 0 because each subject's effect fits its one observation of an
+#: output exactly: the joint density is unbounded there).
+PRIOR_TAIL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -370,9 +375,16 @@ def fit(
     timings: dict[str, float] = {}
     marginal = method == "laplace" and bool(spec.iiv)
     t0 = time.perf_counter()
-    # NUTS needs the Hessian only to disperse its starting points: by differences.
-    mode = _map(pm, data, k_init, hessian=None if marginal else "fd" if method == "nuts" else "exact")  # fmt: skip
+    # NUTS needs the Hessian only to disperse its starting points: by differences. Methods
+    # that only start from the mode start from a non-degenerate one (see _map).
+    point = method == "map" or (method == "laplace" and not marginal)
+    hessian = None if marginal else "fd" if method == "nuts" else "exact"
+    mode = _map(pm, data, k_init, hessian=hessian, hold_extremes=not point)
     timings["map_s"] = time.perf_counter() - t0
+    if point and (extremes := _prior_extremes(pm, mode.values)):
+        import warnings
+
+        warnings.warn(f"the posterior mode puts {', '.join(extremes)} where the prior has less than {PRIOR_TAIL:g} of its mass (a residual or between-subject SD collapsed to 0?): the joint mode is degenerate and not a useful estimate; use method='laplace' (subject effects integrated out) or 'nuts'", stacklevel=2)  # fmt: skip
     values = mode.values
     t0 = time.perf_counter()
     if method == "nuts":
@@ -394,6 +406,8 @@ def fit(
     tree = _to_datatree(pm, data, samples, stats, k_pred, method)
     if method == "nuts":
         tree.attrs["ldpk_centred"] = ",".join(centred)  # parameters sampled centred
+    if mode.held:  # sites held at prior medians in the start (degenerate joint mode)
+        tree.attrs["ldpk_start_held"] = ",".join(mode.held)
     map_values = {k: np.asarray(v).tolist() for k, v in values.items()}
     return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
 
@@ -443,6 +457,8 @@ class _Mode:
     cov: np.ndarray | None
     postprocess: Any
     hessian: np.ndarray | None = None
+    #: sites held at the start's values because the joint mode put them in a prior tail
+    held: tuple[str, ...] = ()
 
     def positions(self) -> dict[str, Any]:
         """Each site's positions in the flat vector (float arrays shaped as the sites)."""
@@ -455,12 +471,42 @@ def _to_latent(pm: PopulationModel) -> Any:
     return partial(constrain_fn, pm.priors, (), {})
 
 
-def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exact") -> _Mode:
+def _prior_extremes(pm: PopulationModel, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The latent sites other than subject and study effects whose ``values`` (constrained)
+    lie in a tail of their prior holding less than :data:`PRIOR_TAIL` of its mass."""
+    from numpyro import handlers
+
+    trace = handlers.trace(handlers.substitute(handlers.seed(pm.priors, 0), data=dict(values))).get_trace()  # fmt: skip
+    out = []
+    for name, site in trace.items():
+        if site["type"] != "sample" or name.startswith("eta_"):
+            continue
+        cdf = float(np.asarray(site["fn"].cdf(site["value"])))
+        if min(cdf, 1.0 - cdf) < PRIOR_TAIL:
+            out.append(name)
+    return tuple(out)
+
+
+def _map(
+    pm: PopulationModel,
+    data: tuple,
+    key: Any,
+    hessian: str | None = "exact",
+    hold_extremes: bool = False,
+) -> _Mode:
     """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
     (standardised between-subject effects at 0), and the Hessian there: ``hessian`` 'exact'
     (JAX, forward over reverse), 'fd' (central differences of the compiled gradient: no
     second compilation, for starting points) or None. ``data``: the model's arguments (dv,
-    censored)."""
+    censored).
+
+    The joint mode of a hierarchical model can be degenerate: where each subject has one
+    observation of an output (destructive sampling), its effect can fit that observation
+    exactly and the output's residual SD runs to 0, where the joint density is unbounded.
+    NUTS started there adapted a step size of 5e-9 and never moved. With ``hold_extremes``,
+    sites that the mode puts in a prior tail of mass < :data:`PRIOR_TAIL` are held at the
+    start's values (medians of 31 prior draws) and the rest searched again, while more run
+    off: a starting point and scales for samplers. ``_Mode.held`` names them."""
 
     # Starting values from the priors alone (pm.priors, no solve) in one compiled function:
     # numpyro's initialize_model runs the model op by op, and each operation compiled on its
@@ -492,21 +538,50 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
             best.update(value=v, x=np.array(x))
         return v, g
 
-    # SciPy's BFGS with JAX gradients: robust line search, converges to |grad| < 1e-6 here.
-    res = scipy.optimize.minimize(host, np.asarray(flat0), jac=True, method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})  # fmt: skip
-    if best["x"] is None:
-        raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
-    x = jnp.asarray(res.x if np.isfinite(res.fun) and res.fun <= best["value"] else best["x"])
+    def search(held: tuple[str, ...]) -> Any:
+        """BFGS over the sites not ``held`` (those stay at their starting values)."""
+        fixed = np.zeros(flat0.size, dtype=bool)
+        pos = unravel(jnp.arange(flat0.size, dtype=float))
+        for name in held:
+            fixed[np.asarray(pos[name]).astype(int)] = True
+        start = np.asarray(flat0)
+        best.update(value=np.inf, x=None)
+
+        def free(y: np.ndarray) -> tuple[float, np.ndarray]:
+            x = start.copy()
+            x[~fixed] = y
+            v, g = host(x)
+            return v, g[~fixed]
+
+        # SciPy's BFGS with JAX gradients: robust line search, converges to |grad| < 1e-6.
+        res = scipy.optimize.minimize(free, start[~fixed], jac=True, method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})  # fmt: skip
+        if best["x"] is None:
+            raise DataError("the MAP search found no finite posterior density from the prior medians; check the data units, the error model and the priors")  # fmt: skip
+        if np.isfinite(res.fun) and res.fun <= best["value"]:
+            x = start.copy()
+            x[~fixed] = res.x
+            return jnp.asarray(x)
+        return jnp.asarray(best["x"])
+
     # Constrained latent sites at the mode from the priors' transforms alone (no solve);
     # ``postprocess`` adds the deterministic sites (P_i, predictions) and is only traced.
-    values = jax.jit(_to_latent(pm))(unravel(x))
+    to_latent = jax.jit(_to_latent(pm))
+    held: tuple[str, ...] = ()
+    x = search(held)
+    values = to_latent(unravel(x))
+    while hold_extremes and (more := tuple(n for n in _prior_extremes(pm, values) if n not in held)):  # fmt: skip
+        held += more
+        x = search(held)
+        values = to_latent(unravel(x))
     postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
     if hessian == "exact":
         h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
     elif hessian == "fd":
         # the raw gradient: host() turns non-finite values into +inf with a zero gradient
-        h = _fd_hessian(lambda v: np.asarray(value_and_grad(jnp.asarray(v), data)[1]), res.x)
+        h = _fd_hessian(
+            lambda v: np.asarray(value_and_grad(jnp.asarray(v), data)[1]), np.asarray(x)
+        )
     if hessian is not None:
         h = 0.5 * (h + h.T)
         try:
@@ -514,7 +589,7 @@ def _map(pm: PopulationModel, data: tuple, key: Any, hessian: str | None = "exac
             cov = np.linalg.inv(h)
         except np.linalg.LinAlgError:
             pass
-    return _Mode(x, unravel, values, cov, postprocess, h)
+    return _Mode(x, unravel, values, cov, postprocess, h, held)
 
 
 def _fd_hessian(grad: Any, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
