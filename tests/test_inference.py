@@ -340,3 +340,22 @@ def test_degenerate_joint_mode_is_not_where_nuts_starts(model, tmp_path):
     lo, hi = np.quantile(draws, [0.05, 0.95])
     assert lo <= 0.1 <= hi, (lo, hi)  # the true proportional SD
     assert float(np.asarray(f.posterior["sample_stats"]["step_size"]).mean()) > 1e-2
+
+
+def test_a_finished_map_fit_leaves_nothing_alive(model, theo):
+    """Posterior draws were evaluated by a module-level jit with the fit's closure as a static
+    argument: its cache kept every fit's model and compiled functions for the life of the
+    process (a loop of fits grew without bound). After a MAP fit is dropped, no population
+    model of it may survive a garbage collection. (NUTS fits are still held by numpyro's
+    and JAX's caches of the sampling loop; see fit()'s docstring.)"""
+    import gc
+
+    from ldpk.population import PopulationModel
+
+    gc.collect()
+    before = sum(isinstance(o, PopulationModel) for o in gc.get_objects())
+    f = ldpk.fit(model, theo, config=CFG, method="map", progress=False)
+    assert f.draws("pred").size == theo.n_obs
+    del f
+    gc.collect()
+    assert sum(isinstance(o, PopulationModel) for o in gc.get_objects()) == before
