@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     model, ds, cfg, lloq = load_study(args.study)
+    # the ldpk commit each row was computed with (the code can change between resumed runs)
+    commit = (git_info() or {}).get("commit")
     fit_cfg = {k: v for k, v in cfg.items() if k != "data"}  # fit: options apply (sizes from here)
     key = jax.random.PRNGKey(args.seed)
     method = (
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.replicates):
             if r in done:
                 continue
-            row = _one(model, ds, cfg, fit_cfg, lloq, key, r, args)
+            row = {**_one(model, ds, cfg, fit_cfg, lloq, key, r, args), "commit": commit}
             # Every fit compiles new functions and JAX keeps them all: after 27 fits in one
             # process the EV run died with "LLVM ERROR: Unable to allocate section memory".
             # The persistent cache gives them back to the next replicate.
