@@ -487,8 +487,8 @@ def _prior_extremes(pm: PopulationModel, values: Mapping[str, Any]) -> tuple[str
     for name, site in trace.items():
         if site["type"] != "sample" or name.startswith("eta_"):
             continue
-        cdf = float(np.asarray(site["fn"].cdf(site["value"])))
-        if min(cdf, 1.0 - cdf) < PRIOR_TAIL:
+        cdf = np.asarray(site["fn"].cdf(site["value"]))
+        if np.any(np.minimum(cdf, 1.0 - cdf) < PRIOR_TAIL):
             out.append(name)
     return tuple(out)
 
