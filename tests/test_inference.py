@@ -336,6 +336,10 @@ def test_degenerate_joint_mode_is_not_where_nuts_starts(model, tmp_path):
         ldpk.fit(model, ds, config=cfg, method="map", progress=False)
     f = ldpk.fit(model, ds, config=cfg, chains=1, warmup=200, samples=200, progress=False)
     assert f.posterior.attrs["ldpk_start_held"] == "sigma_prop_cp"
+    from ldpk.report import _fit_html, fit_summary_frame
+
+    page = _fit_html(f, fit_summary_frame(f), [], [], [], 0.0)
+    assert "started with sigma_prop_cp at prior medians" in page
     draws = f.draws("sigma_prop_cp").reshape(-1)
     lo, hi = np.quantile(draws, [0.05, 0.95])
     assert lo <= 0.1 <= hi, (lo, hi)  # the true proportional SD

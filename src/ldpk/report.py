@@ -310,6 +310,10 @@ def _fit_html(
     settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()))
     if "ldpk_centred" in fit.posterior.attrs:  # what parameterization='auto' chose
         settings += f" (centred: {fit.posterior.attrs['ldpk_centred'] or 'none'})"
+    if held := fit.posterior.attrs.get("ldpk_start_held"):  # degenerate joint mode
+        settings += (
+            f"; started with {held} at prior medians (the joint mode put them in a prior tail)"
+        )
     timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in fit.timings.items())
     items: list[tuple[str, Any]] = [
         ("model", model.name),
