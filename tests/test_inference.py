@@ -302,7 +302,7 @@ def _one_sample_per_subject(tmp_path):
     cfg = {
         "parameters": {"V": {"iiv": None}, "KA": {"fixed": True, "iiv": None}},
         "error": {"cp": {"model": "proportional"}},
-    }  # fmt: skip
+    }
     return path, cfg
 
 
@@ -315,6 +315,7 @@ def test_degenerate_joint_mode_is_not_where_nuts_starts(model, tmp_path):
 
     from ldpk.inference import PRIOR_TAIL, _map, _prior_extremes
     from ldpk.population import PopulationModel, fit_spec, prior_distribution
+    from ldpk.report import _fit_html, fit_summary_frame
 
     path, cfg = _one_sample_per_subject(tmp_path)
     ds = ldpk.read_data(model, path)
@@ -336,8 +337,6 @@ def test_degenerate_joint_mode_is_not_where_nuts_starts(model, tmp_path):
         ldpk.fit(model, ds, config=cfg, method="map", progress=False)
     f = ldpk.fit(model, ds, config=cfg, chains=1, warmup=200, samples=200, progress=False)
     assert f.posterior.attrs["ldpk_start_held"] == "sigma_prop_cp"
-    from ldpk.report import _fit_html, fit_summary_frame
-
     page = _fit_html(f, fit_summary_frame(f), [], [], [], 0.0)
     assert "started with sigma_prop_cp at prior medians" in page
     draws = f.draws("sigma_prop_cp").reshape(-1)

@@ -544,10 +544,11 @@ def _map(
             best.update(value=v, x=np.array(x))
         return v, g
 
+    pos = unravel(jnp.arange(flat0.size, dtype=float))  # each site's positions in flat0
+
     def search(held: tuple[str, ...]) -> Any:
         """BFGS over the sites not ``held`` (those stay at their starting values)."""
         fixed = np.zeros(flat0.size, dtype=bool)
-        pos = unravel(jnp.arange(flat0.size, dtype=float))
         for name in held:
             fixed[np.asarray(pos[name]).astype(int)] = True
         start = np.asarray(flat0)
