@@ -1,5 +1,5 @@
 """Species physiology tables: body weight, organ weights, blood volume, cardiac output and
-regional blood flow for the mouse, the rat and the human.
+regional blood flow for the mouse, the rat, the dog and the human.
 
 Every number is a :class:`Value` that carries its unit and a reference key; the species'
 ``references`` dict maps each key to a full citation. Published values are stored as printed
@@ -10,8 +10,14 @@ the derivation transfers a ratio from another species, also flagged ``illustrati
 
 Reference body weights. Percent-of-body-weight values are applied to one reference weight
 per species: mouse 0.025 kg (B6C3F1 male, Brown et al. 1997 Table 1), rat 0.25 kg (F344
-male, Brown et al. 1997 Table 3), human 70 kg (ICRP Publication 23 Reference Man).
-:func:`scale_to` moves a table to another body weight.
+male, Brown et al. 1997 Table 3), dog 10 kg (the dog of Davies & Morris 1993, at which their
+cardiac output and organ blood flows are given), human 70 kg (ICRP Publication 23 Reference
+Man). :func:`scale_to` moves a table to another body weight.
+
+The dog combines Brown et al. 1997 (organ weights, Table 6; blood volume, Table 21) with
+Davies & Morris 1993 (cardiac output and organ blood flows of a 10 kg dog, in mL/min, stored
+as printed and divided by the cardiac output). Its spleen flow and bone-marrow entries are
+illustrative transfers (see the notes).
 
 Consistency rules (checked by the tests).
 
@@ -28,8 +34,11 @@ Consistency rules (checked by the tests).
 - Volumes: an organ's volume is its weight / 1.0 g/mL unless a volume is tabulated (only
   blood has one). 1.0 g/mL is a convention of this module, not a tissue-specific density.
 
-The dog, pig and cynomolgus monkey are not tabulated: no source checked for this module gave
-every organ weight and flow needed with a citable table.
+The pig and the monkey (rhesus, cynomolgus) are not tabulated. For the monkey the blood
+flows of Davies & Morris 1993 were found, but not its brain, lung and spleen weights (the
+one reproduction of the paper's tables found, in the httk R package, carries the human
+values there); for the pig the sources checked (swine PBPK models) give no brain, heart,
+lung or spleen values.
 """
 
 from __future__ import annotations
@@ -207,7 +216,13 @@ _SPLEEN_FLOW_NOTE = (
 #           ("g", grams, ref, where)         -> absolute mass
 #           ("marrow_from_skeleton", skeleton percent of BW, ref, where) -> illustrative
 #   flow:   (percent of cardiac output, ref, where[, illustrative])
+#           ("ml_min", mL/min, ref, where)  -> divided by the species' cardiac output
 #           ("marrow_from_bone", bone percent of CO, ref, where) -> illustrative
+#           ("marrow_from_bone_ml_min", bone mL/min, ref, where) -> illustrative
+#           ("transfer_ml_min", mL/min, cardiac output mL/min, ref, where) -> the fraction of
+#               cardiac output of another species, transferred unchanged: illustrative
+#   cardiac_output: ("allometric", coefficient, ref, where) -> coefficient x BW^0.75
+#                   ("ml_min", mL/min, ref, where)         -> absolute, at the reference BW
 # --------------------------------------------------------------------------------------
 
 _RAW: dict[str, dict] = {
@@ -226,6 +241,7 @@ _RAW: dict[str, dict] = {
         },
         "blood": ("pct_bw", 4.9, "brown1997", "Table 21"),
         "cardiac_output": (
+            "allometric",
             275.0,
             "brown1997",
             "Brown et al. 1997 (p. 440): Q_C = 0.275 L/min x BW^0.75 (BW in kg) for the mouse",
@@ -259,6 +275,7 @@ _RAW: dict[str, dict] = {
         },
         "blood": ("ml_per_kg", 64.0, "diehl2001", "Table 5, rat circulating blood volume"),
         "cardiac_output": (
+            "allometric",
             235.0,
             "brown1997",
             "Brown et al. 1997 (p. 441): Q_C = 0.235 L/min x BW^0.75 (BW in kg) for the rat",
@@ -282,6 +299,67 @@ _RAW: dict[str, dict] = {
                 True,
             ),
             "bone_marrow": ("marrow_from_bone", 12.2, "brown1997", "Table 23 (bone)"),
+        },
+    },
+    # Dog. Organ weights and blood volume: Brown et al. 1997 Tables 6 and 21 (the same
+    # numbers in httk, USEPA/CompTox-ExpoCast-httk Tissue-PercentBW.txt, dog column, and in
+    # dog PBPK models citing Tables 6 and 21). Cardiac output, organ flows and the 10 kg
+    # body weight: Davies & Morris 1993 (httk datatables/Tissue-Flows.txt and
+    # Basic-Physiology.txt, dog column; httk documents physiology.data as Davies & Morris).
+    "dog": {
+        "body_weight_kg": 10.0,
+        "body_weight_ref": (
+            "davies1993",
+            "10 kg dog, the body weight at which Davies & Morris 1993 give the dog's cardiac "
+            "output and organ blood flows; the Brown et al. 1997 Table 6 percentages are "
+            "applied to it.",
+        ),
+        "weights": {
+            "lung": ("pct_bw", 0.82, "brown1997", "Table 6"),
+            "heart": ("pct_bw", 0.78, "brown1997", "Table 6"),
+            "liver": ("pct_bw", 3.29, "brown1997", "Table 6"),
+            "spleen": ("pct_bw", 0.27, "brown1997", "Table 6"),
+            "kidney": ("pct_bw", 0.55, "brown1997", "Table 6; both kidneys"),
+            "brain": ("pct_bw", 0.78, "brown1997", "Table 6"),
+            "muscle": ("pct_bw", 45.65, "brown1997", "Table 6"),
+            "bone_marrow": ("marrow_from_skeleton", 8.10, "brown1997", "Table 6 (bone)"),
+        },
+        "blood": ("pct_bw", 8.2, "brown1997", "Table 21"),
+        "cardiac_output": (
+            "ml_min",
+            1200.0,
+            "davies1993",
+            "Davies & Morris 1993, 10 kg dog. Dog PBPK models citing Brown et al. 1997 "
+            "(Table 22) use higher resting values for beagles (12.9 L/h per kg); the Davies & "
+            "Morris value is used because the organ flows of this table are fractions of it",
+        ),
+        "flows": {
+            "heart": ("ml_min", 54.0, "davies1993", "Davies & Morris 1993, 10 kg dog"),
+            "liver": (
+                "ml_min",
+                309.0,
+                "davies1993",
+                "Davies & Morris 1993, 10 kg dog; total liver = hepatic artery 79 + portal "
+                "(gut) 230 mL/min; dog PBPK models citing Brown et al. 1997 Table 26 use "
+                "29.7 %",
+            ),
+            "kidney": ("ml_min", 216.0, "davies1993", "Davies & Morris 1993, 10 kg dog"),
+            "brain": ("ml_min", 45.0, "davies1993", "Davies & Morris 1993, 10 kg dog"),
+            "muscle": ("ml_min", 250.0, "davies1993", "Davies & Morris 1993, 10 kg dog"),
+            "spleen": (
+                "transfer_ml_min",
+                77.0,
+                5600.0,
+                "davies1993",
+                "human spleen flow and human cardiac output, 70 kg",
+            ),
+            "bone_marrow": (
+                "marrow_from_bone_ml_min",
+                13.0,
+                "davies1993",
+                "10 kg dog, bone, as reproduced in the httk R package; not checked against "
+                "the original table",
+            ),
         },
     },
     "human": {
@@ -309,6 +387,7 @@ _RAW: dict[str, dict] = {
         },
         "blood": ("pct_bw", 7.9, "brown1997", "Table 21"),
         "cardiac_output": (
+            "ml_min",
             6500.0,
             "icrp89",
             "ICRP 89 Table 2.39, adult male at rest (73 kg reference), used unscaled for the "
@@ -335,6 +414,11 @@ _ALIASES: dict[str, str] = {
     "mice": "mouse",
     "rat": "rat",
     "rats": "rat",
+    "dog": "dog",
+    "dogs": "dog",
+    "beagle": "dog",
+    "beagles": "dog",
+    "canine": "dog",
     "human": "human",
     "humans": "human",
     "man": "human",
@@ -375,18 +459,49 @@ def _weight_value(spec: tuple, bw_kg: float) -> Value:
     raise AssertionError(kind)  # pragma: no cover
 
 
-def _flow_value(spec: tuple) -> Value:
-    if spec[0] == "marrow_from_bone":
-        _, bone_pct, ref, where = spec
+def _flow_value(spec: tuple, co_ml_min: float) -> Value:
+    kind = spec[0]
+    if kind in ("marrow_from_bone", "marrow_from_bone_ml_min"):
+        _, bone, ref, where = spec
+        if kind == "marrow_from_bone":
+            bone_pct = bone
+            bone_text = f"Bone {_fmt(bone)} % of cardiac output ({ref} {where})"
+        else:
+            bone_pct = 100.0 * bone / co_ml_min
+            bone_text = (
+                f"Bone {_fmt(bone)} mL/min ({ref} {where}) / cardiac output "
+                f"{_fmt(co_ml_min)} mL/min = {_fmt(bone_pct)} % of cardiac output"
+            )
         pct = bone_pct * _MARROW_PER_SKELETON_FLOW
         return Value(
             pct / 100.0,
             FRACTION_UNIT,
             _DERIVED,
-            f"Illustrative: no cited source gives this species' marrow flow. Bone "
-            f"{_fmt(bone_pct)} % of cardiac output ({ref} {where}) x human red-marrow share of "
-            f"skeletal flow {_fmt(_ICRP_RED_MARROW_FLOW_PCT)}/{_fmt(_ICRP_SKELETON_FLOW_PCT)} "
+            f"Illustrative: no cited source gives this species' marrow flow. {bone_text} x "
+            f"human red-marrow share of skeletal flow "
+            f"{_fmt(_ICRP_RED_MARROW_FLOW_PCT)}/{_fmt(_ICRP_SKELETON_FLOW_PCT)} "
             f"(icrp89 Table 2.40) = {_fmt(pct)} % of cardiac output.",
+            illustrative=True,
+        )
+    if kind == "ml_min":
+        _, flow, ref, where = spec
+        return Value(
+            flow / co_ml_min,
+            FRACTION_UNIT,
+            ref,
+            f"{_fmt(flow)} mL/min ({where}) / cardiac output {_fmt(co_ml_min)} mL/min = "
+            f"{_fmt(100.0 * flow / co_ml_min)} % of cardiac output.",
+        )
+    if kind == "transfer_ml_min":
+        _, flow, other_co, ref, where = spec
+        pct = 100.0 * flow / other_co
+        return Value(
+            pct / 100.0,
+            FRACTION_UNIT,
+            _DERIVED,
+            f"Illustrative: no cited source gives this species' value. Another species' "
+            f"fraction transferred unchanged: {_fmt(flow)} of {_fmt(other_co)} mL/min "
+            f"({ref}, {where}) = {_fmt(pct)} % of cardiac output.",
             illustrative=True,
         )
     pct, ref, where, *rest = spec
@@ -424,10 +539,10 @@ def _build(name: str) -> Species:
         blood_note = f"{_fmt(number)} mL/kg ({where}) x {_fmt(bw_kg)} kg."
     blood_volume = Value(blood_ml, "mL", ref, blood_note)
 
-    co_coef, co_ref, co_where = raw["cardiac_output"]
-    if name == "human":
+    co_kind, co_coef, co_ref, co_where = raw["cardiac_output"]
+    if co_kind == "ml_min":
         cardiac_output = Value(co_coef, "mL/min", co_ref, f"{co_where}.")
-    else:
+    else:  # allometric
         cardiac_output = Value(
             co_coef * bw_kg**CARDIAC_OUTPUT_EXPONENT,
             "mL/min",
@@ -449,7 +564,7 @@ def _build(name: str) -> Species:
     }
     organs["lung"]["flow_fraction"] = Value(1.0, FRACTION_UNIT, _DERIVED, _LUNG_FLOW_NOTE)
     for organ, spec in raw["flows"].items():
-        value = _flow_value(spec)
+        value = _flow_value(spec, cardiac_output.value)
         if organ in PORTAL_ORGANS:
             value = Value(
                 value.value,
@@ -508,7 +623,8 @@ _TABLES: dict[str, Species] = {name: _build(name) for name in _RAW}
 
 
 def species_names() -> list[str]:
-    """Canonical names of the tabulated species (aliases: mice, rats, man, humans)."""
+    """Canonical names of the tabulated species (aliases: mice, rats, dogs, beagle(s),
+    canine, man, humans)."""
     return list(_TABLES)
 
 
@@ -531,7 +647,8 @@ def _canonical(name: str) -> str:
 def species(name: str) -> Species:
     """The reference table of one species (a copy: editing it does not change the module).
 
-    ``name`` is case-insensitive; 'mice', 'rats', 'man' and 'humans' are accepted.
+    ``name`` is case-insensitive; 'mice', 'rats', 'dogs', 'beagle', 'beagles', 'canine',
+    'man' and 'humans' are accepted.
     Raises :class:`DataError` for an unknown name, listing the valid ones.
     """
     return copy.deepcopy(_TABLES[_canonical(name)])
