@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             if r in done:
                 continue
             row = {**_one(model, ds, cfg, fit_cfg, lloq, key, r, args), "commit": commit}
-            # Every fit compiles new functions and JAX keeps them all: after 27 fits in one
-            # process the EV run died with "LLVM ERROR: Unable to allocate section memory".
-            # The persistent cache gives them back to the next replicate.
+            # Before fits freed their compiled functions, the EV run died after 27 fits in one
+            # process ("LLVM ERROR: Unable to allocate section memory"); kept as a guard, the
+            # persistent cache gives the next replicate its compiled functions back.
             jax.clear_caches()
             rows.append(row)
             log.write(json.dumps(row) + "\n")

@@ -29,7 +29,7 @@ import numpyro  # noqa: F401  (the whole package before its submodules: see belo
 import scipy.optimize
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
+from numpyro.infer import NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
@@ -72,7 +72,10 @@ class FitOptions:
     non-centred; the choice is in the posterior's ``ldpk_centred`` attribute); the
     posterior is the same, reported as z (``eta_P``) either way. ``dense_mass``: adapt a
     dense mass matrix (correlated parameters) instead of a diagonal one;
-    ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
+    ``max_tree_depth``: NUTS trees of at most 2^depth - 1 leapfrog steps per iteration, and
+    ``warmup_max_tree_depth`` the same during warm-up only (None: ``max_tree_depth``; a
+    lower cap bounds the cost of the first warm-up iterations, where the mass matrix is not
+    yet adapted); ``svi_steps`` and ``guide`` ('normal' mean-field, 'fullrank', 'lowrank')
     for SVI; ``draws`` from SVI guides and Laplace approximations (for the marginal Laplace
     approximation: population parameters from the normal approximation of their marginal
     posterior, each with subject effects from the normal approximation of their conditional
@@ -83,6 +86,7 @@ class FitOptions:
     samples: int = 1000
     target_accept: float = 0.8
     max_tree_depth: int = 10
+    warmup_max_tree_depth: int | None = None
     parameterization: str = "auto"
     dense_mass: bool = False
     svi_steps: int = 5000
@@ -345,14 +349,10 @@ def fit(
     otherwise), 'analytic', 'exact' or 'ode' (see :func:`ldpk.simulate`); ``ode``:
     :class:`~ldpk.ODEOptions` for the ODE kernel.
     Keyword overrides set :class:`FitOptions` fields, e.g. ``chains=2``. ``Fit.timings``:
-    seconds for the joint MAP (``map_s``), the marginal mode and its Hessian (``laplace_s``)
-    and the sampling or draws (``sampling_s``).
-
-    Memory: JAX and numpyro's sampling loop keep the compiled functions of every NUTS fit
-    for the life of the process (about 35 MB per fit of the theophylline model, more for
-    larger models). A process that runs many NUTS fits (bootstraps, simulation-based
-    calibration) should call ``jax.clear_caches()`` between them; the persistent
-    compilation cache gives the next fit its compiled functions back.
+    seconds for the joint MAP (``map_s``), the marginal mode and its Hessian (``laplace_s``),
+    NUTS warm-up (``warmup_s``, compilation included) and the sampling or draws
+    (``sampling_s``). NUTS keeps the warm-up's sample statistics (leapfrog steps, step
+    size, divergences) in the posterior's ``warmup_sample_stats`` group.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -394,7 +394,8 @@ def fit(
     values = mode.values
     t0 = time.perf_counter()
     if method == "nuts":
-        samples, stats, centred = _nuts(pm, data, k_run, opts, mode)
+        samples, stats, centred, more = _nuts(pm, data, k_run, opts, mode)
+        timings.update(more)
     elif method == "svi":
         samples, stats = _svi(pm, data, k_run, opts, mode)
     elif marginal:
@@ -633,7 +634,9 @@ class _FlatNUTS(NUTS):
 def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """NUTS, each chain started from its own draw of the Laplace approximation at the MAP (or
     the MAP plus N(0, 0.1^2) jitter in the unconstrained space). Chains run in parallel when
-    there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another."""
+    there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another.
+    Returns the constrained draws, the sample statistics, the parameters sampled centred and
+    the timings of warm-up and sampling."""
     chain_method = "parallel" if jax.local_device_count() >= opts.chains else "sequential"
     centred = _centred_parameters(pm, mode, opts.parameterization)
     centring = _Centring.of(pm, mode, centred)
@@ -646,34 +649,19 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
             return potential
         return lambda w: potential(centring.to_noncentred(w)) + centring.log_det(w)
 
+    depth = opts.max_tree_depth
+    if opts.warmup_max_tree_depth is not None:
+        depth = (opts.warmup_max_tree_depth, opts.max_tree_depth)
     kernel = _FlatNUTS(
         potential_fn_gen, target_accept_prob=opts.target_accept,
-        max_tree_depth=opts.max_tree_depth, dense_mass=opts.dense_mass,
+        max_tree_depth=depth, dense_mass=opts.dense_mass,
         inverse_mass_matrix=_initial_inverse_mass(mode, centring, opts.dense_mass),
-    )  # fmt: skip
-    mcmc = MCMC(
-        kernel, num_warmup=opts.warmup, num_samples=opts.samples, num_chains=opts.chains,
-        chain_method=chain_method, progress_bar=opts.progress, jit_model_args=True,
     )  # fmt: skip
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
     if centring is not None:
         init = jax.vmap(centring.to_centred)(init)
-    fields = ("diverging", "energy", "num_steps", "accept_prob", "adapt_state.step_size")
-    mcmc.run(k_run, *data, init_params=init if opts.chains > 1 else init[0], extra_fields=fields)
-    flat = mcmc.get_samples(group_by_chain=True)  # (chains, draws, unconstrained size)
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    stats = {
-        "diverging": extra["diverging"],
-        "energy": extra["energy"],
-        "n_steps": extra["num_steps"],
-        "acceptance_rate": extra["accept_prob"],
-        "step_size": extra["adapt_state.step_size"],
-        "tree_depth": jnp.floor(jnp.log2(extra["num_steps"] + 1)).astype(int),
-    }
-    # On the host (waiting for the chains, so that the timing is the sampling's): draws of
-    # parallel chains are spread over devices, and computing on them there is slow.
-    flat, stats = jax.device_get((flat, stats))
+    flat, stats, timings = _run_chains(kernel, k_run, init, data, opts, chain_method == "parallel")
     chains, draws = flat.shape[:2]
     if centring is not None:
         flat = np.asarray(jax.vmap(jax.vmap(centring.to_noncentred))(flat))
@@ -685,7 +673,119 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     x = {"x": jnp.asarray(flat.reshape(chains * draws, -1))}
     samples = _over_draws(constrained, x, key, data, _draws_per_chunk(pm))
     samples = {k: np.asarray(v).reshape(chains, draws, *v.shape[1:]) for k, v in samples.items()}
-    return samples, stats, centred
+    return samples, stats, centred, timings
+
+
+#: The per-iteration fields of the sampler's state kept for sample_stats: name -> getter.
+_STAT_FIELDS = {
+    "diverging": lambda s: s.diverging,
+    "energy": lambda s: s.energy,
+    "n_steps": lambda s: s.num_steps,
+    "acceptance_rate": lambda s: s.accept_prob,
+    "step_size": lambda s: s.adapt_state.step_size,
+}
+
+
+def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
+    """Run ``opts.chains`` chains of ``kernel`` from the starting points ``init`` (chains,
+    unconstrained size): ``opts.warmup`` iterations of warm-up (step size and mass matrix
+    adaptation), then ``opts.samples`` draws. Chains run in parallel over devices when
+    ``parallel`` (pmap), else one after another.
+
+    ldpk's own loop over numpyro's NUTS kernel rather than ``numpyro.infer.MCMC``: the loop
+    is compiled per fit, so its compiled code is freed with the fit (numpyro's sampling loop
+    is a module-level jit that kept every fit's sampler alive, about 35 MB per fit of the
+    theophylline model); warm-up and sampling are timed apart; the warm-up's own statistics
+    are kept; and parallel chains show progress too. Iterations run in compiled blocks of
+    1/25 of each phase (one block per phase without progress bars), the block length a
+    traced argument, so one compilation serves every block.
+
+    Returns the draws (chains, samples, size) and the sample statistics (chains, samples)
+    as NumPy arrays, and the timings ``warmup_s`` and ``sampling_s`` (seconds)."""
+    n = opts.warmup + opts.samples
+    size = init.shape[-1]
+
+    def start(key: Any, x: Any, data: tuple) -> tuple:
+        state = kernel.init(key, opts.warmup, x, data, {})
+        record = {"z": jnp.zeros((n, size), x.dtype)}
+        record |= {k: jnp.zeros(n, jnp.result_type(get(state))) for k, get in _STAT_FIELDS.items()}  # fmt: skip
+        return state, record
+
+    def advance(state: Any, record: dict, data: tuple, steps: Any) -> tuple:
+        def body(_: Any, carry: tuple) -> tuple:
+            state, record = carry
+            state = kernel.sample(state, data, {})
+            row = {"z": state.z} | {k: get(state) for k, get in _STAT_FIELDS.items()}
+            record = {k: record[k].at[state.i - 1].set(row[k]) for k in record}
+            return state, record
+
+        return jax.lax.fori_loop(0, steps, body, (state, record))
+
+    if parallel:
+        start_c = _over_chains(start, opts.chains, (True, True, False))
+        advance_c = _over_chains(advance, opts.chains, (True, True, False, False))
+        runs = [(jax.random.split(key, opts.chains), init)]
+    else:
+        start_c, advance_c = jax.jit(start), jax.jit(advance, donate_argnums=1)
+        runs = list(zip(jax.random.split(key, opts.chains), init, strict=True))
+    blocks = [_blocks(opts.warmup, opts.progress), _blocks(opts.samples, opts.progress)]
+    bar = None
+    if opts.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * len(runs), unit="it", desc="warmup", leave=False)
+    timings = {"warmup_s": 0.0, "sampling_s": 0.0}
+    records = []
+    for run_key, x in runs:
+        t0 = time.perf_counter()
+        state, record = start_c(run_key, x, data)
+        for phase, lengths in zip(timings, blocks, strict=True):
+            if bar is not None:
+                bar.set_description(phase.removesuffix("_s"))
+            for steps in lengths:
+                state, record = advance_c(state, record, data, jnp.asarray(steps))
+                jax.block_until_ready(state.i)
+                if bar is not None:
+                    bar.update(steps)
+            timings[phase] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+        records.append(jax.device_get(record))
+    if bar is not None:
+        bar.close()
+    record = {k: np.concatenate([r[k] if parallel else r[k][None] for r in records]) for k in records[0]}  # fmt: skip
+    warm = {k: v[:, : opts.warmup] for k, v in record.items() if k != "z"}
+    stats = {k: v[:, opts.warmup :] for k, v in record.items() if k != "z"}
+    for s in (warm, stats):
+        s["tree_depth"] = np.floor(np.log2(s["n_steps"] + 1)).astype(int)
+    stats["warmup"] = warm
+    return record["z"][:, opts.warmup :], stats, timings
+
+
+def _over_chains(f: Any, chains: int, mapped: tuple[bool, ...]) -> Any:
+    """``f`` of one chain, compiled to run ``chains`` chains at once, one per device: the
+    arguments flagged in ``mapped`` carry a leading chain axis, the others are shared.
+    A shard_map under jit rather than ``jax.pmap``: pmap's cache of its shard_map (a weak key
+    dict whose values hold their own keys) kept every fit's sampler alive."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.local_devices()[:chains]), ("chain",))
+
+    def local(*args: Any) -> Any:  # each device's shard: one chain
+        one = (jax.tree.map(lambda v: v[0], a) if m else a for a, m in zip(args, mapped, strict=True))  # fmt: skip
+        return jax.tree.map(lambda v: v[None], f(*one))
+
+    specs = tuple(PartitionSpec("chain") if m else PartitionSpec() for m in mapped)
+    # check_vma off: numpyro's tree building carries per-chain and shared values together
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("chain"), check_vma=False))  # fmt: skip
+
+
+def _blocks(n: int, progress: bool, parts: int = 25) -> list[int]:
+    """Iteration counts of the compiled blocks that run ``n`` iterations: one block, or
+    about ``parts`` with progress bars."""
+    if not progress or n <= parts:
+        return [n] if n else []
+    size = -(-n // parts)
+    return [size] * (n // size) + ([n % size] if n % size else [])
 
 
 def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str) -> tuple[str, ...]:  # fmt: skip
@@ -1130,10 +1230,13 @@ def _to_datatree(
         },  # fmt: skip
     }
     if extra and method == "nuts":
+        extra = dict(extra)
+        if warm := extra.pop("warmup", None):  # ArviZ's group for the warm-up's statistics
+            groups["warmup_sample_stats"] = {k: np.asarray(v) for k, v in warm.items()}
         groups["sample_stats"] = {k: np.asarray(v) for k, v in extra.items()}
     for k in ("obs_subject", "obs_time", "obs_output", "obs_censored", "obs_row"):
         dims[k] = ["obs"]
-    tree = az.from_dict(groups, coords=coords, dims=dims)
+    tree = az.from_dict(groups, coords=coords, dims=dims, save_warmup=True)
     tree.attrs["ldpk_method"] = method
     tree.attrs["ldpk_model"] = pm.model.name
     return tree

@@ -130,6 +130,7 @@ _SETTINGS = {
         "samples",
         "target_accept",
         "max_tree_depth",
+        "warmup_max_tree_depth",
         "parameterization",
         "dense_mass",
         "seed",
@@ -307,7 +308,7 @@ def _fit_html(
         "parameter (σ); with NUTS also the effective sample sizes, R-hat and Monte Carlo "
         "standard errors.</p>"
     )
-    settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()))
+    settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()) if getattr(opts, k) is not None)  # fmt: skip
     if "ldpk_centred" in fit.posterior.attrs:  # what parameterization='auto' chose
         settings += f" (centred: {fit.posterior.attrs['ldpk_centred'] or 'none'})"
     if held := fit.posterior.attrs.get("ldpk_start_held"):  # degenerate joint mode
