@@ -637,7 +637,7 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     there are as many devices (LDPK_HOST_DEVICES on a CPU), else one after another.
     Returns the constrained draws, the sample statistics, the parameters sampled centred and
     the timings of warm-up and sampling."""
-    chain_method = "parallel" if jax.local_device_count() >= opts.chains else "sequential"
+    parallel = 1 < opts.chains <= jax.local_device_count()
     centred = _centred_parameters(pm, mode, opts.parameterization)
     centring = _Centring.of(pm, mode, centred)
 
@@ -661,7 +661,7 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     init = _dispersed(mode, k_init, opts.chains)
     if centring is not None:
         init = jax.vmap(centring.to_centred)(init)
-    flat, stats, timings = _run_chains(kernel, k_run, init, data, opts, chain_method == "parallel")
+    flat, stats, timings = _run_chains(kernel, k_run, init, data, opts, parallel)
     chains, draws = flat.shape[:2]
     if centring is not None:
         flat = np.asarray(jax.vmap(jax.vmap(centring.to_noncentred))(flat))
@@ -689,8 +689,8 @@ _STAT_FIELDS = {
 def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
     """Run ``opts.chains`` chains of ``kernel`` from the starting points ``init`` (chains,
     unconstrained size): ``opts.warmup`` iterations of warm-up (step size and mass matrix
-    adaptation), then ``opts.samples`` draws. Chains run in parallel over devices when
-    ``parallel`` (pmap), else one after another.
+    adaptation), then ``opts.samples`` draws. Chains run in parallel, one per device, when
+    ``parallel`` (see :func:`_over_chains`), else one after another.
 
     ldpk's own loop over numpyro's NUTS kernel rather than ``numpyro.infer.MCMC``: the loop
     is compiled per fit, so its compiled code is freed with the fit (numpyro's sampling loop
