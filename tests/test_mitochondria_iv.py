@@ -146,3 +146,33 @@ def test_intramyocardial_stays_near_site_iv_goes_to_liver_lung_spleen(sims):
     mps = sum(float(np.asarray(iv[f"pct_{o}"])[3]) for o in ("liver", "spleen", "lung"))
     assert mps > 60.0
     assert float(np.asarray(iv["pct_heart"])[3]) < 5.0
+
+
+def test_raw_activity_decays_from_each_subjects_dose(model):
+    """Raw activity decays from the dose, not from t = 0: one 18F half-life (109.77 min,
+    ICRP 107) after a dose given at 2 h, raw activity is exactly half the decay-corrected
+    amount; in a population table each subject's decay starts at its own first dose."""
+    from ldpk.dosing import event_table, regimen_records, stack_tables
+
+    half = T_HALF_18F_H
+    t = np.array([2.0 + half, 2.0 + 3 * half])
+    doses = [ldpk.Bolus(100.0, time=2.0, route="iv")]
+    corrected = ldpk.simulate(model, None, doses, t)
+    raw = ldpk.simulate(model, None, doses, t, decay_corrected=False)
+    ratio = np.asarray(raw["activity_liver"]) / np.asarray(corrected["activity_liver"])
+    np.testing.assert_allclose(ratio, [0.5, 0.125], rtol=1e-12)
+
+    starts = (0.0, 3.0)
+    tables = [
+        event_table(
+            regimen_records(
+                model, [ldpk.Bolus(100.0, time=s, route="iv")], s + np.array([half, 2 * half]), None
+            )
+        )  # fmt: skip
+        for s in starts
+    ]
+    batch = stack_tables(tables)
+    params = {"KBL": np.full(2, model.parameter("KBL").value)}
+    c = np.asarray(ldpk.simulate(model, params, batch)["activity_liver"])
+    r = np.asarray(ldpk.simulate(model, params, batch, decay_corrected=False)["activity_liver"])
+    np.testing.assert_allclose(r / c, [[0.5, 0.25], [0.5, 0.25]], rtol=1e-12)

@@ -21,6 +21,8 @@ from ldpk.dosing import (
     OBS,
     PAD,
     RESET,
+    SS_RUNSTOP,
+    SS_SET,
     Bolus,
     EventTable,
     Infusion,
@@ -223,8 +225,10 @@ def simulate(
     check: raise :class:`SolverError` naming failed parameter sets (else failures are NaN).
     decay_corrected: outputs marked ``decay: true`` (radioactivity of the model's ``tracer``)
         are decay-corrected to the time of dosing when True (the model's amounts); False
-        gives raw activity, multiplied by exp(-ln2 t / half-life). Which one a data set holds
-        is a property of the data; the prediction follows it.
+        gives raw activity, multiplied by exp(-ln2 (t - t_dose) / half-life) with t_dose each
+        subject's first dose. Which one a data set holds is a property of the data; the
+        prediction follows it. With several labelled doses, each dose's amount is read as
+        its activity decay-corrected to the first dose.
     """
     kernel = choose_kernel(model, method)
     options = ode or ODEOptions()
@@ -285,7 +289,7 @@ def simulate(
         y = y.reshape(*batch, *y.shape[1:])
         ok = ok.reshape(batch)
         t_out = obs_times
-    y = _apply_decay(model, y, t_out, decay_corrected)
+    y = _apply_decay(model, y, t_out, _first_dose_time(table), decay_corrected)
     if check and not isinstance(ok, jax.core.Tracer):
         _raise_failures(model, theta, np.asarray(ok), kernel)
     return Simulation(model, np.asarray(t_out), x, y, kernel)
@@ -478,14 +482,26 @@ def _ode_segments(table: EventTable, arrays: dict[str, Any]) -> tuple | None:
     return tuple(ops)
 
 
-def _apply_decay(model: Model, y: Any, times: Any, decay_corrected: bool) -> Any:
-    """Raw activity for outputs marked ``decay: true`` when the data are not decay-corrected."""
+def _first_dose_time(table: EventTable) -> np.ndarray:
+    """Each subject's first dose time (scalar for one subject; 0 without doses): the time to
+    which decay-corrected amounts refer."""
+    kind, t = np.asarray(table["e_kind"]), np.asarray(table["e_time"])
+    dosed = np.isin(kind, (BOLUS, INF_START, SS_SET, SS_RUNSTOP))
+    first = np.where(dosed, t, np.inf).min(axis=-1)
+    return np.where(np.isfinite(first), first, 0.0)
+
+
+def _apply_decay(model: Model, y: Any, times: Any, t_ref: np.ndarray, decay_corrected: bool) -> Any:  # fmt: skip
+    """Raw activity for outputs marked ``decay: true`` when the data are not decay-corrected:
+    the amounts times the fraction of activity left since ``t_ref`` (each subject's first
+    dose, to which decay-corrected amounts refer)."""
     flags = np.array([o.decay for o in model.outputs], dtype=bool)
     if decay_corrected or not flags.any():
         return y
     from ldpk.tracer import decay_factor
 
-    f = decay_factor(model.tracer, jnp.asarray(times), model.time_unit)  # (..., T)
+    since = jnp.asarray(times) - (t_ref[:, None] if np.ndim(t_ref) else t_ref)
+    f = decay_factor(model.tracer, since, model.time_unit)  # (..., T)
     return jnp.where(jnp.asarray(flags), y * f[..., None], y)
 
 
