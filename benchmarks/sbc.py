@@ -192,6 +192,9 @@ def _one(model, ds, cfg, fit_cfg, lloq, key, r: int, args) -> dict:
         "start_held": f.posterior.attrs.get("ldpk_start_held", ""),
         "params": {},
     }
+    if "warmup_sample_stats" in f.posterior.children:  # where a slow replicate spent its time
+        row["warmup_leapfrog_steps"] = int(np.asarray(f.posterior["warmup_sample_stats"]["n_steps"]).sum())  # fmt: skip
+        row["timings"] = dict(f.timings)
     if stats is not None:  # a stuck chain shows here (bulk ESS of 1-5)
         ess = az.ess(f.posterior, var_names=f.parameter_names(), method="bulk")  # the group
         row["min_bulk_ess"] = min(float(np.asarray(v)) for v in ess.data_vars.values())
