@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "nuts"
         else f"marginal Laplace approximation, {args.samples} draws"
     )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / f"sbc_{args.study}.partial.jsonl"
     rows = _resume(partial, method, args.seed)
     done = {r["replicate"] for r in rows}
