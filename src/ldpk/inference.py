@@ -695,8 +695,10 @@ def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions
     ldpk's own loop over numpyro's NUTS kernel rather than ``numpyro.infer.MCMC``: the loop
     is compiled per fit, so its compiled code is freed with the fit (numpyro's sampling loop
     is a module-level jit that kept every fit's sampler alive, about 35 MB per fit of the
-    theophylline model); warm-up and sampling are timed apart; the warm-up's own statistics
-    are kept; and parallel chains show progress too. Iterations run in compiled blocks of
+    theophylline model); each chain's start (its first gradient) is compiled too (numpyro
+    evaluated it op by op when chains ran one after another: over 40 minutes for the CAR-T
+    ODE model); warm-up and sampling are timed apart; the warm-up's own statistics are kept
+    (``stats["warmup"]``); and parallel chains show progress too. Iterations run in compiled blocks of
     1/25 of each phase (one block per phase without progress bars), the block length a
     traced argument, so one compilation serves every block.
 
