@@ -698,9 +698,9 @@ def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions
     theophylline model); each chain's start (its first gradient) is compiled too (numpyro
     evaluated it op by op when chains ran one after another: over 40 minutes for the CAR-T
     ODE model); warm-up and sampling are timed apart; the warm-up's own statistics are kept
-    (``stats["warmup"]``); and parallel chains show progress too. Iterations run in compiled blocks of
-    1/25 of each phase (one block per phase without progress bars), the block length a
-    traced argument, so one compilation serves every block.
+    (``stats["warmup"]``); and parallel chains show progress too. Iterations run in
+    compiled blocks of 1/25 of each phase (one block per phase without progress bars), the
+    block length a traced argument, so one compilation serves every block.
 
     Returns the draws (chains, samples, size) and the sample statistics (chains, samples)
     as NumPy arrays, and the timings ``warmup_s`` and ``sampling_s`` (seconds)."""
