@@ -409,3 +409,19 @@ def test_warmup_tree_depth_caps_only_the_warmup(model, theo):
     warm = np.asarray(f.posterior["warmup_sample_stats"]["n_steps"])
     assert warm.max() <= 1
     assert np.asarray(f.posterior["sample_stats"]["n_steps"]).max() > 1
+
+
+@pytest.mark.parametrize("n", [0, 1, 23, 100, 1000])
+@pytest.mark.parametrize("progress", [False, True])
+@pytest.mark.parametrize("most", [None, 5])
+def test_blocks_cover_every_iteration_once(n, progress, most):
+    """The sampling loop's compiled blocks run exactly n iterations, none longer than the
+    parallel cap (XLA's multi-device loops hold every iteration's memory until they return)."""
+    from ldpk.inference import _blocks
+
+    blocks = _blocks(n, progress, most)
+    assert sum(blocks) == n and all(b > 0 for b in blocks)
+    if most:
+        assert max(blocks, default=0) <= most
+    if not progress and not most:
+        assert len(blocks) == (1 if n else 0)
