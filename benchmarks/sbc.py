@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--descending", action="store_true", help="replicates from the last down: a second process on the same results file then works from the other end")  # fmt: skip
     args = ap.parse_args(argv)
 
     model, ds, cfg, lloq = load_study(args.study)
@@ -118,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     partial = args.out / f"sbc_{args.study}.partial.jsonl"
     rows = _resume(partial, method, args.seed)
-    done = {r["replicate"] for r in rows}
     t_start = time.perf_counter()
     with partial.open("a") as log:
         if not rows:
             log.write(json.dumps({"method": method, "seed": args.seed}) + "\n")
-        for r in range(args.replicates):
-            if r in done:
+        order = range(args.replicates)
+        for r in reversed(order) if args.descending else order:
+            if r in _done(partial):  # done earlier, or by another process
                 continue
             row = {**_one(model, ds, cfg, fit_cfg, lloq, key, r, args), "commit": commit}
             # Before fits freed their compiled functions, the EV run died after 27 fits in one
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             cov = np.mean([p["covered_90"] for p in row["params"].values()])
             print(f"replicate {r}: {row['seconds']:.1f} s, {row['divergences']} divergences, covered {cov:.0%}", flush=True)  # fmt: skip
 
+    # every row in the file (a second process may have added some), the first per replicate
+    rows = list({r["replicate"]: r for r in reversed(_resume(partial, method, args.seed))}.values())  # fmt: skip
     rows = sorted((r for r in rows if r["replicate"] < args.replicates), key=lambda r: r["replicate"])  # fmt: skip
     result = {
         "study": args.study,
@@ -211,6 +214,11 @@ def _one(model, ds, cfg, fit_cfg, lloq, key, r: int, args) -> dict:
             "covered_90": bool(lo <= true <= hi),
         }
     return row
+
+
+def _done(partial: Path) -> set[int]:
+    """Replicates with a row in the results file so far."""
+    return {json.loads(line).get("replicate", -1) for line in partial.read_text().splitlines() if line.strip()}  # fmt: skip
 
 
 def _resume(partial: Path, method: str, seed: int) -> list[dict]:
