@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=400)
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--summarise-only", action="store_true", help="fit nothing: summarise the rows the results file holds")  # fmt: skip
     ap.add_argument("--descending", action="store_true", help="replicates from the last down: a second process on the same results file then works from the other end")  # fmt: skip
     args = ap.parse_args(argv)
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if not rows:
             log.write(json.dumps({"method": method, "seed": args.seed}) + "\n")
         order = range(args.replicates)
-        for r in reversed(order) if args.descending else order:
+        for r in [] if args.summarise_only else reversed(order) if args.descending else order:
             if r in _done(partial):  # done earlier, or by another process
                 continue
             row = {**_one(model, ds, cfg, fit_cfg, lloq, key, r, args), "commit": commit}
