@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20261122)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--summarise-only", action="store_true", help="fit nothing: summarise the rows the results file holds")  # fmt: skip
+    ap.add_argument("--skip", type=int, nargs="*", default=[], help="replicates to leave for later (e.g. one that another process is running)")  # fmt: skip
     ap.add_argument("--descending", action="store_true", help="replicates from the last down: a second process on the same results file then works from the other end")  # fmt: skip
     args = ap.parse_args(argv)
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             log.write(json.dumps({"method": method, "seed": args.seed}) + "\n")
         order = range(args.replicates)
         for r in [] if args.summarise_only else reversed(order) if args.descending else order:
-            if r in _done(partial):  # done earlier, or by another process
+            if r in args.skip or r in _done(partial):  # done earlier, or by another process
                 continue
             row = {**_one(model, ds, cfg, fit_cfg, lloq, key, r, args), "commit": commit}
             # Before fits freed their compiled functions, the EV run died after 27 fits in one
