@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
             # process ("LLVM ERROR: Unable to allocate section memory"); kept as a guard, the
             # persistent cache gives the next replicate its compiled functions back.
             jax.clear_caches()
-            rows.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
             if "error" in row:
