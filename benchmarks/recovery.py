@@ -108,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "nuts"
         else {"draws": args.draws}
     )  # fmt: skip
-    result = json.loads(args.out.read_text()) if args.out.exists() else {"studies": {}}
     for study in args.studies:
         r = recover(study, args.method, sampler, args.seed)
+        # read just before writing: another process may have added a study meanwhile
+        result = json.loads(args.out.read_text()) if args.out.exists() else {"studies": {}}
         result["studies"].setdefault(study, {})[args.method] = r
         for n, p in r["parameters"].items():
             flag = "" if p["covered_90"] else "   <- not covered"

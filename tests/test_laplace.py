@@ -165,3 +165,18 @@ def test_without_between_subject_variability_laplace_is_at_the_map(one_cpt, refe
     cl = fit.draws("CL")
     assert cl.shape == (200,) and np.all(np.isfinite(cl))
     assert abs(np.log(np.median(cl) / fit.map_values["CL"])) < 0.05
+
+
+def test_trouble_names_the_subjects_off_their_conditional_mode(one_cpt, reference_data_dir):
+    """The diagnostic behind the marginal Laplace's error and warning: at the conditional
+    mode (Newton from the prior medians) no subject is named; with one subject's effects
+    moved off it, that subject alone is named, with its gradient."""
+    m, data = marginal(one_cpt, reference_data_dir / "theo_sd.csv", ADDITIVE)
+    th = m.theta0
+    eta, ok = jax.jit(m.newton)(th, m.eta0, data)
+    assert bool(ok)
+    assert m.trouble(th, eta, data) == ""
+    ids = m.pm.dataset.subjects
+    moved = eta.at[4].add(0.5)
+    msg = m.trouble(th, moved, data)
+    assert msg.startswith(f"ID {ids[4]} (largest |dU/d eta| ") and msg.count("ID ") == 1, msg

@@ -1079,6 +1079,16 @@ class _Marginal:
         """Constrained latent sites at (theta, eta)."""
         return self.postprocess(self.params(th, eta))
 
+    def trouble(self, th: Any, eta: Any, data: tuple) -> str:
+        """Host side, for messages: the subjects whose effects at ``eta`` are not a smooth
+        minimum of U given theta (gradient above 1e-5, or a block of the Hessian that is not
+        positive definite), with both numbers, or '' if there are none."""
+        g = np.abs(np.asarray(jax.jit(self.grad_eta)(th, eta, data))).max(axis=1)
+        w = np.linalg.eigvalsh(np.asarray(jax.jit(self.blocks)(th, eta, data))).min(axis=1)
+        bad = np.flatnonzero((g > 1e-5) | ~(w > 0))
+        ids = self.pm.dataset.subjects
+        return "; ".join(f"ID {ids[i]} (largest |dU/d eta| {g[i]:.2g}, smallest curvature {w[i]:.3g})" for i in bad)  # fmt: skip
+
 
 def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:  # fmt: skip
     """Marginal Laplace: theta_hat = argmin U_m by BFGS (JAX gradients) from the joint MAP's
@@ -1108,7 +1118,8 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     # started from the joint MAP's theta, the subject effects from the joint MAP's
     res = scipy.optimize.minimize(host, np.asarray(m.theta0), jac=True, method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})  # fmt: skip
     if not np.isfinite(res.fun):
-        raise DataError("the marginal Laplace objective is not finite at the joint MAP's population parameters; try method='nuts'")  # fmt: skip
+        eta = conditional(jnp.asarray(m.theta0), m.eta0, zero, data)[0]
+        raise DataError(f"the marginal Laplace objective is not finite at the joint MAP's population parameters: the subject effects' conditional posterior has no smooth mode for {m.trouble(m.theta0, eta, data) or 'some subject'}. The Laplace approximation needs one per subject; a likelihood with kinks (e.g. a switch time such as a CAR-T Tmax passing an observation time) or several modes breaks it; use method='nuts'")  # fmt: skip
     x = np.asarray(res.x)
     eta_hat, _, ok = conditional(jnp.asarray(x), best["eta"], zero, data)
     p = x.size
@@ -1124,7 +1135,7 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     except np.linalg.LinAlgError:
         raise DataError("the Hessian of the marginal posterior (subject effects integrated out) is not positive definite at its mode, so there is no Laplace approximation; try method='nuts'") from None  # fmt: skip
     if not bool(ok):
-        warnings.warn("marginal Laplace: the subject effects' conditional mode did not converge at the population mode", stacklevel=3)  # fmt: skip
+        warnings.warn(f"marginal Laplace: the subject effects' conditional mode did not converge at the population mode for {m.trouble(jnp.asarray(x), eta_hat, data) or 'some subject'}; the approximation is doubtful there: compare with method='nuts'", stacklevel=3)  # fmt: skip
     timings = {"laplace_s": time.perf_counter() - t0}
     t0 = time.perf_counter()
     k_theta, k_eta, k_det = jax.random.split(key, 3)
