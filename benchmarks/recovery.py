@@ -55,7 +55,7 @@ def recover(study: str, method: str, sampler: dict, seed: int) -> dict:
     t0 = time.perf_counter()
     fit = ldpk.fit(
         model, ds, config=example_data_dir() / f"{study}.fit.yaml", method=method, seed=seed,
-        progress=False, **sampler,
+        progress=method == "nuts", **sampler,  # NUTS runs take up to hours: show where they are
     )  # fmt: skip
     wall = time.perf_counter() - t0
     rows = {}
