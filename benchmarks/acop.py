@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if method == "nuts":
         results[method]["convergence"] = convergence(fit)
-    elif method == "laplace" and args.svi_steps > 0:  # (with --method svi it would overwrite)
+    elif method == "laplace" and args.svi_steps > 0:  # a comparison for Laplace, kept as "svi"
         la = load_average()
         svi = svi_from_map(model, ds, ode, fit.map_values, args.svi_steps, args.seed)
         results["svi"] = {

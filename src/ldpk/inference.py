@@ -921,6 +921,9 @@ def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tu
 #: Inner Newton iterations at most, and the tolerance on the largest |dU/d eta| that ends them.
 _INNER_ITERS = 50
 _INNER_GTOL = 1e-8
+#: Largest |dU/d eta| at which the inner problem counts as converged (and ``trouble`` names
+#: no subject).
+_INNER_CONVERGED = 1e-5
 #: Largest Newton step in any standardised subject effect (they are N(0, 1) a priori).
 _MAX_ETA_STEP = 5.0
 #: Relative step of the central differences of the marginal gradient (unconstrained space).
@@ -1039,7 +1042,7 @@ class _Marginal:
 
         init = (eta0, u0, 0, False, jnp.inf)
         eta, _, _, _, gmax = jax.lax.while_loop(cond, body, init)
-        return eta, gmax <= 1e-5
+        return eta, gmax <= _INNER_CONVERGED
 
     def value_and_grad(self, th: Any, eta_hat: Any, data: tuple) -> tuple[Any, Any]:
         """U_m(theta) and its gradient, given eta_hat = eta_hat(theta). One Newton step from
@@ -1081,11 +1084,11 @@ class _Marginal:
 
     def trouble(self, th: Any, eta: Any, data: tuple) -> str:
         """Host side, for messages: the subjects whose effects at ``eta`` are not a smooth
-        minimum of U given theta (gradient above 1e-5, or a block of the Hessian that is not
+        minimum of U given theta (gradient above ``_INNER_CONVERGED``, or a block of the Hessian that is not
         positive definite), with both numbers, or '' if there are none."""
         g = np.abs(np.asarray(jax.jit(self.grad_eta)(th, eta, data))).max(axis=1)
         w = np.linalg.eigvalsh(np.asarray(jax.jit(self.blocks)(th, eta, data))).min(axis=1)
-        bad = np.flatnonzero((g > 1e-5) | ~(w > 0))
+        bad = np.flatnonzero((g > _INNER_CONVERGED) | ~(w > 0))
         ids = self.pm.dataset.subjects
         return "; ".join(f"ID {ids[i]} (largest |dU/d eta| {g[i]:.2g}, smallest curvature {w[i]:.3g})" for i in bad)  # fmt: skip
 
