@@ -492,6 +492,14 @@ ode:
   rtol: 1.0e-6
   atol: 1.0e-8
   max_steps: 10000
+# NUTS warm-up: the joint mode sits on a TMAX kink, so the Hessian there is not positive
+# definite and the sampler starts from the identity metric, whose step size must fit the
+# narrowest direction (each patient's RHO x TMAX, log SD about 0.01): 0.003-0.006 with
+# trees of 127-255 leapfrog steps until the metric adapts, then 0.10 with 63. Capping
+# warm-up trees at 2^8 - 1 steps keeps those first iterations affordable (at the default
+# cap of 1023, 20-50 s each); sampling keeps the default cap.
+fit:
+  warmup_max_tree_depth: 8
 """
     n_obs = int((frame["EVID"] == 0).sum())
     truth = {
