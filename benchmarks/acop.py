@@ -17,7 +17,8 @@ the ODE solvers, tolerances and gradient modes of :class:`ldpk.ODEOptions`, esti
 of NUTS and runs NUTS only if that fits the time budget (``--budget-s``), else the Laplace
 approximation at the MAP and SVI, and says so in the output.
 
-Writes ``benchmarks/results/acop.json``::
+Writes ``benchmarks/results/acop.json``, keeping the results of the other methods from the file's
+earlier runs (marked ``reused_from`` with their commit)::
 
     .venv/bin/python benchmarks/acop.py [--method auto|nuts|laplace|svi] [--budget-s 1200]
 """
@@ -217,6 +218,24 @@ def svi_from_map(model, ds, ode, map_values: dict, steps: int, seed: int, draws:
     }
 
 
+def earlier_results(path: Path) -> dict:
+    """The results of other methods in an earlier results file, each marked ``reused_from``
+    (its commit and date) unless it already is, so runs of one method keep the others'.
+    Files written before the SVI-from-MAP comparison had its own key kept it as "svi"."""
+    import json
+
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    mark = {"commit": old.get("git", {}).get("commit"), "date_utc": old.get("machine", {}).get("date_utc")}  # fmt: skip
+    out = {}
+    for name, r in old.get("results", {}).items():
+        if name == "svi" and "svi_from_map" in r.get("note", ""):
+            name = "svi_from_map"
+        out[name] = {**r, "reused_from": r.get("reused_from", mark)}
+    return out
+
+
 def convergence(fit) -> dict:
     import arviz as az
 
@@ -305,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if method == "nuts":
         results[method]["convergence"] = convergence(fit)
-    elif method == "laplace" and args.svi_steps > 0:  # a comparison for Laplace, kept as "svi"
+    elif method == "laplace" and args.svi_steps > 0:  # a comparison for Laplace
         la = load_average()
         svi = svi_from_map(model, ds, ode, fit.map_values, args.svi_steps, args.seed)
-        results["svi"] = {
+        results["svi_from_map"] = {
             "recovery": recovery(svi["draws"], truth),
             "timings_s": {"svi": svi["svi_s"], "total": svi["total_s"]},
             "steps": svi["steps"],
@@ -317,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_after": load_average(),
             "note": "numpyro SVI (AutoNormal, Adam 0.01) on ldpk's PopulationModel, from the MAP with the between-subject SDs reset to the SD of the MAP's individual log-effects (benchmarks/acop.py: svi_from_map)",  # fmt: skip
         }
+    results = earlier_results(args.out) | results
     for name, r in results.items():
         for p in PARAMS:
             q = r["recovery"][p]
