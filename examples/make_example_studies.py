@@ -494,10 +494,13 @@ ode:
   max_steps: 10000
 # NUTS warm-up: the joint mode sits on a TMAX kink, so the Hessian there is not positive
 # definite and the sampler starts from the identity metric, whose step size must fit the
-# narrowest direction (each patient's RHO x TMAX, log SD about 0.01): 0.003-0.006 with
-# trees of 127-255 leapfrog steps until the metric adapts, then 0.10 with 63. Capping
-# warm-up trees at 2^8 - 1 steps keeps those first iterations affordable (at the default
-# cap of 1023, 20-50 s each); sampling keeps the default cap.
+# narrowest direction (each patient's RHO x TMAX): 0.003-0.006 with trees of 127-255
+# leapfrog steps until the metric adapts at iteration 100. Capping warm-up trees at
+# 2^8 - 1 steps keeps those iterations affordable (at the default cap of 1023, 20-50 s
+# each); sampling keeps the default cap. One chain of 150 + 50 then sampled at step size
+# 0.10 with 63 steps per draw (8 ms per gradient). Another seed took over 20 min for the
+# same warm-up, why is not yet known; a gradient costs 11 ms with one patient's ALPHA_i at
+# 40 times its value at the mode and 0.5 s where its solve runs into max_steps.
 fit:
   warmup_max_tree_depth: 8
 """
