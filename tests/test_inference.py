@@ -425,3 +425,23 @@ def test_blocks_cover_every_iteration_once(n, progress, most):
         assert max(blocks, default=0) <= most
     if not progress and not most:
         assert len(blocks) == (1 if n else 0)
+
+
+def test_svi_starts_from_moment_estimates_of_the_between_subject_sds():
+    """SVI's start: each ω_P is the SD of the joint MAP's individual log-effects ω_P·z_i
+    (floored at MIN_START_OMEGA), the z_i rescaled so every individual parameter stays put;
+    sites without between-subject variability are untouched."""
+    from types import SimpleNamespace
+
+    from ldpk.inference import MIN_START_OMEGA, _moment_start
+
+    rng = np.random.default_rng(3)
+    z_cl, z_v = rng.normal(0.0, 0.2, 12), np.full(12, 1e-4)
+    values = {"CL": 2.7, "omega_CL": 1.6, "eta_CL": z_cl, "omega_V": 1.9, "eta_V": z_v}
+    pm = SimpleNamespace(spec=SimpleNamespace(iiv={"CL": None, "V": None}))
+    out = _moment_start(pm, values)
+    assert float(out["omega_CL"]) == pytest.approx(np.std(1.6 * z_cl), rel=1e-12)
+    assert float(out["omega_V"]) == MIN_START_OMEGA  # SD 0 of identical effects: the floor
+    for p, omega in (("CL", 1.6), ("V", 1.9)):
+        np.testing.assert_allclose(float(out[f"omega_{p}"]) * np.asarray(out[f"eta_{p}"]), omega * values[f"eta_{p}"], rtol=1e-12)  # fmt: skip
+    assert out["CL"] == 2.7
