@@ -223,13 +223,21 @@ def _done(partial: Path) -> set[int]:
 
 
 def _resume(partial: Path, method: str, seed: int) -> list[dict]:
-    """Rows of an earlier, interrupted run with the same method and seed (else none)."""
+    """Rows of an earlier, interrupted run with the same method and seed (none if the file
+    is absent or empty). A file of another method or seed is never touched: it used to be
+    deleted, and ``--summarise-only`` without the run's sampler options deleted the rows of
+    a run in progress."""
     if not partial.exists():
         return []
     lines = [json.loads(x) for x in partial.read_text().splitlines() if x.strip()]
-    if not lines or lines[0] != {"method": method, "seed": seed}:
-        partial.unlink()
+    if not lines:
         return []
+    if lines[0] != {"method": method, "seed": seed}:
+        raise SystemExit(
+            f"{partial} holds replicates of {lines[0].get('method')!r} (seed {lines[0].get('seed')}), "
+            f"not {method!r} (seed {seed}): give the same --method, --chains, --warmup, --samples "
+            "and --seed to resume or summarise them, or move the file away to start afresh"
+        )
     return lines[1:]
 
 
