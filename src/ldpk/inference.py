@@ -919,8 +919,8 @@ def _moment_start(pm: PopulationModel, values: Mapping[str, Any]) -> dict[str, A
     individual parameter stays where it is. In the non-centred coordinates of the joint
     mode, the z_i's N(0, 1) prior pulls them towards 0 and ω_P grows to compensate: on ACOP
     (120 subjects) to 1.5-2.0 against true SDs near 0.3, and mean-field SVI from there kept
-    ω_P at 0.55-1.47 after 5,000 steps, typical values 8-19 % off; from the moment estimates
-    (numpyro SVI on the same model, ``benchmarks/acop.py``), 0.29-0.46 and within 2.7 %."""
+    ω_P at 0.55-1.47 after 5,000 steps, typical values 8-19 % off; from the moment estimates,
+    ω_P 0.26-0.30 and typical values within 5.2 % (``benchmarks/results/acop.json``)."""
     out = dict(values)
     for p in pm.spec.iiv:
         o, e = f"omega_{p}", f"eta_{p}"
