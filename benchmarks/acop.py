@@ -191,16 +191,13 @@ def svi_from_map(model, ds, ode, map_values: dict, steps: int, seed: int, draws:
     from numpyro.infer.initialization import init_to_value
     from numpyro.optim import Adam
 
+    from ldpk.inference import _moment_start  # the start of ldpk's own SVI
     from ldpk.population import PopulationModel, fit_spec
 
     pm = PopulationModel(model, ds, fit_spec(model, ds, config()), ode=ode)
     dv = jnp.asarray(ds.dv)
-    init = {k: np.asarray(v) for k, v in map_values.items() if k in (*PARAMS, "sigma_prop_cp") or k.startswith(("omega_", "eta_"))}  # fmt: skip
-    for p in PARAMS:
-        eta = init[f"omega_{p}"] * init[f"eta_{p}"]
-        w = max(float(np.std(eta)), 0.05)
-        init[f"omega_{p}"], init[f"eta_{p}"] = np.asarray(w), eta / w
-    guide = autoguide.AutoNormal(pm, init_loc_fn=init_to_value(values={k: jnp.asarray(v) for k, v in init.items()}))  # fmt: skip
+    init = {k: jnp.asarray(v) for k, v in map_values.items() if k in (*PARAMS, "sigma_prop_cp") or k.startswith(("omega_", "eta_"))}  # fmt: skip
+    guide = autoguide.AutoNormal(pm, init_loc_fn=init_to_value(values=_moment_start(pm, init)))
     svi = SVI(pm, guide, Adam(0.01), Trace_ELBO())
     k_run, k_draw = jax.random.split(jax.random.PRNGKey(seed))
     t0 = time.perf_counter()
