@@ -181,10 +181,9 @@ def recovery(draws: Any, truth: dict) -> dict:
 
 def svi_from_map(model, ds, ode, map_values: dict, steps: int, seed: int, draws: int = 1000) -> dict:  # fmt: skip
     """Mean-field SVI (numpyro AutoNormal, Adam 0.01) on ldpk's population model, started at
-    the MAP with each between-subject SD reset to the SD of the MAP's individual log-effects
-    (and the standardised effects rescaled so the individual parameters stay put): the joint
-    MAP in non-centred coordinates inflates the SDs towards their prior scale. Returns draws
-    of every latent and ``<P>_i`` site, the loss trace and timings."""
+    the MAP with the between-subject SDs at their moment estimates, as ldpk's own SVI starts
+    (``ldpk.inference._moment_start``). Returns draws of every latent and ``<P>_i`` site, the
+    loss trace and timings."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import SVI, Predictive, Trace_ELBO, autoguide
@@ -217,20 +216,14 @@ def svi_from_map(model, ds, ode, map_values: dict, steps: int, seed: int, draws:
 
 def earlier_results(path: Path) -> dict:
     """The results of other methods in an earlier results file, each marked ``reused_from``
-    (its commit and date) unless it already is, so runs of one method keep the others'.
-    Files written before the SVI-from-MAP comparison had its own key kept it as "svi"."""
+    (its commit and date) unless it already is, so runs of one method keep the others'."""
     import json
 
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     mark = {"commit": old.get("git", {}).get("commit"), "date_utc": old.get("machine", {}).get("date_utc")}  # fmt: skip
-    out = {}
-    for name, r in old.get("results", {}).items():
-        if name == "svi" and "svi_from_map" in r.get("note", ""):
-            name = "svi_from_map"
-        out[name] = {**r, "reused_from": r.get("reused_from", mark)}
-    return out
+    return {name: {**r, "reused_from": r.get("reused_from", mark)} for name, r in old.get("results", {}).items()}  # fmt: skip
 
 
 def convergence(fit) -> dict:

@@ -897,8 +897,8 @@ def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
 def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """SVI with a mean-field, full-rank or low-rank normal guide, started from the MAP with
     the between-subject SDs at their moment estimates (:func:`_moment_start`)."""
-    latent = {k: v for k, v in mode.values.items() if k in mode.unravel(mode.flat)}
-    init = init_to_value(values=_moment_start(pm, latent))
+    at_mode = {k: v for k, v in mode.values.items() if k in mode.unravel(mode.flat)}
+    init = init_to_value(values=_moment_start(pm, at_mode))
     guide_cls = {
         "normal": autoguide.AutoNormal,
         "fullrank": autoguide.AutoMultivariateNormal,
