@@ -21,6 +21,8 @@ def test_models_lists_every_builtin(capsys):
 def test_check_reports_kernel(capsys):
     assert main(["check", "one_compartment_mm"]) == 0
     assert "nonlinear (diffrax ODE)" in capsys.readouterr().out
+    assert main(["check", "cart_cellular_kinetics"]) == 0
+    assert "piecewise linear (exact matrix exponentials" in capsys.readouterr().out
 
 
 def test_check_bad_file_names_the_problem(tmp_path, capsys):

@@ -14,6 +14,7 @@ import numpy as np
 
 from ldpk._io import atomic_path
 from ldpk.errors import DataError
+from ldpk.model import Model
 from ldpk.solve import Simulation, choose_kernel
 
 
@@ -123,6 +124,15 @@ _KERNEL_TEXT = {
     "exact": "linear, matrix exponentials",
     "ode": "ODE (diffrax)",
 }
+
+
+def _kernel_text(model: Model, kernel: str) -> str:
+    chosen = choose_kernel(model, kernel)
+    if chosen == "exact" and model.is_piecewise_linear:
+        return "piecewise linear, matrix exponentials between switch times"
+    return _KERNEL_TEXT[chosen]
+
+
 _SETTINGS = {
     "nuts": (
         "chains",
@@ -320,7 +330,7 @@ def _fit_html(
         ("model", model.name),
         ("model file", model.source),
         ("description", model.description.strip()),
-        ("kernel", _KERNEL_TEXT[choose_kernel(model, fit.kernel)]),
+        ("kernel", _kernel_text(model, fit.kernel)),
         ("data", ds.source),
         ("subjects", ds.n_subjects),
         ("observations", ds.n_obs),

@@ -239,3 +239,110 @@ def compile_expr(
 def describe_functions() -> str:
     """One line per function a model expression may call."""
     return "\n".join(f"{n}: {d}" for n, (_, _, _, d) in sorted(FUNCTIONS.items()))
+
+
+class _NotPiecewiseLinear(Exception):
+    """Raised inside :func:`piecewise_linear_in` at the first node that breaks the form."""
+
+
+# Kinds of sub-expression in :func:`piecewise_linear_in`.
+_ZERO, _CONST, _LIN, _COND, _TIME = "zero", "const", "linear", "condition", "time"
+_ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
+def _same_expression(node: ast.AST, switch: Expr) -> bool:
+    if switch.is_constant:
+        return (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool)
+            and float(node.value) == switch.constant_value()
+        )
+    return ast.dump(node) == ast.dump(ast.parse(switch.source, mode="eval").body)
+
+
+def piecewise_linear_in(expr: Expr, states: set[str], switches: tuple[Expr, ...]) -> bool:
+    """Whether ``expr`` is linear and homogeneous in the ``states`` (every term a coefficient
+    times one state, no constant term) with coefficients that depend on time ``t`` only
+    through order comparisons of ``t`` with one of the ``switches`` (``t < TMAX``,
+    ``TMAX <= t``, combined with and/or/not). Between consecutive switch times such an
+    expression is then K·x with K constant: the exact kernel can solve it by matrix
+    exponentials piece by piece. Decided from the syntax alone (sufficient, not necessary:
+    ``exp(log(A))`` or ``x*x/x`` are rejected)."""
+
+    def kind(node: ast.AST) -> str:
+        if isinstance(node, ast.Constant):
+            return _ZERO if node.value == 0 and not isinstance(node.value, bool) else _CONST
+        if isinstance(node, ast.Name):
+            return _LIN if node.id in states else _TIME if node.id == "t" else _CONST
+        if isinstance(node, ast.UnaryOp):
+            k = kind(node.operand)
+            if isinstance(node.op, ast.Not):
+                return _need(k in (_COND, _CONST, _ZERO), k)
+            return _need(k in (_ZERO, _CONST, _LIN), k)
+        if isinstance(node, ast.BinOp):
+            return _binop(node.op, kind(node.left), kind(node.right))
+        if isinstance(node, ast.Compare):
+            return _compare(node)
+        if isinstance(node, ast.BoolOp):
+            ks = [kind(v) for v in node.values]
+            _need(all(k in (_COND, _CONST, _ZERO) for k in ks), "")
+            return _COND if _COND in ks else _CONST
+        if isinstance(node, ast.IfExp):
+            return _select(kind(node.test), kind(node.body), kind(node.orelse))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            ks = [kind(a) for a in node.args]
+            if node.func.id == "where" and len(ks) == 3:
+                return _select(*ks)
+            _need(all(k in (_ZERO, _CONST) for k in ks), "")
+            return _CONST
+        raise _NotPiecewiseLinear
+
+    def _compare(node: ast.Compare) -> str:
+        operands = [node.left, *node.comparators]
+        ks = [kind(o) for o in operands]
+        if all(k in (_ZERO, _CONST) for k in ks):
+            return _CONST
+        # only a single comparison `t < switch` (or switch < t, any order operator)
+        _need(len(ks) == 2 and isinstance(node.ops[0], _ORDER) and _TIME in ks, "")
+        other = operands[1] if ks[0] == _TIME else operands[0]
+        _need(kind(other) in (_ZERO, _CONST), "")
+        _need(any(_same_expression(other, s) for s in switches), "")
+        return _COND
+
+    def _binop(op: ast.operator, a: str, b: str) -> str:
+        _need(a not in (_TIME, _COND) and b not in (_TIME, _COND), "")
+        if isinstance(op, ast.Add | ast.Sub):
+            if a == _ZERO or b == _ZERO:
+                return b if a == _ZERO else a
+            return _need(a == b, a)
+        if isinstance(op, ast.Mult):
+            if _ZERO in (a, b):
+                return _ZERO
+            _need(not (a == _LIN and b == _LIN), "")
+            return _LIN if _LIN in (a, b) else _CONST
+        if isinstance(op, ast.Div):
+            _need(b == _CONST, "")
+            return a
+        _need(a != _LIN and b != _LIN, "")  # powers, modulo
+        return _CONST
+
+    def _select(test: str, a: str, b: str) -> str:
+        _need(test in (_COND, _CONST, _ZERO), "")
+        _need(a != _TIME and b != _TIME and a != _COND and b != _COND, "")
+        if a == b:
+            return a
+        if _ZERO in (a, b):
+            return b if a == _ZERO else a  # 0 is both a constant and a zero linear form
+        raise _NotPiecewiseLinear  # a linear form on one side and a constant on the other
+
+    try:
+        return kind(ast.parse(expr.source, mode="eval").body) in (_LIN, _ZERO)
+    except _NotPiecewiseLinear:
+        return False
+
+
+def _need(ok: bool, result: str) -> str:
+    if not ok:
+        raise _NotPiecewiseLinear
+    return result

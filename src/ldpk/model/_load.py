@@ -74,6 +74,15 @@ class CheckReport:
     linear: bool
     notes: tuple[str, ...]
 
+    @property
+    def kernel(self) -> str:
+        """The kernel 'auto' picks, in words."""
+        if self.linear:
+            return "linear (exact matrix exponential)"
+        if self.model.is_piecewise_linear:
+            return "piecewise linear (exact matrix exponentials between switch times)"
+        return "nonlinear (diffrax ODE)"
+
     def text(self) -> str:
         m = self.model
         lines = [
@@ -82,8 +91,7 @@ class CheckReport:
             f"  parameters:   {', '.join(f'{p.name} [{p.unit}]' for p in m.parameters)}",
             f"  routes:       {', '.join(f'{r.name} -> {r.target}' for r in m.routes) or '(none)'}",
             f"  outputs:      {', '.join(m.output_names) or '(none)'}",
-            "  kernel:       "
-            + ("linear (exact matrix exponential)" if self.linear else "nonlinear (diffrax ODE)"),
+            f"  kernel:       {self.kernel}",
         ]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from ldpk.errors import LdpkError, ModelError
-from ldpk.model._expr import Expr, compile_expr
+from ldpk.model._expr import Expr, compile_expr, piecewise_linear_in
 
 PRIOR_DISTRIBUTIONS = {
     "normal": ("loc", "scale"),
@@ -171,6 +171,21 @@ class Model:
     def is_linear(self) -> bool:
         """True when every flow is first order with a rate constant free of states and time."""
         return all(f.rate is None for f in self.flows)
+
+    @property
+    def is_piecewise_linear(self) -> bool:
+        """True for a model that is not linear but whose `rate:` flows are linear in the
+        states with coefficients that switch only at its declared ``discontinuities``
+        (``where(t < TMAX, RHO * effector, 0.0)``): between switch times x' = K x with K
+        constant, solved exactly by the 'exact' kernel (see ``piecewise_linear_in``)."""
+        if self.is_linear or not self.discontinuities:
+            return False
+        states = set(self.compartment_names)
+        return all(
+            piecewise_linear_in(f.rate, states, self.discontinuities)
+            for f in self.flows
+            if f.rate is not None
+        )
 
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:

@@ -137,6 +137,86 @@ class LinearPropagator:
         return x, jnp.all(jnp.isfinite(x))
 
 
+class PiecewiseLinearPropagator:
+    """Exact solution of x' = K(t) x + u for a piecewise-linear model
+    (``Model.is_piecewise_linear``): K(t) is constant between the model's switch times
+    (``discontinuities``), so an interval [t, t + dt] splits at the switch times inside it
+    and each piece is one augmented matrix exponential, with K the Jacobian of the vector
+    field at the piece's midpoint. The pieces are static in number (one more than the
+    switches; a switch outside the interval gives a piece of length zero, the identity), so
+    the solve has a fixed cost with no step-size control, no stiffness and no step limit.
+    Derivatives with respect to a switch time flow through the piece lengths (one-sided at
+    the switch itself). Provides the ODE propagator's interface, so the ODE kernel's
+    schedules (one solve per interval between doses) are reused."""
+
+    exact = True
+
+    def __init__(self, cm: CompiledModel):
+        if cm.jump_times is None:
+            raise ValueError("a piecewise-linear model needs `discontinuities:`")
+        self.cm = cm
+        self.n = cm.n_states
+
+    def _rates(self, t: Any, env: Env) -> Any:
+        """K at time t: the vector field is linear in the states, so its Jacobian is K."""
+        return jax.jacfwd(lambda x: self.cm.vector_field(t, x, env))(jnp.zeros(self.n))
+
+    def _flow(self, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        """(Φ, g) with x(t + dt) = Φ x(t) + g for the input rate u (None: no input), dt >= 0."""
+        n = self.n
+        ends = jnp.concatenate(
+            [jnp.reshape(t, (1,)), jnp.clip(self.cm.jump_times(env), t, t + dt),
+             jnp.reshape(t + dt, (1,))]
+        )  # fmt: skip
+        phi, g = jnp.eye(n), jnp.zeros(n)
+        for a, b in zip(ends[:-1], ends[1:], strict=True):
+            K = self._rates((a + b) / 2, env)
+            if u is None:
+                E = expm(K * (b - a))
+                phi, g = matmul(E, phi), g
+                continue
+            aug = jnp.zeros((n + 1, n + 1)).at[:n, :n].set(K * (b - a)).at[:n, n].set(u * (b - a))
+            A = expm(aug)
+            phi, g = matmul(A[:n, :n], phi), matmul(A[:n, :n], g) + A[:n, n]
+        return phi, g
+
+    def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        phi, g = self._flow(t, dt, u, env)
+        y = matmul(phi, x) + g
+        return y, jnp.all(jnp.isfinite(y))
+
+    def solve_saving(
+        self, x: Any, t0: Any, t1: Any, ts: Any, u: Any, env: Env
+    ) -> tuple[Any, Any, Any]:
+        """States at ``ts`` (within [t0, t1]) and at t1, each propagated from t0 (see
+        ``ODEPropagator.solve_saving``); an empty interval returns x everywhere."""
+        span = jnp.concatenate([jnp.asarray(ts, float), jnp.reshape(t1, (1,))]) - t0
+        ys = jax.vmap(lambda h: self.propagate(x, t0, jnp.maximum(h, 0.0), u, env)[0])(span)
+        return ys[:-1], ys[-1], jnp.all(jnp.isfinite(ys))
+
+    def propagate_signed(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
+        """Like propagate, also for dt < 0: x(t + dt) solves Φ z + g = x over [t + dt, t]."""
+        h = jnp.abs(dt)
+        phi, g = self._flow(jnp.where(dt >= 0, t, t - h), h, u, env)
+        y = jnp.where(dt >= 0, matmul(phi, x) + g, jnp.linalg.solve(phi, x - g))
+        return y, jnp.all(jnp.isfinite(y))
+
+    def fixed_point(self, period_map: Any, env: Env, ii: Any) -> tuple[Any, Any]:
+        """x with x = period_map(x): the map is affine, x -> P x + q, with P its Jacobian."""
+        zero = jnp.zeros(self.n)
+        q = period_map(zero)[0]
+        P = jax.jacfwd(lambda x: period_map(x)[0])(zero)
+        x = jnp.linalg.solve(jnp.eye(self.n) - P, q)
+        return x, jnp.all(jnp.isfinite(x))
+
+    def constant_input_steady_state(self, u: Any, t: Any, env: Env) -> tuple[Any, Any]:
+        """The steady state of the regime after the last switch (where an infusion that
+        never stops ends up): x = -K⁻¹ u with K after every switch time and after t."""
+        after = jnp.maximum(t, jnp.max(self.cm.jump_times(env))) + 1.0
+        x = jnp.linalg.solve(self._rates(after, env), -u)
+        return x, jnp.all(jnp.isfinite(x))
+
+
 class ODEPropagator:
     """diffrax integration of x' = f(t, x) + u over one interval between events."""
 

@@ -35,7 +35,12 @@ from ldpk.errors import DataError, ModelError, SolverError
 from ldpk.model import Model
 from ldpk.model._compile import CompiledModel, compile_model
 from ldpk.solve._analytic import find_cycle, paths_from, table_size
-from ldpk.solve._kernels import LinearPropagator, ODEOptions, ODEPropagator
+from ldpk.solve._kernels import (
+    LinearPropagator,
+    ODEOptions,
+    ODEPropagator,
+    PiecewiseLinearPropagator,
+)
 from ldpk.solve._timeline import (
     ODEIntervals,
     event_times,
@@ -107,7 +112,12 @@ def _kernel(
     sources: tuple[int, ...] = (),
 ) -> Any:  # fmt: skip
     cm = _compiled(structure)
-    prop = ODEPropagator(cm, options) if kernel == "ode" else LinearPropagator(cm)
+    if kernel == "ode":
+        prop: Any = ODEPropagator(cm, options)
+    elif structure.is_piecewise_linear:
+        prop = PiecewiseLinearPropagator(cm)
+    else:
+        prop = LinearPropagator(cm)
     # The analytic kernel: closed-form transitions along the transfer paths from ``sources``.
     paths = paths_from(structure, sources) if kernel == "analytic" else None
 
@@ -160,11 +170,18 @@ def choose_kernel(model: Model, method: str) -> str:
     """The kernel for ``method``: 'auto' is 'analytic' for a linear model whose transfers form
     no cycle (``simulate`` falls back to 'exact' where the closed form from the dosed
     compartments is larger than ``MAX_AUTO_ANALYTIC``), 'exact' for other linear models and
-    'ode' for nonlinear ones."""
+    for piecewise-linear ones (``Model.is_piecewise_linear``: matrix exponentials between
+    switch times), and 'ode' for nonlinear ones."""
     if method not in KERNELS:
         raise ValueError(f"method must be one of {', '.join(map(repr, KERNELS))}, got {method!r}")
-    if method in ("exact", "analytic") and not model.is_linear:
-        raise ModelError(f"{model.source}: the {method} kernel needs a linear model (all flows `k:`)")  # fmt: skip
+    if method == "analytic" and not model.is_linear:
+        raise ModelError(f"{model.source}: the analytic kernel needs a linear model (all flows `k:`)")  # fmt: skip
+    if method == "exact" and not (model.is_linear or model.is_piecewise_linear):
+        raise ModelError(
+            f"{model.source}: the exact kernel needs a linear model (all flows `k:`) or a "
+            "piecewise-linear one (`rate:` flows linear in the states, switching only at the "
+            "declared `discontinuities:`)"
+        )
     if method == "analytic" and (cycle := find_cycle(model)) is not None:
         raise ModelError(
             f"{model.source}: the analytic kernel needs transfers without cycles, but "
@@ -172,7 +189,7 @@ def choose_kernel(model: Model, method: str) -> str:
         )
     if method == "auto":
         if not model.is_linear:
-            return "ode"
+            return "exact" if model.is_piecewise_linear else "ode"
         return "analytic" if find_cycle(model) is None else "exact"
     return method
 
@@ -250,12 +267,14 @@ def simulate(
     has_ss = bool(np.any(table["s_valid"]))
     has_const = bool(np.any(table["s_valid"] & table["s_const"]))
     static = None
+    # The ODE kernel and the piecewise-linear exact one solve interval by interval.
+    stepwise = kernel == "ode" or model.is_piecewise_linear
     if not table.batched and not has_ss:
         static = _static_plan(model, table, arrays)
-        if static and kernel == "ode":
+        if static and stepwise:
             static = _ode_segments(table, arrays)
     elif table.batched and not has_ss:
-        static = _ode_intervals(model, table, arrays) if kernel == "ode" else _superposition_plan(table)  # fmt: skip
+        static = _ode_intervals(model, table, arrays) if stepwise else _superposition_plan(table)  # fmt: skip
     if kernel == "analytic" and static not in ("superpose", "superpose_infusion"):
         kernel = "exact"  # closed forms only by superposition; otherwise the event scan
     sources: tuple[int, ...] = ()
