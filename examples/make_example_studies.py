@@ -483,24 +483,20 @@ parameters:
   BETA: {{prior: {_prior(0.00315067, 1.0)}, iiv: none}}
 error:
   transgene: {{model: lognormal}}
-# ODE solver: the model is not stiff (rates 0.003-1 /d), so the explicit Tsit5 at rtol 1e-6;
-# the library default (Kvaerno5, rtol 1e-8) took 90 ms per gradient of this posterior against
-# 6 ms, with log densities equal to 4e-4. The step limit keeps a failing trial point of the
-# MAP search or of warm-up cheap (with 100,000 steps one took 20 s).
-ode:
-  solver: tsit5
-  rtol: 1.0e-6
-  atol: 1.0e-8
-  max_steps: 10000
+# Kernel: the model is piecewise linear (its rates switch at TMAX), so the fit solves it
+# exactly by matrix exponentials between TMAX and the doses: 1.0 ms per gradient of this
+# posterior on 2 idle cores, against 10 ms with the ODE kernel (Tsit5, rtol 1e-6).
 # NUTS warm-up: the joint mode sits on a TMAX kink, so the Hessian there is not positive
 # definite and the sampler starts from the identity metric, whose step size must fit the
 # narrowest direction (each patient's RHO x TMAX): 0.003-0.006 with trees of 127-255
-# leapfrog steps until the metric adapts at iteration 100. Capping warm-up trees at
-# 2^8 - 1 steps keeps those iterations affordable (at the default cap of 1023, 20-50 s
-# each); sampling keeps the default cap. One chain of 150 + 50 then sampled at step size
-# 0.10 with 63 steps per draw (8 ms per gradient). Another seed took over 20 min for the
-# same warm-up, why is not yet known; a gradient costs 11 ms with one patient's ALPHA_i at
-# 40 times its value at the mode and 0.5 s where its solve runs into max_steps.
+# leapfrog steps until the metric adapts at iteration 100. Warm-up trees are capped at
+# 2^8 - 1 steps; sampling keeps the default cap.
+# Two modes: patient 15 missed the day-14 visit (246 copies/ug at day 9.9, 63 at day 20.7,
+# then BLQ). Either its expansion stopped near day 10 and declined at the usual rate, or it
+# expanded fast (RHO_i about 3.7 /d) and collapsed within hours (ALPHA_i about 15 /d), with
+# larger between-patient SDs. The second has about 20 less log density and holds the joint
+# MAP for some seeds; chains started there can stay, and the fit's convergence warnings then
+# name the two groups of chains and patient 15 (benchmarks/recovery.py, README).
 fit:
   warmup_max_tree_depth: 8
 """

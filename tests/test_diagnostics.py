@@ -20,18 +20,29 @@ class _Fit:
     options: FitOptions = field(default_factory=FitOptions)
 
 
-def _fit(draws=500, shift=0.0, diverging=0, depth=3, seed=0):
+def _fit(draws=500, shift=0.0, diverging=0, depth=3, seed=0, shifted=(0,), subjects=False):
     import arviz as az
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((4, draws))
-    x[0] += shift
+    x[list(shifted)] += shift
     stats = {
         "diverging": np.arange(4 * draws).reshape(4, draws) < diverging,
         "tree_depth": np.full((4, draws), depth),
         "energy": rng.standard_normal((4, draws)),
     }
-    return _Fit(az.from_dict({"posterior": {"CL": x}, "sample_stats": stats}))
+    posterior = {"CL": x}
+    dims, coords = {}, {}
+    if subjects:  # a subject effect: subject "B" shifted, "A" and "C" not
+        eta = rng.standard_normal((4, draws, 3))
+        eta[..., 1] += x - rng.standard_normal((4, draws))
+        posterior = {"eta_CL": eta}
+        dims, coords = {"eta_CL": ["subject"]}, {"subject": ["A", "B", "C"]}
+    return _Fit(
+        az.from_dict(
+            {"posterior": posterior, "sample_stats": stats}, dims=dims, coords=coords
+        )
+    )
 
 
 def test_independent_draws_give_no_warning():
@@ -50,3 +61,13 @@ def test_independent_draws_give_no_warning():
 def test_each_defect_is_named(kwargs, needle):
     warnings = convergence_warnings(_fit(**kwargs))
     assert any(needle in w for w in warnings), warnings
+
+
+def test_chains_in_two_modes_are_named_with_the_subject():
+    """Chains 1 and 3 shifted by 12 SDs: two groups, named, with the subject whose effect
+    splits them; a shift of 3 SDs in one chain is only an R-hat warning."""
+    warnings = convergence_warnings(_fit(shift=12.0, shifted=(1, 3), subjects=True))
+    modes = [w for w in warnings if "different modes" in w]
+    assert len(modes) == 1, warnings
+    assert "chains 0, 2 and chains 1, 3" in modes[0] and "eta_CL[subject B]" in modes[0]
+    assert not any("different modes" in w for w in convergence_warnings(_fit(shift=3.0)))

@@ -14,6 +14,10 @@ ESS_MIN = 400
 EBFMI_MIN = 0.3
 #: Share of NUTS iterations at the maximum tree depth above which the fit is flagged.
 MAX_DEPTH_SHARE = 0.05
+#: Gap between two groups of chain means, in within-chain SDs, above which the chains are
+#: reported as sitting in different modes (with 4 chains of independent draws the largest
+#: gap between chain means is a few SDs divided by the square root of the draws).
+MODE_GAP = 4.0
 
 
 def convergence_warnings(fit: Any) -> list[str]:
@@ -41,6 +45,8 @@ def convergence_warnings(fit: Any) -> list[str]:
                 "longer (warmup=2000, samples=2000), or check for several modes (e.g. ka/k "
                 "flip-flop: tighten the prior on the absorption rate)."
             )
+            if (modes := _separated_chains(post, names)) is not None:
+                out.append(modes)
     for method, label in (("bulk", "bulk"), ("tail", "tail")):
         ess = az.ess(tree, var_names=names, method=method)
         worst = _worst(ess, min)
@@ -81,6 +87,47 @@ def convergence_warnings(fit: Any) -> list[str]:
                 "parameters."
             )
     return out
+
+
+def _separated_chains(post: Any, names: list[str]) -> str | None:
+    """A sentence naming two groups of chains that sample different places (modes): the
+    variable whose chain means split with the largest gap, in within-chain SDs, if that gap
+    is above ``MODE_GAP``; else None."""
+    best = None
+    for name in names:
+        da = post[name]
+        x = np.asarray(da.values, dtype=float)  # (chain, draw, ...)
+        means, sds = x.mean(axis=1), x.std(axis=1)
+        order = np.argsort(means, axis=0)
+        sorted_means = np.take_along_axis(means, order, axis=0)
+        gaps = np.diff(sorted_means, axis=0) / np.maximum(sds.max(axis=0), 1e-300)
+        if not np.isfinite(gaps).any():
+            continue
+        k, *elem = np.unravel_index(np.nanargmax(gaps), gaps.shape)
+        gap = float(gaps[(k, *elem)])
+        if gap > MODE_GAP and (best is None or gap > best[0]):
+            chains = order[(slice(None), *elem)]
+            label = name
+            if elem:
+                dims = da.dims[2:]
+                label += "[" + ", ".join(
+                    f"{d} {da.coords[d].values[i]}" if d in da.coords else str(i)
+                    for d, i in zip(dims, elem, strict=True)
+                ) + "]"  # fmt: skip
+            lo, hi = sorted(chains[: k + 1].tolist()), sorted(chains[k + 1 :].tolist())
+            sel = (slice(None), *elem)
+            best = (gap, label, lo, hi, means[sel], float(sds[sel].max()))
+    if best is None:
+        return None
+    gap, label, lo, hi, m, sd = best
+    return (
+        f"chains {', '.join(map(str, lo))} and chains {', '.join(map(str, hi))} sample "
+        f"different places, probably different modes: {label} averages "
+        f"{np.mean(m[lo]):.3g} in the first and {np.mean(m[hi]):.3g} in the second (within-"
+        f"chain SD up to {sd:.3g}). Longer runs will not fix this. Compare the two "
+        "explanations of the data (for a subject effect, that subject's data), then rule out "
+        "the implausible one with priors or the model, or add data that tell them apart."
+    )
 
 
 def _worst(values: Any, pick: Any) -> tuple[str, float] | None:
