@@ -39,9 +39,7 @@ def _fit(draws=500, shift=0.0, diverging=0, depth=3, seed=0, shifted=(0,), subje
         posterior = {"eta_CL": eta}
         dims, coords = {"eta_CL": ["subject"]}, {"subject": ["A", "B", "C"]}
     return _Fit(
-        az.from_dict(
-            {"posterior": posterior, "sample_stats": stats}, dims=dims, coords=coords
-        )
+        az.from_dict({"posterior": posterior, "sample_stats": stats}, dims=dims, coords=coords)
     )
 
 
