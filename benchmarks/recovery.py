@@ -12,6 +12,7 @@ Writes (and updates, one study at a time) ``benchmarks/results/recovery.json``::
 
     python benchmarks/recovery.py mitochondria_iv_biodistribution ev_89zr_pet --method laplace
     python benchmarks/recovery.py ev_89zr_pet --method nuts --chains 4 --warmup 1000 --samples 1000
+    python benchmarks/recovery.py cart_qpcr --method nuts --seed 1 --label nuts_seed1
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--draws", type=int, default=2000, help="draws of laplace / svi")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--label", help="key of the result under each study (default: the method; e.g. nuts_seed1 to keep a second seed)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recovery.json")  # fmt: skip
     args = ap.parse_args(argv)
     sampler = (
@@ -112,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         r = recover(study, args.method, sampler, args.seed)
         # read just before writing: another process may have added a study meanwhile
         result = json.loads(args.out.read_text()) if args.out.exists() else {"studies": {}}
-        result["studies"].setdefault(study, {})[args.method] = r
+        result["studies"].setdefault(study, {})[args.label or args.method] = r
         for n, p in r["parameters"].items():
             flag = "" if p["covered_90"] else "   <- not covered"
             print(f"{study} {args.method} {n}: true {p['true']:.4g}, median {p['median']:.4g} [{p['q05']:.4g}, {p['q95']:.4g}]{flag}", flush=True)  # fmt: skip
-        print(f"{study} {args.method}: {r['wall_s']:.0f} s, all covered: {r['all_covered']}", flush=True)  # fmt: skip
+        print(f"{study} {args.label or args.method}: {r['wall_s']:.0f} s, all covered: {r['all_covered']}", flush=True)  # fmt: skip
         result["machine"] = machine_info(["numpyro", "arviz"])
         result["git"] = git_info()
         write_json_atomic(args.out, result)  # after each study: a long run keeps what it has
