@@ -502,7 +502,8 @@ def _map(
     hold_extremes: bool = False,
 ) -> _Mode:
     """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
-    (standardised between-subject effects at 0), and the Hessian there: ``hessian`` 'exact'
+    (standardised between-subject effects at 0) and searched in two stages (the SDs of the
+    effects held first, see ``two_stage``), and the Hessian there: ``hessian`` 'exact'
     (JAX, forward over reverse), 'fd' (central differences of the compiled gradient: no
     second compilation, for starting points) or None. ``data``: the model's arguments (dv,
     censored).
@@ -547,12 +548,14 @@ def _map(
 
     pos = unravel(jnp.arange(flat0.size, dtype=float))  # each site's positions in flat0
 
-    def search(held: tuple[str, ...]) -> Any:
-        """BFGS over the sites not ``held`` (those stay at their starting values)."""
+    def search(held: tuple[str, ...], start: Any = None) -> Any:
+        """BFGS over the sites not ``held`` from ``start`` (default: the prior medians); held
+        sites stay at the prior medians."""
         fixed = np.zeros(flat0.size, dtype=bool)
         for name in held:
             fixed[np.asarray(pos[name]).astype(int)] = True
-        start = np.asarray(flat0)
+        start = np.array(flat0 if start is None else start)
+        start[fixed] = np.asarray(flat0)[fixed]
         best.update(value=np.inf, x=None)
 
         def free(y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -574,12 +577,25 @@ def _map(
     # Constrained latent sites at the mode from the priors' transforms alone (no solve);
     # ``postprocess`` adds the deterministic sites (P_i, predictions) and is only traced.
     to_latent = jax.jit(_to_latent(pm))
+    sds = tuple(k for k in z0 if k.startswith("omega_"))  # between-subject and -study SDs
+
+    def two_stage(held: tuple[str, ...]) -> Any:
+        """The subject effects first with the SDs held at their prior medians, then every
+        site from there. Searched jointly from the start, the SDs grow while the standardised
+        effects are still near 0, and the search can end in a subject's implausible
+        explanation or stall on a kink: on the CAR-T example study, from four starts, at
+        potentials 1770-1786 (one with patient 15 expanding at 3.8 /d), against 1748.7-1748.9
+        from all four by the two stages."""
+        if not set(sds) - set(held):
+            return search(held)
+        return search(held, start=search(held + sds))
+
     held: tuple[str, ...] = ()
-    x = search(held)
+    x = two_stage(held)
     values = to_latent(unravel(x))
     while hold_extremes and (more := tuple(n for n in _prior_extremes(pm, values) if n not in held)):  # fmt: skip
         held += more
-        x = search(held)
+        x = two_stage(held)
         values = to_latent(unravel(x))
     postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
