@@ -494,9 +494,10 @@ error:
 # Two modes: patient 15 missed the day-14 visit (246 copies/ug at day 9.9, 63 at day 20.7,
 # then BLQ). Either its expansion stopped near day 10 and declined at the usual rate, or it
 # expanded fast (RHO_i about 3.7 /d) and collapsed within hours (ALPHA_i about 15 /d), with
-# larger between-patient SDs. The second has about 20 less log density and holds the joint
-# MAP for some seeds; chains started there can stay, and the fit's convergence warnings then
-# name the two groups of chains and patient 15 (benchmarks/recovery.py, README).
+# larger between-patient SDs. The second has about 20 less log density. A single joint MAP
+# search ended there with seed 0 and two of four chains started near it stayed (the fit's
+# convergence warnings named the two groups of chains and patient 15); the two-stage search
+# that starts fits now finds the first from every starting draw tried (README, recovery).
 fit:
   warmup_max_tree_depth: 8
 """
