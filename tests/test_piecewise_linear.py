@@ -46,6 +46,9 @@ def _one_state(rate: str, discontinuities: list | None, extra: tuple = ()) -> ld
         ("K1 * a * where(T1 <= t, 1.0, 2.0) / 3", ["T1"], True),
         ("(K1 * a if t >= 4 else 0) - 0", [4], True),  # a numeric switch, int or float
         ("where((t >= T1) and (t < T2), K1 * a, K2 * a)", ["T1", "T2"], True),
+        ("where(T1 <= t < T2, K1 * a, 0.0)", ["T1", "T2"], True),
+        ("where(T1 <= t < T2, K1 * a, 0.0)", ["T1"], False),
+        ("where(t < t, K1 * a, 0.0)", ["T1"], False),
         ("where(t < T1, K1 * a, K2 * a)", None, False),  # switch not declared
         ("where(t < T2, K1 * a, K2 * a)", ["T1"], False),  # a different switch
         ("where(t < T1, K1 * a, K2)", ["T1"], False),  # affine: a constant input after T1

@@ -15,8 +15,8 @@ EBFMI_MIN = 0.3
 #: Share of NUTS iterations at the maximum tree depth above which the fit is flagged.
 MAX_DEPTH_SHARE = 0.05
 #: Gap between two groups of chain means, in within-chain SDs, above which the chains are
-#: reported as sitting in different modes (with 4 chains of independent draws the largest
-#: gap between chain means is a few SDs divided by the square root of the draws).
+#: reported as sitting in different modes (chains sampling one mode differ in their means
+#: by about an SD divided by the square root of their effective sample sizes).
 MODE_GAP = 4.0
 
 
@@ -24,7 +24,8 @@ def convergence_warnings(fit: Any) -> list[str]:
     """Every convergence problem of a NUTS fit, each as a sentence saying what to try.
 
     Checks: R-hat ≤ 1.01 and bulk and tail ESS ≥ 400 for every population parameter and
-    between-subject effect, no divergent transitions, E-BFMI ≥ 0.3 in every chain, at most 5 %
+    between-subject effect (with chains whose means split by more than ``MODE_GAP``
+    within-chain SDs named as sampling different modes), no divergent transitions, E-BFMI ≥ 0.3 in every chain, at most 5 %
     of iterations at the maximum tree depth. Fits by SVI, MAP or Laplace carry no MCMC
     diagnostics; for them the list says so."""
     import arviz as az
@@ -124,7 +125,7 @@ def _separated_chains(post: Any, names: list[str]) -> str | None:
         f"chains {', '.join(map(str, lo))} and chains {', '.join(map(str, hi))} sample "
         f"different places, probably different modes: {label} averages "
         f"{np.mean(m[lo]):.3g} in the first and {np.mean(m[hi]):.3g} in the second (within-"
-        f"chain SD up to {sd:.3g}). Longer runs will not fix this. Compare the two "
+        f"chain SD up to {sd:.3g}). Longer runs rarely fix this. Compare the two "
         "explanations of the data (for a subject effect, that subject's data), then rule out "
         "the implausible one with priors or the model, or add data that tell them apart."
     )

@@ -303,11 +303,15 @@ def piecewise_linear_in(expr: Expr, states: set[str], switches: tuple[Expr, ...]
         ks = [kind(o) for o in operands]
         if all(k in (_ZERO, _CONST) for k in ks):
             return _CONST
-        # only a single comparison `t < switch` (or switch < t, any order operator)
-        _need(len(ks) == 2 and isinstance(node.ops[0], _ORDER) and _TIME in ks, "")
-        other = operands[1] if ks[0] == _TIME else operands[0]
-        _need(kind(other) in (_ZERO, _CONST), "")
-        _need(any(_same_expression(other, s) for s in switches), "")
+        # time against switches only: `t < TMAX`, `TMAX <= t`, `T1 <= t < T2`
+        pairs = list(zip(operands, ks, strict=True))
+        for op, (a, ka), (b, kb) in zip(node.ops, pairs[:-1], pairs[1:], strict=True):
+            if _TIME not in (ka, kb):
+                _need(ka in (_ZERO, _CONST) and kb in (_ZERO, _CONST), "")
+                continue
+            other, k_other = (b, kb) if ka == _TIME else (a, ka)
+            _need(isinstance(op, _ORDER) and k_other in (_ZERO, _CONST), "")
+            _need(any(_same_expression(other, s) for s in switches), "")
         return _COND
 
     def _binop(op: ast.operator, a: str, b: str) -> str:
