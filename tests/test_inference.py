@@ -210,6 +210,16 @@ def test_auto_parameterization_centres_where_the_data_know_each_subject(model, t
     assert _centred_parameters(pm, known, "centred") == ("CL", "V", "KA")
     assert _centred_parameters(pm, known, "noncentred") == ()
     assert _centred_parameters(pm, dataclasses.replace(mode, hessian=None), "auto") == ()
+    # per parameter: the named ones as asked, the others 'auto'
+    assert _centred_parameters(pm, known, {"V": "noncentred", "KA": "centred"}) == ("KA",)
+    assert _centred_parameters(pm, known, {"CL": "centred"}) == ("CL", "V")
+    assert _centred_parameters(pm, known, {"V": "auto"}) == ("V",)
+    for bad, needle in (
+        ({"V": "centered"}, "parameterization must be one of"),
+        ({"F": "centred"}, r"names \['F'\], which have no between-subject variability"),
+    ):
+        with pytest.raises((ValueError, ldpk.ModelError), match=needle):
+            ldpk.fit(model, theo, config=CFG, method="map", parameterization=bad, progress=False)  # fmt: skip
     # centring V alone leaves the other effects as they are
     c = _Centring.of(pm, mode, ("V",))
     x = mode.flat + 0.3

@@ -69,8 +69,10 @@ class FitOptions:
     longitudinal designs, where non-centred sampling needs tiny steps) or 'auto' (default:
     per parameter P, centred where the subject effects of P have a mean conditional
     posterior variance at the MAP below :data:`AUTO_CENTRE_VARIANCE`, else
-    non-centred; the choice is in the posterior's ``ldpk_centred`` attribute); the
-    posterior is the same, reported as z (``eta_P``) either way. ``dense_mass``: adapt a
+    non-centred; the choice is in the posterior's ``ldpk_centred`` attribute), or a mapping
+    from parameter names to one of these (the others 'auto'; ``{ALPHA: noncentred}`` in a
+    fit config's ``fit:`` section); the posterior is the same, reported as z (``eta_P``)
+    either way. ``dense_mass``: adapt a
     dense mass matrix (correlated parameters) instead of a diagonal one;
     ``max_tree_depth``: NUTS trees of at most 2^depth - 1 leapfrog steps per iteration, and
     ``warmup_max_tree_depth`` the same during warm-up only (None: ``max_tree_depth``; a
@@ -87,7 +89,7 @@ class FitOptions:
     target_accept: float = 0.8
     max_tree_depth: int = 10
     warmup_max_tree_depth: int | None = None
-    parameterization: str = "auto"
+    parameterization: str | Mapping[str, str] = "auto"
     dense_mass: bool = False
     svi_steps: int = 5000
     guide: str = "normal"
@@ -372,6 +374,8 @@ def fit(
     if ds.model is not model and ds.model != model:
         raise DataError("the dataset was read for a different model")
     spec = fit_spec(model, ds, cfg, where)
+    if isinstance(opts.parameterization, Mapping) and (unknown := set(opts.parameterization) - set(spec.iiv)):  # fmt: skip
+        raise ModelError(f"{where}: parameterization names {sorted(unknown)}, which have no between-subject variability in this fit; parameters with it: {', '.join(spec.iiv) or '(none)'}")  # fmt: skip
     pm = PopulationModel(model, ds, spec, kernel, ode)
     # The data enter the compiled functions as arguments, never as constants, so a fit to new
     # data on the same design finds them in the persistent compilation cache.
@@ -446,8 +450,10 @@ def _options(opts: FitOptions, from_config: Mapping[str, Any], overrides: Mappin
     opts = FitOptions(**{**opts.__dict__, **from_config, **overrides})
     if opts.guide not in GUIDES:
         raise ValueError(f"guide must be one of {', '.join(GUIDES)}, got {opts.guide!r}")
-    if opts.parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, got {opts.parameterization!r}")  # fmt: skip
+    choices = opts.parameterization
+    per = choices.values() if isinstance(choices, Mapping) else [choices]
+    if not all(isinstance(c, str) and c in PARAMETERIZATIONS for c in per):
+        raise ValueError(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, or a mapping from parameter names to one of them; got {choices!r}")  # fmt: skip
     return opts
 
 
@@ -814,9 +820,10 @@ def _blocks(n: int, progress: bool, most: int | None = None, parts: int = 25) ->
     return [size] * (n // size) + ([n % size] if n % size else [])
 
 
-def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str) -> tuple[str, ...]:  # fmt: skip
+def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str | Mapping[str, str]) -> tuple[str, ...]:  # fmt: skip
     """The parameters with between-subject variability that NUTS samples centred: all of them
-    ('centred'), none ('noncentred'), or ('auto') those whose standardised effects z_i have
+    ('centred'), none ('noncentred'), those a mapping names 'centred' and, of those it names
+    'auto' or not at all, as 'auto'; or ('auto') those whose standardised effects z_i have
     a mean conditional posterior variance 1 / H_ii (H the Hessian of the potential at the
     MAP) below AUTO_CENTRE_VARIANCE (none without a Hessian). In the normal-normal model,
     var(z_i | θ, ω, data) = s^2 / (s^2 + ω^2) with s the data's standard error of log P_i:
@@ -826,14 +833,17 @@ def _centred_parameters(pm: PopulationModel, mode: _Mode, parameterization: str)
     diagonal, so it exists where the joint mode's Hessian is not positive definite (the
     CAR-T study)."""
     names = tuple(pm.spec.iiv)
-    if parameterization != "auto":
-        return names if parameterization == "centred" else ()
-    if mode.hessian is None:
-        return ()
-    pos = mode.positions()
-    curv = np.diag(mode.hessian)
-    var = np.where(curv > 0, 1.0 / np.where(curv > 0, curv, 1.0), np.inf)
-    return tuple(p for p in names if var[np.asarray(pos[f"eta_{p}"]).astype(int)].mean() < AUTO_CENTRE_VARIANCE)  # fmt: skip
+    if isinstance(parameterization, Mapping):  # names checked by fit()
+        choice = {p: parameterization.get(p, "auto") for p in names}
+    else:
+        choice = dict.fromkeys(names, parameterization)
+    auto: set[str] = set()
+    if "auto" in choice.values() and mode.hessian is not None:
+        pos = mode.positions()
+        curv = np.diag(mode.hessian)
+        var = np.where(curv > 0, 1.0 / np.where(curv > 0, curv, 1.0), np.inf)
+        auto = {p for p in names if var[np.asarray(pos[f"eta_{p}"]).astype(int)].mean() < AUTO_CENTRE_VARIANCE}  # fmt: skip
+    return tuple(p for p in names if choice[p] == "centred" or (choice[p] == "auto" and p in auto))
 
 
 @dataclass(frozen=True)
