@@ -347,8 +347,9 @@ def fit(
     there (Hessian by central differences of the gradient), and ``draws`` draws take subject
     effects from their conditional normal approximation. Without between-subject variability
     this is the normal approximation at the MAP. ``kernel``: 'auto' (closed form for linear
-    models without cycles of transfers, matrix exponentials for other linear models, ODE
-    otherwise), 'analytic', 'exact' or 'ode' (see :func:`ldpk.simulate`); ``ode``:
+    models without cycles of transfers, matrix exponentials for other linear models and
+    between the switch times of piecewise-linear ones, ODE otherwise), 'analytic', 'exact'
+    or 'ode' (see :func:`ldpk.simulate`); ``ode``:
     :class:`~ldpk.ODEOptions` for the ODE kernel.
     Keyword overrides set :class:`FitOptions` fields, e.g. ``chains=2``. ``Fit.timings``:
     seconds for the joint MAP (``map_s``), the marginal mode and its Hessian (``laplace_s``),
