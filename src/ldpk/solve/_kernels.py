@@ -84,6 +84,14 @@ _SOLVERS = {
 }
 
 
+def _affine_flow(K: Any, u: Any, dt: Any) -> tuple[Any, Any]:
+    """(e^{K dt}, ∫0^dt e^{K s} ds u) from one augmented matrix exponential."""
+    n = K.shape[0]
+    aug = jnp.zeros((n + 1, n + 1)).at[:n, :n].set(K * dt).at[:n, n].set(u * dt)
+    E = expm(aug)
+    return E[:n, :n], E[:n, n]
+
+
 class LinearPropagator:
     """Exact solution of x' = K x + u by the augmented matrix exponential
     expm([[K, u], [0, 0]] dt) = [[e^{K dt}, ∫0^dt e^{K s} ds u], [0, 1]] (valid for any K,
@@ -96,11 +104,7 @@ class LinearPropagator:
         self.n = cm.n_states
 
     def _flow(self, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
-        K = self.cm.rate_matrix(env)
-        n = self.n
-        aug = jnp.zeros((n + 1, n + 1)).at[:n, :n].set(K * dt).at[:n, n].set(u * dt)
-        E = expm(aug)
-        return E[:n, :n], E[:n, n]
+        return _affine_flow(self.cm.rate_matrix(env), u, dt)
 
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
         E, g = self._flow(dt, u, env)
@@ -172,12 +176,10 @@ class PiecewiseLinearPropagator:
         for a, b in zip(ends[:-1], ends[1:], strict=True):
             K = self._rates((a + b) / 2, env)
             if u is None:
-                E = expm(K * (b - a))
-                phi, g = matmul(E, phi), g
+                phi = matmul(expm(K * (b - a)), phi)
                 continue
-            aug = jnp.zeros((n + 1, n + 1)).at[:n, :n].set(K * (b - a)).at[:n, n].set(u * (b - a))
-            A = expm(aug)
-            phi, g = matmul(A[:n, :n], phi), matmul(A[:n, :n], g) + A[:n, n]
+            E, h = _affine_flow(K, u, b - a)
+            phi, g = matmul(E, phi), matmul(E, g) + h
         return phi, g
 
     def propagate(self, x: Any, t: Any, dt: Any, u: Any, env: Env) -> tuple[Any, Any]:
