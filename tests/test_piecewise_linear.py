@@ -56,20 +56,72 @@ def _one_state(rate: str, discontinuities: list | None, extra: tuple = ()) -> ld
         ("K1 * a * t", ["T1"], False),  # time as a value
         ("where(a > 1, K1 * a, 0.0)", ["T1"], False),  # switch on a state
         ("K1 * a * a", ["T1"], False),
-        ("exp(K1) * a", ["T1"], True),
+        ("exp(K1) * a", ["T1"], "system"),  # no switch used: a linear system
+        ("exp(K1) * a - K2 * b", None, "system"),
+        ("K1 * (a - 2 * b) / 3", [], "system"),
+        ("K1 * a + K2", None, False),  # affine: a constant input
         ("exp(K1 * a)", ["T1"], False),
         ("where(t == T1, K1 * a, 0.0)", ["T1"], False),  # not an order comparison
     ],
 )
 def test_which_models_are_piecewise_linear(rate, switches, expected):
+    """Expected: True (piecewise linear), 'system' (a linear system: no switch, constant
+    coefficients, Model.is_linear_system) or False (the ODE kernel)."""
     m = _one_state(rate, switches)
     assert not m.is_linear
-    assert m.is_piecewise_linear is expected
+    assert m.is_piecewise_linear is (expected is True)
+    assert m.is_linear_system is (expected == "system")
     kernel = choose_kernel(m, "auto")
     assert kernel == ("exact" if expected else "ode")
     if not expected:
         with pytest.raises(ModelError, match="piecewise-linear"):
             choose_kernel(m, "exact")
+
+
+def test_linear_system_with_a_tapped_flux_against_bateman_and_its_derivatives():
+    """`to: b, rate: K1 * a` counts a's loss into b without taking it from a (as the
+    mitochondria model counts degraded donor mtDNA): a = D e^(-K0 t), b = D K1/(K2 - K0)
+    (e^(-K0 t) - e^(-K2 t)). The exact kernel (K from the flows' Jacobian) against this
+    closed form, values rtol 1e-12, d b/d K1 = b/K1 and d b/d K2 by the closed form's
+    derivative, rtol 1e-9; the ODE kernel at rtol 1e-10 within TOL."""
+    m = ldpk.build_model(
+        {
+            "name": "tap_test",
+            "compartments": {"a": {"unit": "mg"}, "b": {"unit": "mg"}},
+            "parameters": {
+                "K0": {"value": 0.3, "unit": "1/h"},
+                "K1": {"value": 0.2, "unit": "1/h"},
+                "K2": {"value": 0.05, "unit": "1/h"},
+            },
+            "flows": [
+                {"from": "a", "k": "K0"},
+                {"to": "b", "rate": "K1 * a"},
+                {"from": "b", "k": "K2"},
+            ],
+            "outputs": {"b_out": {"expr": "b", "unit": "mg"}},
+        }
+    )
+    assert m.is_linear_system and not m.is_linear and not m.is_piecewise_linear
+    p = {"K0": 0.3, "K1": 0.2, "K2": 0.05}
+    t = np.array([0.25, 1.0, 5.0, 24.0, 96.0])
+    dose = [ldpk.Bolus(10.0, route="cmt:a")]
+    sim = ldpk.simulate(m, p, dose, t)
+    assert sim.kernel == "exact"
+    k0, k1, k2 = p["K0"], p["K1"], p["K2"]
+    e0, e2 = np.exp(-k0 * t), np.exp(-k2 * t)
+    b = 10.0 * k1 / (k2 - k0) * (e0 - e2)
+    np.testing.assert_allclose(np.asarray(sim.state("a")), 10.0 * e0, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(sim.state("b")), b, rtol=1e-12)
+
+    def b_of(q):
+        return ldpk.simulate(m, q, dose, t, check=False).state("b")
+
+    jac = jax.jacrev(b_of)({k: jnp.asarray(v) for k, v in p.items()})
+    db_dk2 = 10.0 * k1 * ((e2 - e0) / (k2 - k0) ** 2 + t * e2 / (k2 - k0))
+    np.testing.assert_allclose(np.asarray(jac["K1"]), b / k1, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(jac["K2"]), db_dk2, rtol=1e-9)
+    ode = ldpk.simulate(m, p, dose, t, method="ode", ode=TIGHT)
+    _assert_agree(sim.states, ode.states)
 
 
 @pytest.fixture(scope="module")

@@ -256,17 +256,22 @@ def test_dna_assay():
     close(total, np.full_like(total, DOSE))
 
 
-def test_tapped_fluxes_feed_two_labels():
-    """tap=True: free label and donor DNA both read the death flux; cells die at kd once."""
+@pytest.mark.parametrize("method", ["auto", "ode"])
+def test_tapped_fluxes_feed_two_labels(method):
+    """tap=True: free label and donor DNA both read the death flux; cells die at kd once.
+    The taps are `rate:` flows linear in the states, so 'auto' solves the model exactly
+    (Model.is_linear_system); the ODE kernel must agree too."""
     spec = tracer.merge(
         carrier("dead"),
         tracer.free_label([("cells", "kd")], tap=True),
         tracer.dna_assay([("cells", "kd")], tap=True, t_half_value=math.log(2) / 0.4),
     )
     ode = ldpk.ODEOptions(solver="tsit5", rtol=1e-10, atol=1e-6)
-    _, sim = run(spec, {"kd": 0.3, "k_renal_label": 0.1}, ode=ode)
-    assert sim.kernel == "ode"
-    rtol, atol = 1e-8, 1e-6  # ODE kernel at rtol 1e-10, atol 1e-6 cells (1e-12 of the dose)
+    m, sim = run(spec, {"kd": 0.3, "k_renal_label": 0.1}, ode=ode, method=method)
+    assert m.is_linear_system
+    assert sim.kernel == ("exact" if method == "auto" else "ode")
+    # ODE kernel at rtol 1e-10, atol 1e-6 cells (1e-12 of the dose); exact kernel 1e-12
+    rtol, atol = (1e-12, 1e-9) if method == "auto" else (1e-8, 1e-6)
     close(sim["cells"], DOSE * np.exp(-0.3 * TIMES), rtol, atol)
     close(sim["dead"], DOSE * (1 - np.exp(-0.3 * TIMES)), rtol, atol)
     close(sim["free_label"], bateman([0.3], [0.1], TIMES)[0], rtol, atol)

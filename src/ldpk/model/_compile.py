@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -43,10 +44,6 @@ class CompiledModel:
     has_initial: bool
     jump_times: Callable[[Env], Any] | None = None  # discontinuities of the vector field
 
-    @property
-    def linear(self) -> bool:
-        return self.model.is_linear
-
 
 def compile_model(model: Model) -> CompiledModel:
     """Turn a Model into the functions the kernels call (traced once per compilation)."""
@@ -78,6 +75,26 @@ def compile_model(model: Model) -> CompiledModel:
         for f in m.flows
         if f.rate is not None
     ]
+    linear_rates = bool(rate_flows) and m.is_linear_system
+
+    def state_env(t: Any, x: Any, env: Env) -> Env:
+        e = dict(env)
+        e.update({c: x[i] for c, i in cmt_index.items()})
+        e["t"] = t
+        return e
+
+    def net(fluxes: list[tuple[int | None, int | None, Any]], zero: Any) -> Any:
+        """dx/dt from (source, target, flux) triples."""
+        dx = [
+            sum((f for src, tgt, f in fluxes if tgt == i), zero)
+            - sum((f for src, tgt, f in fluxes if src == i), zero)
+            for i in range(n)
+        ]
+        return jnp.stack(dx)
+
+    def rate_flow_field(t: Any, x: Any, env: Env) -> Any:
+        e = state_env(t, x, env)
+        return net([(src, tgt, r(e)) for src, tgt, r in rate_flows], jnp.zeros((), x.dtype))
 
     # K and dx/dt are assembled from Python sums and stacked: no scatter (.at[].add), which is
     # slow on XLA:CPU under vmap and inside the implicit solvers' Jacobians.
@@ -93,26 +110,19 @@ def compile_model(model: Model) -> CompiledModel:
                     terms = [-kv for src, _, kv in ks if src == j]
                 row.append(sum(terms, zero))
             rows.append(jnp.stack(row))
-        return jnp.stack(rows)
-
-    def state_env(t: Any, x: Any, env: Env) -> Env:
-        e = dict(env)
-        e.update({c: x[i] for c, i in cmt_index.items()})
-        e["t"] = t
-        return e
+        k_part = jnp.stack(rows)
+        if not linear_rates:
+            return k_part
+        # `rate:` flows linear in the states (Model.is_linear_system): their Jacobian, exact
+        # at any x; the time is never read (no `t` in such a flow).
+        return k_part + jax.jacfwd(rate_flow_field, argnums=1)(0.0, jnp.zeros((n,)), env)
 
     def vector_field(t: Any, x: Any, env: Env) -> Any:
         fluxes = [(src, tgt, k(env) * x[src]) for src, tgt, k in k_flows]
         if rate_flows:
             e = state_env(t, x, env)
             fluxes += [(src, tgt, r(e)) for src, tgt, r in rate_flows]
-        zero = jnp.zeros((), dtype=x.dtype)
-        dx = [
-            sum((f for src, tgt, f in fluxes if tgt == i), zero)
-            - sum((f for src, tgt, f in fluxes if src == i), zero)
-            for i in range(n)
-        ]
-        return jnp.stack(dx)
+        return net(fluxes, jnp.zeros((), dtype=x.dtype))
 
     outs = [o.expr for o in m.outputs]
 

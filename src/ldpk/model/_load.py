@@ -68,7 +68,8 @@ def load_model(name_or_path: str | Path) -> Model:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What ``ldpk check`` found: the model (if valid), whether it is linear, and notes."""
+    """What ``ldpk check`` found: the model (if valid), whether it is a linear system
+    (``Model.is_linear_system``), and notes."""
 
     model: Model
     linear: bool
@@ -114,4 +115,4 @@ def check_model(name_or_path: str | Path) -> CheckReport:
             f"compartment(s) {', '.join(sinks)} have no outflow: amounts accumulate there and "
             "steady-state dosing (SS) is undefined for this model"
         )
-    return CheckReport(m, m.is_linear, tuple(notes))
+    return CheckReport(m, m.is_linear_system, tuple(notes))

@@ -173,12 +173,28 @@ class Model:
         return all(f.rate is None for f in self.flows)
 
     @property
+    def is_linear_system(self) -> bool:
+        """True when dx/dt = K x with K free of states and time: every flow is `k:`
+        (``is_linear``), or the `rate:` flows are linear and homogeneous in the states with
+        coefficients of parameters, covariates and derived quantities only (``KDEG *
+        liver_int`` into a pool that counts a flux without taking it from its source).
+        Solved exactly by matrix exponentials (the 'exact' kernel). Decided from the syntax
+        (see ``piecewise_linear_in``)."""
+        if self.is_linear:
+            return True
+        states = set(self.compartment_names)
+        return all(
+            piecewise_linear_in(f.rate, states, ()) for f in self.flows if f.rate is not None
+        )
+
+    @property
     def is_piecewise_linear(self) -> bool:
-        """True for a model that is not linear but whose `rate:` flows are linear in the
-        states with coefficients that switch only at its declared ``discontinuities``
-        (``where(t < TMAX, RHO * effector, 0.0)``): between switch times x' = K x with K
-        constant, solved exactly by the 'exact' kernel (see ``piecewise_linear_in``)."""
-        if self.is_linear or not self.discontinuities:
+        """True for a model that is not a linear system but whose `rate:` flows are linear
+        in the states with coefficients that switch only at its declared
+        ``discontinuities`` (``where(t < TMAX, RHO * effector, 0.0)``): between switch times
+        x' = K x with K constant, solved exactly by the 'exact' kernel (see
+        ``piecewise_linear_in``)."""
+        if not self.discontinuities or self.is_linear_system:
             return False
         states = set(self.compartment_names)
         return all(

@@ -169,18 +169,19 @@ KERNELS = ("auto", "analytic", "exact", "ode")
 def choose_kernel(model: Model, method: str) -> str:
     """The kernel for ``method``: 'auto' is 'analytic' for a linear model whose transfers form
     no cycle (``simulate`` falls back to 'exact' where the closed form from the dosed
-    compartments is larger than ``MAX_AUTO_ANALYTIC``), 'exact' for other linear models and
-    for piecewise-linear ones (``Model.is_piecewise_linear``: matrix exponentials between
+    compartments is larger than ``MAX_AUTO_ANALYTIC``), 'exact' for other linear models, for
+    linear systems with `rate:` flows (``Model.is_linear_system``) and for piecewise-linear ones (``Model.is_piecewise_linear``: matrix exponentials between
     switch times), and 'ode' for nonlinear ones."""
     if method not in KERNELS:
         raise ValueError(f"method must be one of {', '.join(map(repr, KERNELS))}, got {method!r}")
     if method == "analytic" and not model.is_linear:
         raise ModelError(f"{model.source}: the analytic kernel needs a linear model (all flows `k:`)")  # fmt: skip
-    if method == "exact" and not (model.is_linear or model.is_piecewise_linear):
+    if method == "exact" and not (model.is_linear_system or model.is_piecewise_linear):
         raise ModelError(
-            f"{model.source}: the exact kernel needs a linear model (all flows `k:`) or a "
-            "piecewise-linear one (`rate:` flows linear in the states, switching only at the "
-            "declared `discontinuities:`)"
+            f"{model.source}: the exact kernel needs a linear model (flows `k:`, or `rate:` "
+            "flows linear in the states with constant coefficients) or a piecewise-linear one "
+            "(`rate:` flows linear in the states, switching only at the declared "
+            "`discontinuities:`)"
         )
     if method == "analytic" and (cycle := find_cycle(model)) is not None:
         raise ModelError(
@@ -189,7 +190,8 @@ def choose_kernel(model: Model, method: str) -> str:
         )
     if method == "auto":
         if not model.is_linear:
-            return "exact" if model.is_piecewise_linear else "ode"
+            linear = model.is_linear_system or model.is_piecewise_linear
+            return "exact" if linear else "ode"
         return "analytic" if find_cycle(model) is None else "exact"
     return method
 
@@ -198,7 +200,7 @@ def _check_steady_state_possible(model: Model, table: EventTable) -> None:
     if not np.any(table["s_valid"]):
         return
     sinks = model.sink_compartments
-    if sinks and model.is_linear:
+    if sinks and model.is_linear_system:
         raise DataError(
             f"steady-state dosing (SS) needs every compartment to reach a steady state, but "
             f"{', '.join(sinks)} in {model.source} has no outflow"
