@@ -49,7 +49,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in ldpk.builtin_models():
         m = ldpk.load_model(name)
-        kind = "linear" if m.is_linear_system else "piecewise" if m.is_piecewise_linear else "nonlinear"
+        kind = (
+            "linear"
+            if m.is_linear_system
+            else "piecewise"
+            if m.is_piecewise_linear
+            else "nonlinear"
+        )
         first = m.description.replace(";", ".").split(". ")[0].rstrip(".")
         print(f"{name:<28} {kind:<9} {first[:90]}")
     return 0
