@@ -465,7 +465,7 @@ class PopulationModel:
         ds = self.dataset
         sim = simulate(
             self.model, params, ds.table, method=self.method, ode=self.ode, check=False,
-            decay_corrected=ds.decay_corrected,
+            decay_corrected=ds.decay_corrected, outputs=ds.outputs_observed(),
         )  # fmt: skip
         pred = sim.outputs[ds.subject, ds.position, ds.output]
         return pred if ds.scale is None else pred * ds.scale

@@ -45,14 +45,23 @@ class CompiledModel:
     jump_times: Callable[[Env], Any] | None = None  # discontinuities of the vector field
 
 
-def compile_model(model: Model) -> CompiledModel:
-    """Turn a Model into the functions the kernels call (traced once per compilation)."""
+def compile_model(model: Model, keep: tuple[str, ...] | None = None) -> CompiledModel:
+    """Turn a Model into the functions the kernels call (traced once per compilation).
+
+    ``keep``: solve only these compartments (``Model.states_for(outputs)``: nothing outside
+    them changes them), in model order. The route table keeps its length and names; a route
+    into another compartment targets index n (one past the last state), which the kernels'
+    one-hot dose vectors drop, as they may: such a dose cannot reach a kept compartment.
+    Outputs read the other compartments as 0: only the outputs ``keep`` was made for are
+    right."""
     m = model
     pnames = m.parameter_names
     cnames = m.covariate_names
     order = derived_order(m)
-    cmt_index = {c: i for i, c in enumerate(m.compartment_names)}
-    n = len(m.compartments)
+    kept = tuple(c for c in m.compartment_names if keep is None or c in keep)
+    dropped = tuple(c for c in m.compartment_names if c not in kept)
+    cmt_index = {c: i for i, c in enumerate(kept)}
+    n = len(kept)
 
     def env_fn(theta: Any, cov: Any) -> Env:
         env: Env = {name: theta[i] for i, name in enumerate(pnames)}
@@ -61,25 +70,23 @@ def compile_model(model: Model) -> CompiledModel:
             env[d.name] = d.expr(env)
         return env
 
+    # Flows out of solved compartments; one into a dropped compartment is a loss here.
     k_flows = [
-        (cmt_index[f.source], None if f.target is None else cmt_index[f.target], f.k)
+        (cmt_index[f.source], cmt_index.get(f.target or ""), f.k)
         for f in m.flows
-        if f.k is not None and f.source is not None
+        if f.k is not None and f.source in cmt_index
     ]
     rate_flows = [
-        (
-            None if f.source is None else cmt_index[f.source],
-            None if f.target is None else cmt_index[f.target],
-            f.rate,
-        )
+        (cmt_index.get(f.source or ""), cmt_index.get(f.target or ""), f.rate)
         for f in m.flows
-        if f.rate is not None
+        if f.rate is not None and (f.source in cmt_index or f.target in cmt_index)
     ]
     linear_rates = bool(rate_flows) and m.is_linear_system
 
     def state_env(t: Any, x: Any, env: Env) -> Env:
         e = dict(env)
         e.update({c: x[i] for c, i in cmt_index.items()})
+        e.update({c: jnp.zeros((), x.dtype) for c in dropped})
         e["t"] = t
         return e
 
@@ -132,7 +139,11 @@ def compile_model(model: Model) -> CompiledModel:
         e = state_env(t, x, env)
         return jnp.stack([jnp.broadcast_to(o(e), jnp.shape(t)) * 1.0 for o in outs])
 
-    inits = [(i, c.initial) for i, c in enumerate(m.compartments) if c.initial is not None]
+    inits = [
+        (cmt_index[c.name], c.initial)
+        for c in m.compartments
+        if c.initial is not None and c.name in cmt_index
+    ]
 
     def initial(env: Env) -> Any:
         x = jnp.zeros((n,))
@@ -141,7 +152,8 @@ def compile_model(model: Model) -> CompiledModel:
         return x
 
     route_names = list(m.route_names) + [f"cmt:{c}" for c in m.compartment_names]
-    route_target = [cmt_index[r.target] for r in m.routes] + list(range(n))
+    targets = [r.target for r in m.routes] + list(m.compartment_names)
+    route_target = [cmt_index.get(c, n) for c in targets]  # n: dropped (see docstring)
     route_exprs = [(r.lag, r.bioavailability, r.rate, r.duration) for r in m.routes]
     # Lag 0, F = 1; a route without a modelled rate or duration gets 1.0 there, never used
     # (records asking for one are rejected) but finite, so masked-away branches of
@@ -159,7 +171,7 @@ def compile_model(model: Model) -> CompiledModel:
                     ]
                 )
             )
-        plain = jnp.broadcast_to(jnp.asarray(defaults, dtype=float), (n, 4))
+        plain = jnp.broadcast_to(jnp.asarray(defaults, dtype=float), (len(m.compartments), 4))
         return jnp.concatenate([jnp.stack(rows), plain]) if rows else plain
 
     return CompiledModel(

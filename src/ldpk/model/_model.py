@@ -203,6 +203,31 @@ class Model:
             if f.rate is not None
         )
 
+    def states_for(self, outputs: Sequence[str]) -> tuple[str, ...]:
+        """The compartments that ``outputs`` depend on, in model order: those the outputs
+        read, and upstream of them every compartment whose amount changes theirs (the source
+        of a flow into one, the amounts a `rate:` flow into or out of one reads). Predicting
+        only these outputs needs only these states (``simulate(outputs=...)``)."""
+        unknown = [o for o in outputs if o not in self.output_names]
+        if unknown:
+            raise ModelError(
+                f"{self.source}: no output(s) {unknown}; outputs: {', '.join(self.output_names)}"
+            )
+        cmts = set(self.compartment_names)
+        by_name = {o.name: o for o in self.outputs}
+        need = {c for o in outputs for c in by_name[o].expr.names & cmts}
+        todo = list(need)
+        while todo:
+            c = todo.pop()
+            for f in self.flows:
+                if c not in (f.source, f.target):
+                    continue
+                new = {f.source} if f.k is not None else {f.source, *(f.rate.names & cmts)}
+                for d in new - need - {None}:
+                    need.add(d)
+                    todo.append(d)
+        return tuple(c for c in self.compartment_names if c in need)
+
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
             if p.name == name:

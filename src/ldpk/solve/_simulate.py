@@ -59,28 +59,40 @@ class Simulation:
     """Result of :func:`simulate`.
 
     ``states``: amounts, shape (*batch, T, n_compartments); ``outputs``: (*batch, T, n_outputs);
-    ``times``: (T,) or (subjects, T) for event tables. Units are those of the model."""
+    ``times``: (T,) or (subjects, T) for event tables. Units are those of the model.
+    ``solved``: with ``simulate(outputs=...)``, the outputs asked for and the compartments
+    solved for them (``states`` holds those only, in that order); None when all were."""
 
     model: Model
     times: np.ndarray
     states: Any
     outputs: Any
     kernel: str
+    solved: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     @property
     def compartment_names(self) -> tuple[str, ...]:
-        return self.model.compartment_names
+        return self.model.compartment_names if self.solved is None else self.solved[1]
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return self.model.output_names
 
     def state(self, name: str) -> Any:
-        return self.states[..., self.model.compartment_names.index(name)]
+        if name not in self.compartment_names and self.solved is not None:
+            raise KeyError(
+                f"compartment {name!r} was not solved: simulate(outputs={list(self.solved[0])}) "
+                f"solved only {', '.join(self.solved[1])}"
+            )
+        return self.states[..., self.compartment_names.index(name)]
 
     def output(self, name: str) -> Any:
         if name not in self.model.output_names:
             raise KeyError(f"no output {name!r}; outputs: {', '.join(self.model.output_names)}")
+        if self.solved is not None and name not in self.solved[0]:
+            raise KeyError(
+                f"output {name!r} was not computed: simulate(outputs={list(self.solved[0])})"
+            )
         return self.outputs[..., self.model.output_names.index(name)]
 
     def __getitem__(self, name: str) -> Any:
@@ -101,17 +113,17 @@ def _structure(model: Model) -> Model:
 
 
 @lru_cache(maxsize=64)
-def _compiled(structure: Model) -> CompiledModel:
-    return compile_model(structure)
+def _compiled(structure: Model, keep: tuple[str, ...] | None = None) -> CompiledModel:
+    return compile_model(structure, keep)
 
 
 @lru_cache(maxsize=64)
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
     overlap: int, batched_table: bool, static: str | tuple | ODEIntervals | None = None,
-    sources: tuple[int, ...] = (),
+    sources: tuple[int, ...] = (), keep: tuple[str, ...] | None = None,
 ) -> Any:  # fmt: skip
-    cm = _compiled(structure)
+    cm = _compiled(structure, keep)
     if kernel == "ode":
         prop: Any = ODEPropagator(cm, options)
     elif structure.is_piecewise_linear:
@@ -219,6 +231,7 @@ def simulate(
     max_ss_overlap: int = MAX_SS_OVERLAP,
     check: bool = True,
     decay_corrected: bool = True,
+    outputs: Sequence[str] | None = None,
 ) -> Simulation:
     """Simulate ``model`` under ``regimen`` and return every compartment and output at ``times``.
 
@@ -248,6 +261,10 @@ def simulate(
         subject's first dose. Which one a data set holds is a property of the data; the
         prediction follows it. With several labelled doses, each dose's amount is read as
         its activity decay-corrected to the first dose.
+    outputs: predict only these outputs, solving only the compartments they depend on
+        (``Model.states_for``; the fits pass the observed outputs). ``Simulation.states``
+        then holds those compartments and other outputs are not computed. The closed form
+        ('analytic') always solves every compartment.
     """
     kernel = choose_kernel(model, method)
     options = ode or ODEOptions()
@@ -288,9 +305,14 @@ def simulate(
             sources = tuple(range(cm.n_states))
         if method == "auto" and table_size(paths_from(model, sources)) > MAX_AUTO_ANALYTIC:
             kernel, sources = "exact", ()
+    solved = None
+    if outputs is not None and kernel != "analytic":
+        need = model.states_for(outputs)
+        if len(need) < len(model.compartments):
+            solved = (tuple(outputs), need)
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
-        static, sources,
+        static, sources, None if solved is None else solved[1],
     )  # fmt: skip
     if table.batched:
         n_sub = table["e_kind"].shape[0]
@@ -313,7 +335,7 @@ def simulate(
     y = _apply_decay(model, y, t_out, _first_dose_time(table), decay_corrected)
     if check and not isinstance(ok, jax.core.Tracer):
         _raise_failures(model, theta, np.asarray(ok), kernel)
-    return Simulation(model, np.asarray(t_out), x, y, kernel)
+    return Simulation(model, np.asarray(t_out), x, y, kernel, solved)
 
 
 #: Smallest batch of parameter sets split across devices (below it one device is faster).
