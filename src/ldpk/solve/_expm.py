@@ -24,9 +24,9 @@ _THETA13 = 5.371920351148152
 #: Up to this size, products are written as broadcast-and-sum, which XLA vectorises across a
 #: vmapped batch; above it, batched GEMMs. Measured on the 2-core CPU (jax 0.12, float64,
 #: best of 10, vmapped expm of 32 and 100000 matrices): for the value, broadcast-and-sum is
-#: on par or faster up to 4 compartments and 1.7-4x slower at 8; for the gradient, GEMMs are
-#: faster from 5 on (2.5-3.8x at 8 to 12, 32 matrices: 0.52 vs 0.77 ms at 12). The cut was
-#: 12, which made the EV fit's 12-compartment solve 3.7x slower than its 16-compartment one.
+#: on par or faster up to 4 compartments and 1.7-2.9x slower at 8; for the gradient, GEMMs
+#: are on par at 4 and 1.5-5.5x faster at 6 to 12. The cut was 12, which made the EV fit's
+#: 12-compartment solve 3.7x slower than its 16-compartment one.
 _SMALL = 4
 
 
