@@ -62,6 +62,10 @@ def test_states_for_follows_flows_upstream(mito):
     assert not any(c.endswith("_dna") for c in free)
     with pytest.raises(ModelError, match="no output"):
         mito.states_for(["pct_bone"])
+    # simulate checks the names whichever kernel it uses (the closed form solves everything)
+    one = ldpk.load_model("one_compartment")
+    with pytest.raises(ModelError, match="no output"):
+        ldpk.simulate(one, None, [ldpk.Bolus(1.0)], [1.0], method="analytic", outputs=["x"])
 
 
 @pytest.mark.parametrize(

@@ -49,13 +49,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in ldpk.builtin_models():
         m = ldpk.load_model(name)
-        kind = (
-            "linear"
-            if m.is_linear_system
-            else "piecewise"
-            if m.is_piecewise_linear
-            else "nonlinear"
-        )
+        kind = "piecewise" if m.is_piecewise_linear else "nonlinear"
+        if m.is_linear_system:
+            kind = "linear"
         first = m.description.replace(";", ".").split(". ")[0].rstrip(".")
         print(f"{name:<28} {kind:<9} {first[:90]}")
     return 0

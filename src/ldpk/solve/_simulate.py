@@ -182,8 +182,9 @@ def choose_kernel(model: Model, method: str) -> str:
     """The kernel for ``method``: 'auto' is 'analytic' for a linear model whose transfers form
     no cycle (``simulate`` falls back to 'exact' where the closed form from the dosed
     compartments is larger than ``MAX_AUTO_ANALYTIC``), 'exact' for other linear models, for
-    linear systems with `rate:` flows (``Model.is_linear_system``) and for piecewise-linear ones (``Model.is_piecewise_linear``: matrix exponentials between
-    switch times), and 'ode' for nonlinear ones."""
+    linear systems with `rate:` flows (``Model.is_linear_system``) and for piecewise-linear
+    ones (``Model.is_piecewise_linear``: matrix exponentials between switch times), and
+    'ode' for nonlinear ones."""
     if method not in KERNELS:
         raise ValueError(f"method must be one of {', '.join(map(repr, KERNELS))}, got {method!r}")
     if method == "analytic" and not model.is_linear:
@@ -267,6 +268,7 @@ def simulate(
         ('analytic') always solves every compartment.
     """
     kernel = choose_kernel(model, method)
+    need = None if outputs is None else model.states_for(outputs)  # raises on unknown names
     options = ode or ODEOptions()
     if isinstance(regimen, EventTable):
         table = regimen
@@ -306,10 +308,8 @@ def simulate(
         if method == "auto" and table_size(paths_from(model, sources)) > MAX_AUTO_ANALYTIC:
             kernel, sources = "exact", ()
     solved = None
-    if outputs is not None and kernel != "analytic":
-        need = model.states_for(outputs)
-        if len(need) < len(model.compartments):
-            solved = (tuple(outputs), need)
+    if need is not None and kernel != "analytic" and len(need) < len(model.compartments):
+        solved = (tuple(outputs or ()), need)
     fn = _kernel(
         _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static, sources, None if solved is None else solved[1],
