@@ -38,7 +38,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CompileTimer, git_info, load_average, machine_info, write_json_atomic  # noqa: E402
+from _common import (  # noqa: E402
+    CompileTimer,
+    git_info,
+    load_average,
+    machine_info,
+    posterior_functions,
+    write_json_atomic,
+)
 
 PARAMS = ("V", "VM", "KM", "KA")
 #: Columns the fit sees (the true-parameter columns V, VM, KM, KA are left out, so that they
@@ -78,28 +85,12 @@ def load(path: Path) -> tuple[Any, Any, dict]:
 
 
 def potential(model, ds, ode) -> tuple[Any, Any, Any]:
-    """(jitted potential, jitted value-and-gradient, a starting point) of the posterior in
-    numpyro's unconstrained space, from the prior medians with the subjects' effects at 0."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.infer.util import initialize_model
-
+    """(jitted potential, jitted value-and-gradient, a starting point) of the ACOP posterior
+    (see ``_common.posterior_functions``)."""
     from ldpk.population import PopulationModel, fit_spec
 
     pm = PopulationModel(model, ds, fit_spec(model, ds, config()), ode=ode)
-    dv = jnp.asarray(ds.dv)
-    info = initialize_model(
-        jax.random.PRNGKey(0), pm, model_args=(dv,), init_strategy=init_to_median(num_samples=31)
-    )
-    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in info.param_info.z.items()}  # fmt: skip
-    flat0, unravel = ravel_pytree(z0)
-
-    def pot(x):
-        return info.potential_fn(unravel(x))
-
-    return jax.jit(pot), jax.jit(jax.value_and_grad(pot)), flat0
+    return posterior_functions(pm, ds.dv)
 
 
 def gradient_timings(model, ds, variants: list[dict], repeats: int = 5) -> list[dict]:

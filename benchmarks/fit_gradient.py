@@ -26,6 +26,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     markdown_table,
+    posterior_functions,
     write_json_atomic,
 )
 from recovery import STUDIES  # noqa: E402
@@ -36,17 +37,8 @@ def gradient(pm: Any, dv: Any, repeats: int) -> tuple[float, float, float]:
     """(best seconds per value-and-gradient, compile seconds, potential at the start) of the
     posterior of ``pm`` in numpyro's unconstrained space."""
     import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.initialization import init_to_median
-    from numpyro.infer.util import initialize_model
 
-    info = initialize_model(
-        jax.random.PRNGKey(0), pm, model_args=(dv,), init_strategy=init_to_median(num_samples=31)
-    )
-    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in info.param_info.z.items()}  # fmt: skip
-    flat0, unravel = ravel_pytree(z0)
-    vg = jax.jit(jax.value_and_grad(lambda x: info.potential_fn(unravel(x))))
+    _, vg, flat0 = posterior_functions(pm, dv)
     t0 = time.perf_counter()
     u0 = float(jax.block_until_ready(vg(flat0))[0])
     compile_s = time.perf_counter() - t0
@@ -61,13 +53,11 @@ def gradient(pm: Any, dv: Any, repeats: int) -> tuple[float, float, float]:
 
 
 def measure(study: str, repeats: int) -> dict[str, Any]:
-    import jax.numpy as jnp
-
     import ldpk.population as population
     from ldpk.population import PopulationModel, fit_spec
 
     model, ds, cfg, _ = load_study(study)
-    dv = jnp.asarray(ds.dv)
+    dv = ds.dv
     pm = PopulationModel(model, ds, fit_spec(model, ds, cfg))
     fit_s, fit_compile, u_fit = gradient(pm, dv, repeats)
 
