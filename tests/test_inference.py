@@ -397,15 +397,21 @@ def test_parallel_and_sequential_chains_give_the_same_draws(model, theo, monkeyp
     assert f.posterior["sample_stats"]["n_steps"].shape == (2, 20)
     assert {"map_s", "warmup_s", "sampling_s"} <= set(f.timings)
 
-    ((kernel, key, init, data, opts, parallel),) = calls
+    ((pm, kernel, key, init, data, opts, parallel),) = calls
     assert parallel
     runs = [
-        run_chains(kernel, key, init, data, dataclasses.replace(opts, progress=progress), parallel)
+        run_chains(pm, kernel, key, init, data, dataclasses.replace(opts, progress=progress), parallel)  # fmt: skip
         for parallel, progress in ((True, False), (False, False), (False, True))
     ]  # fmt: skip
     # blocks of iterations (progress bars) or one block: the same compiled program
     np.testing.assert_array_equal(runs[1][0], runs[2][0])
     np.testing.assert_array_equal(runs[1][1]["warmup"]["n_steps"], runs[2][1]["warmup"]["n_steps"])
+    # parallel chains in blocks of the smallest length (5) or of the chosen one (the whole
+    # phase for this model): the same draws
+    assert inf._parallel_block(pm, 2) >= 50
+    monkeypatch.setattr(inf, "_parallel_block", lambda *a: inf.PARALLEL_BLOCK)
+    short = run_chains(pm, kernel, key, init, data, opts, True)
+    np.testing.assert_array_equal(short[0], runs[0][0])
     # over devices or one after another: XLA compiles the two programs apart, so rounding
     # differs and grows along the chains (largest difference measured: 1e-5 after 50
     # iterations); independent chains, or a different start, would differ by O(1)
@@ -435,6 +441,31 @@ def test_blocks_cover_every_iteration_once(n, progress, most):
         assert max(blocks, default=0) <= most
     if not progress and not most:
         assert len(blocks) == (1 if n else 0)
+
+
+def test_parallel_blocks_follow_the_memory_estimate(model, theo):
+    """Blocks of parallel chains: long for small exact-kernel problems, never shorter than
+    PARALLEL_BLOCK, and PARALLEL_BLOCK for the ODE kernel and for problems as large as the
+    MSC study (24 solved compartments, 252 observations), where blocks of 60 peaked at 6.6 GB."""
+    from types import SimpleNamespace
+
+    import ldpk.inference as inf
+    from ldpk.population import PopulationModel, fit_spec
+
+    spec = fit_spec(model, theo, CFG)
+    small = inf._parallel_block(PopulationModel(model, theo, spec, "exact"), 4)
+    assert small == 256 * 2**20 // (3 * 4 * 64 * theo.n_obs * 2**2)  # 661: one block per phase
+    assert inf._parallel_block(PopulationModel(model, theo, spec, "ode"), 4) == inf.PARALLEL_BLOCK
+    states = [f"s{i}" for i in range(24)]
+    big = SimpleNamespace(
+        model=SimpleNamespace(states_for=lambda outputs: states),
+        dataset=SimpleNamespace(n_obs=252, outputs_observed=lambda: ["x"]),
+        method="exact",
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(inf, "choose_kernel", lambda m, k: k)
+        assert inf._parallel_block(big, 4) == inf.PARALLEL_BLOCK
+        assert inf._parallel_block(big, 1) == 9  # 256 MiB / (3 · 64 B · 252 · 24²) per chain
 
 
 def test_svi_starts_from_moment_estimates_of_the_between_subject_sds():

@@ -27,19 +27,20 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro  # noqa: F401  (the whole package before its submodules: see below)
 import scipy.optimize
+from jax.extend.core import jaxpr_as_fun
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import NUTS, SVI, Predictive, Trace_ELBO, autoguide, log_likelihood
 from numpyro.infer.hmc import hmc
 from numpyro.infer.initialization import init_to_median, init_to_value
-from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.optim import Adam
 
 from ldpk.data import Dataset, read_study
 from ldpk.errors import DataError, ModelError
 from ldpk.model import Model
 from ldpk.population import FitSpec, PopulationModel, fit_spec, prior_distribution, read_config
-from ldpk.solve import ODEOptions
+from ldpk.solve import ODEOptions, choose_kernel
 
 # ArviZ loads numpyro lazily; a numpyro submodule imported first through that lazy module left
 # numpyro.distributions without its `distribution` attribute, so numpyro.factor failed in
@@ -473,6 +474,10 @@ class _Mode:
     hessian: np.ndarray | None = None
     #: sites held at the start's values because the joint mode put them in a prior tail
     held: tuple[str, ...] = ()
+    #: the potential's value and gradient, (flat unconstrained x, data) -> (U, dU/dx), as
+    #: the evaluation of one traced jaxpr: NUTS calls it (see :func:`_reused_gradient`), so
+    #: the model is traced and differentiated once for the search and the sampler
+    value_and_grad: Any = None
 
     def positions(self) -> dict[str, Any]:
         """Each site's positions in the flat vector (float arrays shaped as the sites)."""
@@ -490,15 +495,17 @@ def _prior_extremes(pm: PopulationModel, values: Mapping[str, Any]) -> tuple[str
     lie in a tail of their prior holding less than :data:`PRIOR_TAIL` of its mass."""
     from numpyro import handlers
 
-    trace = handlers.trace(handlers.substitute(handlers.seed(pm.priors, 0), data=dict(values))).get_trace()  # fmt: skip
-    out = []
-    for name, site in trace.items():
-        if site["type"] != "sample" or name.startswith("eta_"):
-            continue
-        cdf = np.asarray(site["fn"].cdf(site["value"]))
-        if np.any(np.minimum(cdf, 1.0 - cdf) < PRIOR_TAIL):
-            out.append(name)
-    return tuple(out)
+    def tails(values: dict) -> dict:  # one compiled function, not an operation at a time
+        trace = handlers.trace(handlers.substitute(handlers.seed(pm.priors, 0), data=values)).get_trace()  # fmt: skip
+        masses = {}
+        for name, site in trace.items():
+            if site["type"] == "sample" and not name.startswith("eta_"):
+                cdf = site["fn"].cdf(site["value"])
+                masses[name] = jnp.min(jnp.minimum(cdf, 1.0 - cdf))
+        return masses
+
+    masses = jax.device_get(jax.jit(tails)({k: jnp.asarray(v) for k, v in values.items()}))
+    return tuple(name for name, m in masses.items() if m < PRIOR_TAIL)
 
 
 def _map(
@@ -527,9 +534,18 @@ def _map(
     # numpyro's initialize_model runs the model op by op, and each operation compiled on its
     # own (3-4 s per process on the one-compartment benchmark, the solve's operations
     # included). BFGS below checks the density at the start.
-    def medians(key: Any) -> dict:
-        info = initialize_model(key, pm.priors, init_strategy=init_to_median(num_samples=31), validate_grad=False)  # fmt: skip
-        return info.param_info.z
+    def medians(key: Any) -> dict:  # each latent site's median of 31 prior draws, unconstrained
+        from numpyro import handlers
+
+        # the key numpyro's initialize_model(key, ...) seeds its first try with: the same start
+        seeded = handlers.seed(pm.priors, jax.random.split(key)[1])
+        at_median = handlers.substitute(seeded, substitute_fn=init_to_median(num_samples=31))
+        trace = handlers.trace(at_median).get_trace()
+        return {
+            name: biject_to(site["fn"].support).inv(site["value"])
+            for name, site in trace.items()
+            if site["type"] == "sample"
+        }
 
     z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in jax.jit(medians)(key).items()}  # fmt: skip
     flat0, unravel = ravel_pytree(z0)
@@ -537,7 +553,13 @@ def _map(
     def potential(x: Any, data: tuple) -> Any:
         return potential_energy(pm, data, {}, unravel(x))
 
-    value_and_grad = jax.jit(jax.value_and_grad(potential))
+    # The model is traced once, to a jaxpr that the search and NUTS evaluate (see _Mode)
+    traced = jaxpr_as_fun(jax.make_jaxpr(jax.value_and_grad(potential))(flat0, data))
+
+    def evaluated(x: Any, data: tuple) -> tuple[Any, Any]:
+        return tuple(traced(x, *jax.tree.leaves(data)))
+
+    value_and_grad = jax.jit(evaluated)
 
     best: dict[str, Any] = {"value": np.inf, "x": None}
 
@@ -620,7 +642,7 @@ def _map(
             cov = np.linalg.inv(h)
         except np.linalg.LinAlgError:
             pass
-    return _Mode(x, unravel, values, cov, postprocess, h, held)
+    return _Mode(x, unravel, values, cov, postprocess, h, held, evaluated)
 
 
 def _fd_hessian(grad: Any, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
@@ -664,9 +686,11 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     centred = _centred_parameters(pm, mode, opts.parameterization)
     centring = _Centring.of(pm, mode, centred)
 
+    reused = _reused_gradient(mode.value_and_grad)
+
     def potential_fn_gen(*data: Any) -> Any:
         def potential(x: Any) -> Any:
-            return potential_energy(pm, data, {}, mode.unravel(x))
+            return reused(x, data)
 
         if centring is None:
             return potential
@@ -683,11 +707,11 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
     if centring is not None:
-        init = jax.vmap(centring.to_centred)(init)
-    flat, stats, timings = _run_chains(kernel, k_run, init, data, opts, parallel)
+        init = jax.jit(jax.vmap(centring.to_centred))(init)
+    flat, stats, timings = _run_chains(pm, kernel, k_run, init, data, opts, parallel)
     chains, draws = flat.shape[:2]
     if centring is not None:
-        flat = np.asarray(jax.vmap(jax.vmap(centring.to_noncentred))(flat))
+        flat = np.asarray(jax.jit(jax.vmap(jax.vmap(centring.to_noncentred)))(flat))
 
     def constrained(x: dict, key: Any, data: tuple) -> dict:
         sites = jax.vmap(lambda v: mode.postprocess(mode.unravel(v)))(x["x"])
@@ -697,6 +721,29 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     samples = _over_draws(constrained, x, key, data, _draws_per_chunk(pm))
     samples = {k: np.asarray(v).reshape(chains, draws, *v.shape[1:]) for k, v in samples.items()}
     return samples, stats, centred, timings
+
+
+def _reused_gradient(value_and_grad: Any) -> Any:
+    """The potential (x, data) -> U whose gradient in x is the second output of
+    ``value_and_grad`` (data get none): NUTS's start and its transitions evaluate the jaxpr
+    that the MAP search traced and differentiated once per fit. Left to differentiate the
+    potential itself, each of the two traced the model and its solve again (a jitted
+    function is traced again inside ``shard_map``) and linearised it: 1.5 s of a 6.5 s fit
+    of the one-compartment Stan benchmark in a new process. Reverse mode only (a custom
+    VJP)."""
+
+    @jax.custom_vjp
+    def potential(x: Any, data: tuple) -> Any:
+        return value_and_grad(x, data)[0]
+
+    def forward(x: Any, data: tuple) -> tuple:  # (U, residual: the gradient)
+        return value_and_grad(x, data)
+
+    def backward(grad: Any, cotangent: Any) -> tuple:
+        return cotangent * grad, None
+
+    potential.defvjp(forward, backward)
+    return potential
 
 
 #: The per-iteration fields of the sampler's state kept for sample_stats: name -> getter.
@@ -709,7 +756,7 @@ _STAT_FIELDS = {
 }
 
 
-def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
+def _run_chains(pm: PopulationModel, kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
     """Run ``opts.chains`` chains of ``kernel`` from the starting points ``init`` (chains,
     unconstrained size): ``opts.warmup`` iterations of warm-up (step size and mass matrix
     adaptation), then ``opts.samples`` draws. Chains run in parallel, one per device, when
@@ -753,7 +800,7 @@ def _run_chains(kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions
     else:
         start_c, advance_c = jax.jit(start), jax.jit(advance, donate_argnums=1)
         runs = list(zip(jax.random.split(key, opts.chains), init, strict=True))
-    most = PARALLEL_BLOCK if parallel else None
+    most = _parallel_block(pm, opts.chains) if parallel else None
     blocks = [_blocks(opts.warmup, opts.progress, most), _blocks(opts.samples, opts.progress, most)]  # fmt: skip
     bar = None
     if opts.progress:
@@ -805,12 +852,32 @@ def _over_chains(f: Any, chains: int, mapped: tuple[bool, ...]) -> Any:
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("chain"), check_vma=False))  # fmt: skip
 
 
-#: Most iterations per compiled block when chains run in parallel. XLA's CPU runtime keeps
+#: Fewest iterations per compiled block when chains run in parallel. XLA's CPU runtime keeps
 #: memory of every iteration of a multi-device while loop until the loop returns: the MSC
 #: study (4 chains over 4 host devices, exact kernel) peaked at 6.6 GB in 50 + 50
 #: iterations run as two blocks and 12.3 GB in 100 + 100; in blocks of 10 at 2.4 GB, of 5
 #: at 1.5 GB, no slower. One chain on one device does not grow (1.0 GB).
 PARALLEL_BLOCK = 5
+#: Memory (bytes) that one block of parallel chains may keep (see :func:`_parallel_block`).
+PARALLEL_BLOCK_BYTES = 256 * 2**20
+
+
+def _parallel_block(pm: PopulationModel, chains: int) -> int:
+    """Most iterations per compiled block when ``chains`` chains run in parallel: as many as
+    keep an estimate of the memory held for them under :data:`PARALLEL_BLOCK_BYTES`, at least
+    :data:`PARALLEL_BLOCK`; ODE kernels always :data:`PARALLEL_BLOCK` (their memory per
+    iteration follows the solver's steps). The estimate, 3 × the draws' chunk formula
+    (observations × solved compartments² × 64 bytes) per chain and iteration, is calibrated
+    on the MSC study: 6.56 GB peak in blocks of 60 iterations of 4 chains against 1.36 GB in
+    blocks of 5, about 2.4 × the formula per chain and iteration. Each block costs a dispatch
+    to every device and a synchronisation (about 2.5 ms on the 2-core CPU): the
+    one-compartment Stan benchmark drew its 1000 samples in 0.84 s in blocks of 5 and 0.39 s
+    in one block, at the same peak memory (0.54 GB)."""
+    if choose_kernel(pm.model, pm.method) == "ode":
+        return PARALLEL_BLOCK
+    n = len(pm.model.states_for(pm.dataset.outputs_observed()))
+    per_iteration = 3 * chains * 64 * max(pm.dataset.n_obs, 1) * n * n
+    return max(PARALLEL_BLOCK, PARALLEL_BLOCK_BYTES // per_iteration)
 
 
 def _blocks(n: int, progress: bool, most: int | None = None, parts: int = 25) -> list[int]:
@@ -904,21 +971,22 @@ def _initial_inverse_mass(mode: _Mode, centring: _Centring | None, dense: bool) 
     study: trees of 127-767 leapfrog steps for 75 iterations)."""
     if mode.cov is None:
         return None
-    cov = jnp.asarray(mode.cov)
+    cov = np.asarray(mode.cov)
     if centring is not None:
-        J = jax.jacfwd(centring.to_centred)(mode.flat)
+        J = np.asarray(jax.jit(jax.jacfwd(centring.to_centred))(mode.flat))
         cov = J @ cov @ J.T
-    diag = jnp.diag(cov)
-    if not bool(jnp.all(jnp.isfinite(cov)) & jnp.all(diag > 0)):
+    diag = np.diag(cov)
+    if not (np.all(np.isfinite(cov)) and np.all(diag > 0)):
         return None
-    return cov if dense else diag
+    return jnp.asarray(cov if dense else diag)
 
 
 def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
     """n starting points around the MAP (unconstrained, flat)."""
     if mode.cov is not None:
-        return jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (n,))
-    return mode.flat + 0.1 * jax.random.normal(key, (n, mode.flat.size))
+        draw = partial(jax.random.multivariate_normal, shape=(n,))
+        return jax.jit(draw)(key, mode.flat, jnp.asarray(mode.cov))
+    return jax.jit(lambda key, x: x + 0.1 * jax.random.normal(key, (n, x.size)))(key, mode.flat)
 
 
 def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
