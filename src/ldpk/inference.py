@@ -866,17 +866,18 @@ def _parallel_block(pm: PopulationModel, chains: int) -> int:
     """Most iterations per compiled block when ``chains`` chains run in parallel: as many as
     keep an estimate of the memory held for them under :data:`PARALLEL_BLOCK_BYTES`, at least
     :data:`PARALLEL_BLOCK`; ODE kernels always :data:`PARALLEL_BLOCK` (their memory per
-    iteration follows the solver's steps). The estimate, 3 × the draws' chunk formula
-    (observations × solved compartments² × 64 bytes) per chain and iteration, is calibrated
-    on the MSC study: 6.56 GB peak in blocks of 60 iterations of 4 chains against 1.36 GB in
-    blocks of 5, about 2.4 × the formula per chain and iteration. Each block costs a dispatch
-    to every device and a synchronisation (about 2.5 ms on the 2-core CPU): the
-    one-compartment Stan benchmark drew its 1000 samples in 0.84 s in blocks of 5 and 0.39 s
-    in one block, at the same peak memory (0.54 GB)."""
+    iteration follows the solver's steps). The estimate, 15 × the draws' chunk formula
+    (observations × solved compartments² × 64 bytes) per chain and iteration, covers the
+    growth measured with 4 chains (peak memory in blocks of 12-60 iterations against blocks
+    of 5): about 2.5 × the formula on the MSC study (94 MB per iteration), 12 × on the EV
+    study (87 MB), 5 × on the CAR-T study (1.7 MB); the one-compartment Stan benchmark did
+    not grow. Each block costs a dispatch to every device and a synchronisation (about
+    2.5 ms on the 2-core CPU): that benchmark drew its 1000 samples in 0.84 s in blocks of 5
+    and 0.39 s in one block."""
     if choose_kernel(pm.model, pm.method) == "ode":
         return PARALLEL_BLOCK
     n = len(pm.model.states_for(pm.dataset.outputs_observed()))
-    per_iteration = 3 * chains * 64 * max(pm.dataset.n_obs, 1) * n * n
+    per_iteration = 15 * chains * 64 * max(pm.dataset.n_obs, 1) * n * n
     return max(PARALLEL_BLOCK, PARALLEL_BLOCK_BYTES // per_iteration)
 
 
