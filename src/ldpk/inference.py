@@ -866,8 +866,8 @@ def _parallel_block(pm: PopulationModel, chains: int) -> int:
     """Most iterations per compiled block when ``chains`` chains run in parallel: as many as
     keep an estimate of the memory held for them under :data:`PARALLEL_BLOCK_BYTES`, at least
     :data:`PARALLEL_BLOCK`; ODE kernels always :data:`PARALLEL_BLOCK` (their memory per
-    iteration follows the solver's steps). The estimate, 15 × the draws' chunk formula
-    (observations × solved compartments² × 64 bytes) per chain and iteration, covers the
+    iteration follows the solver's steps). The estimate, 15 × :func:`_draw_bytes` of the
+    solved compartments per chain and iteration, covers the
     growth measured with 4 chains (peak memory in blocks of 12-60 iterations against blocks
     of 5): about 2.5 × the formula on the MSC study (94 MB per iteration), 12 × on the EV
     study (87 MB), 5 × on the CAR-T study (1.7 MB); the one-compartment Stan benchmark did
@@ -876,8 +876,8 @@ def _parallel_block(pm: PopulationModel, chains: int) -> int:
     and 0.39 s in one block."""
     if choose_kernel(pm.model, pm.method) == "ode":
         return PARALLEL_BLOCK
-    n = len(pm.model.states_for(pm.dataset.outputs_observed()))
-    per_iteration = 15 * chains * 64 * max(pm.dataset.n_obs, 1) * n * n
+    solved = len(pm.model.states_for(pm.dataset.outputs_observed()))
+    per_iteration = 15 * chains * _draw_bytes(pm, solved)
     return max(PARALLEL_BLOCK, PARALLEL_BLOCK_BYTES // per_iteration)
 
 
@@ -1294,11 +1294,16 @@ def _with_deterministic(pm: PopulationModel, latent: dict, key: Any) -> dict:
 CHUNK_BYTES = 256 * 2**20
 
 
+def _draw_bytes(pm: PopulationModel, states: int) -> int:
+    """Memory of one draw's largest kernel intermediates with ``states`` compartments solved:
+    about observations × states² float64 values (transition matrices), with a few
+    temporaries each (8 × 8 bytes)."""
+    return 8 * 8 * max(pm.dataset.n_obs, 1) * states * states
+
+
 def _draws_per_chunk(pm: PopulationModel) -> int:
-    """Draws evaluated together: the kernels' largest intermediates are about observations ×
-    states² per draw (transition matrices), with a few temporaries each."""
-    n = len(pm.model.compartments)
-    return max(1, CHUNK_BYTES // (8 * 8 * max(pm.dataset.n_obs, 1) * n * n))
+    """Draws evaluated together (see :func:`_draw_bytes`)."""
+    return max(1, CHUNK_BYTES // _draw_bytes(pm, len(pm.model.compartments)))
 
 
 def _over_draws(fn: Any, latent: dict, key: Any, data: tuple, chunk: int) -> Any:
