@@ -21,15 +21,20 @@ def test_every_compiled_function_is_cached():
 
 
 def test_prune_cache_deletes_the_oldest_files_beyond_the_limit(tmp_path):
+    """JAX's entries and ldpk's executables (every other file, in their own folder) are
+    pruned together, oldest first."""
+    (tmp_path / "executables").mkdir()
     for i in range(10):  # 10 files of 100 bytes, file 0 the oldest
-        f = tmp_path / f"entry{i}-cache"
+        f = tmp_path / ("executables" if i % 2 else ".") / f"entry{i}-cache"
         f.write_bytes(b"x" * 100)
         os.utime(f, (1_000_000 + i, 1_000_000 + i))
     (tmp_path / ".ldpk-pruned").write_bytes(b"x" * 5000)  # ldpk's marker: never counted
+    (tmp_path / "executables" / ".tmp-being-written").write_bytes(b"x" * 5000)
     assert prune_cache(tmp_path, 1000) == []  # at the limit: nothing goes
     removed = prune_cache(tmp_path, 800)  # down to 3/4 of it: 600 bytes, 6 files left
     assert sorted(p.name for p in removed) == [f"entry{i}-cache" for i in range(4)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".ldpk-pruned", *(f"entry{i}-cache" for i in range(4, 10))]  # fmt: skip
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == sorted([".ldpk-pruned", "executables/.tmp-being-written", *(f"{'executables/' if i % 2 else ''}entry{i}-cache" for i in range(4, 10))])  # fmt: skip
 
 
 def test_written_files_get_the_permissions_open_would_give(tmp_path):

@@ -10,7 +10,10 @@ Environment variables:
                           (2 GiB) the oldest entries are deleted when ldpk is imported,
                           checked once a day (JAX's own size limit locks every cache
                           access: 13 s).
-  LDPK_NO_CACHE=1         turn the persistent compilation cache off
+                          Fits also keep their compiled functions in the folder's
+                          `executables` folder, keyed by the traced program, which skips
+                          lowering as well (see ldpk._compiled).
+  LDPK_NO_CACHE=1         turn both caches off
   LDPK_HOST_DEVICES=N     split the CPU into N JAX devices (default: the number of cores, at
                           least 4), so that large parameter batches run on every core and
                           4 NUTS chains run in parallel; 1 turns it off.
@@ -74,16 +77,20 @@ def configure() -> None:
 
 
 def prune_cache(path: Path, max_bytes: int) -> list[Path]:
-    """Delete the oldest files (by modification time) of the cache folder ``path`` until its
-    files total at most 3/4 of ``max_bytes``, if they exceed ``max_bytes``; the deleted
-    files. Hidden files (ldpk's marker) are kept; a file another process removes meanwhile
-    is skipped."""
+    """Delete the oldest files (by modification time) of the cache folder ``path`` and of its
+    ``executables`` folder (see :mod:`ldpk._compiled`) until their files total at most 3/4
+    of ``max_bytes``, if they exceed ``max_bytes``; the deleted files. Hidden files (ldpk's
+    marker, temporary files being written) are kept; a file another process removes
+    meanwhile is skipped."""
     entries = []
-    with os.scandir(path) as it:
-        for e in it:
-            if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
-                st = e.stat(follow_symlinks=False)
-                entries.append((st.st_mtime, st.st_size, Path(e.path)))
+    for folder in (path, path / "executables"):
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
+                    st = e.stat(follow_symlinks=False)
+                    entries.append((st.st_mtime, st.st_size, Path(e.path)))
     total = sum(size for _, size, _ in entries)
     if total <= max_bytes:
         return []

@@ -36,6 +36,7 @@ from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.optim import Adam
 
+from ldpk._compiled import jit
 from ldpk.data import Dataset, read_study
 from ldpk.errors import DataError, ModelError
 from ldpk.model import Model
@@ -504,7 +505,7 @@ def _prior_extremes(pm: PopulationModel, values: Mapping[str, Any]) -> tuple[str
                 masses[name] = jnp.min(jnp.minimum(cdf, 1.0 - cdf))
         return masses
 
-    masses = jax.device_get(jax.jit(tails)({k: jnp.asarray(v) for k, v in values.items()}))
+    masses = jax.device_get(jit(tails)({k: jnp.asarray(v) for k, v in values.items()}))
     return tuple(name for name, m in masses.items() if m < PRIOR_TAIL)
 
 
@@ -547,7 +548,7 @@ def _map(
             if site["type"] == "sample"
         }
 
-    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in jax.jit(medians)(key).items()}  # fmt: skip
+    z0 = {k: (jnp.zeros_like(v) if k.startswith("eta_") else v) for k, v in jit(medians)(key).items()}  # fmt: skip
     flat0, unravel = ravel_pytree(z0)
 
     def potential(x: Any, data: tuple) -> Any:
@@ -559,7 +560,7 @@ def _map(
     def evaluated(x: Any, data: tuple) -> tuple[Any, Any]:
         return tuple(traced(x, *jax.tree.leaves(data)))
 
-    value_and_grad = jax.jit(evaluated)
+    value_and_grad = jit(evaluated)
 
     best: dict[str, Any] = {"value": np.inf, "x": None}
 
@@ -605,7 +606,7 @@ def _map(
 
     # Constrained latent sites at the mode from the priors' transforms alone (no solve);
     # ``postprocess`` adds the deterministic sites (P_i, predictions) and is only traced.
-    to_latent = jax.jit(_to_latent(pm))
+    to_latent = jit(_to_latent(pm))
     sds = tuple(k for k in z0 if k.startswith("omega_"))  # between-subject and -study SDs
 
     def two_stage(held: tuple[str, ...]) -> Any:
@@ -629,7 +630,7 @@ def _map(
     postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
     if hessian == "exact":
-        h = np.asarray(jax.jit(jax.hessian(potential))(x, data))
+        h = np.asarray(jit(jax.hessian(potential))(x, data))
     elif hessian == "fd":
         # the raw gradient: host() turns non-finite values into +inf with a zero gradient
         h = _fd_hessian(
@@ -707,11 +708,11 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
     if centring is not None:
-        init = jax.jit(jax.vmap(centring.to_centred))(init)
+        init = jit(jax.vmap(centring.to_centred))(init)
     flat, stats, timings = _run_chains(pm, kernel, k_run, init, data, opts, parallel)
     chains, draws = flat.shape[:2]
     if centring is not None:
-        flat = np.asarray(jax.jit(jax.vmap(jax.vmap(centring.to_noncentred)))(flat))
+        flat = np.asarray(jit(jax.vmap(jax.vmap(centring.to_noncentred)))(flat))
 
     def constrained(x: dict, key: Any, data: tuple) -> dict:
         sites = jax.vmap(lambda v: mode.postprocess(mode.unravel(v)))(x["x"])
@@ -798,7 +799,7 @@ def _run_chains(pm: PopulationModel, kernel: NUTS, key: Any, init: Any, data: tu
         advance_c = _over_chains(advance, opts.chains, (True, True, False, False))
         runs = [(jax.random.split(key, opts.chains), init)]
     else:
-        start_c, advance_c = jax.jit(start), jax.jit(advance, donate_argnums=1)
+        start_c, advance_c = jit(start), jit(advance, donate_argnums=1)
         runs = list(zip(jax.random.split(key, opts.chains), init, strict=True))
     most = _parallel_block(pm, opts.chains) if parallel else None
     blocks = [_blocks(opts.warmup, opts.progress, most), _blocks(opts.samples, opts.progress, most)]  # fmt: skip
@@ -849,7 +850,7 @@ def _over_chains(f: Any, chains: int, mapped: tuple[bool, ...]) -> Any:
 
     specs = tuple(PartitionSpec("chain") if m else PartitionSpec() for m in mapped)
     # check_vma off: numpyro's tree building carries per-chain and shared values together
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("chain"), check_vma=False))  # fmt: skip
+    return jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("chain"), check_vma=False))  # fmt: skip
 
 
 #: Fewest iterations per compiled block when chains run in parallel. XLA's CPU runtime keeps
@@ -974,7 +975,7 @@ def _initial_inverse_mass(mode: _Mode, centring: _Centring | None, dense: bool) 
         return None
     cov = np.asarray(mode.cov)
     if centring is not None:
-        J = np.asarray(jax.jit(jax.jacfwd(centring.to_centred))(mode.flat))
+        J = np.asarray(jit(jax.jacfwd(centring.to_centred))(mode.flat))
         cov = J @ cov @ J.T
     diag = np.diag(cov)
     if not (np.all(np.isfinite(cov)) and np.all(diag > 0)):
@@ -986,8 +987,8 @@ def _dispersed(mode: _Mode, key: Any, n: int) -> Any:
     """n starting points around the MAP (unconstrained, flat)."""
     if mode.cov is not None:
         draw = partial(jax.random.multivariate_normal, shape=(n,))
-        return jax.jit(draw)(key, mode.flat, jnp.asarray(mode.cov))
-    return jax.jit(lambda key, x: x + 0.1 * jax.random.normal(key, (n, x.size)))(key, mode.flat)
+        return jit(draw)(key, mode.flat, jnp.asarray(mode.cov))
+    return jit(lambda key, x: x + 0.1 * jax.random.normal(key, (n, x.size)))(key, mode.flat)
 
 
 def _svi(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
@@ -1034,7 +1035,7 @@ MIN_START_OMEGA = 0.05
 def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
     """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
     x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
-    latent = jax.jit(jax.vmap(lambda v: _to_latent(pm)(mode.unravel(v))))(x)
+    latent = jit(jax.vmap(lambda v: _to_latent(pm)(mode.unravel(v))))(x)
     return _with_deterministic(pm, latent, key), {}
 
 
@@ -1207,8 +1208,8 @@ class _Marginal:
         """Host side, for messages: the subjects whose effects at ``eta`` are not a smooth
         minimum of U given theta (gradient above ``_INNER_CONVERGED``, or a block of the Hessian that is not
         positive definite), with both numbers, or '' if there are none."""
-        g = np.abs(np.asarray(jax.jit(self.grad_eta)(th, eta, data))).max(axis=1)
-        w = np.linalg.eigvalsh(np.asarray(jax.jit(self.blocks)(th, eta, data))).min(axis=1)
+        g = np.abs(np.asarray(jit(self.grad_eta)(th, eta, data))).max(axis=1)
+        w = np.linalg.eigvalsh(np.asarray(jit(self.blocks)(th, eta, data))).min(axis=1)
         bad = np.flatnonzero((g > _INNER_CONVERGED) | ~(w > 0))
         ids = self.pm.dataset.subjects
         return "; ".join(f"ID {ids[i]} (largest |dU/d eta| {g[i]:.2g}, smallest curvature {w[i]:.3g})" for i in bad)  # fmt: skip
@@ -1222,8 +1223,8 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     import warnings
 
     m = _Marginal(pm, mode)
-    conditional = jax.jit(m.conditional)
-    value_and_grad = jax.jit(m.value_and_grad)
+    conditional = jit(m.conditional)
+    value_and_grad = jit(m.value_and_grad)
     zero = jnp.zeros_like(m.eta0)
     t0 = time.perf_counter()
     best = {"value": np.inf, "eta": m.eta0}
@@ -1275,10 +1276,10 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     bad = int(np.sum(~np.asarray([o[2] for o in out])))
     if bad:
         warnings.warn(f"marginal Laplace: for {bad} of {opts.draws} draws of the population parameters the subject effects' conditional mode did not converge to a positive definite Hessian", stacklevel=3)  # fmt: skip
-    latent = jax.jit(jax.vmap(m.constrained))(xs, etas)
+    latent = jit(jax.vmap(m.constrained))(xs, etas)
     samples = _with_deterministic(pm, latent, k_det)
     timings["sampling_s"] = time.perf_counter() - t0
-    values = jax.jit(m.constrained)(jnp.asarray(x), eta_hat)
+    values = jit(m.constrained)(jnp.asarray(x), eta_hat)
     return samples, values, timings
 
 
@@ -1313,7 +1314,7 @@ def _over_draws(fn: Any, latent: dict, key: Any, data: tuple, chunk: int) -> Any
     jit, each fit's closure, and through it its model and compiled functions, stayed in
     that jit's cache for the life of the process (8 MB per MAP fit of the theophylline
     model, without bound)."""
-    return jax.jit(partial(_chunked, fn, chunk))(latent, key, data)
+    return jit(partial(_chunked, fn, chunk))(latent, key, data)
 
 
 def _chunked(fn: Any, chunk: int, latent: dict, key: Any, data: tuple) -> Any:
