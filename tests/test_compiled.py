@@ -148,8 +148,8 @@ SCRIPT = textwrap.dedent(
 def test_a_new_process_loads_what_another_compiled(tmp_path, reference_data_dir):
     """Three processes with one cache folder: the first compiles and stores; the second
     loads every executable (no lowering) and computes the same numbers bit for bit,
-    NUTS draws included; with ldpk's entries deleted, the third gets them from JAX's
-    cache, which serialises incompletely, so it stores none."""
+    NUTS draws included, with outputs typed as jax.jit's; with ldpk's entries deleted, the
+    third gets them from JAX's cache, which serialises incompletely, so it stores none."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "LDPK_CACHE_DIR": str(tmp_path / "cache")}
@@ -164,7 +164,7 @@ def test_a_new_process_loads_what_another_compiled(tmp_path, reference_data_dir)
 
     exe = tmp_path / "cache" / "executables"
     stats1, out1 = run(1)
-    assert stats1["stored"] >= 10 and stats1["loaded"] == 0, stats1
+    assert stats1["stored"] >= 10 and stats1["loaded"] == stats1["compiled"] == 0, stats1
     entries = sorted(p.name for p in exe.iterdir())
     stats2, out2 = run(2)
     assert stats2["loaded"] == stats1["stored"] and stats2["stored"] == 0, stats2
@@ -179,6 +179,27 @@ def test_a_new_process_loads_what_another_compiled(tmp_path, reference_data_dir)
     assert not list(exe.iterdir())
     for k in out1:
         np.testing.assert_array_equal(out3[k], out1[k], err_msg=k)
+
+
+def test_an_executable_from_jax_cache_is_used_but_not_stored(tmp_path, monkeypatch):
+    """An executable that JAX's persistent cache supplies is used and not stored: it would
+    serialise incompletely ("Function ... not found" when run from ldpk's cache), and so is
+    the same executable when JAX's memory hands it back for another compilation."""
+    monkeypatch.setenv("LDPK_CACHE_DIR", str(tmp_path))
+    c = np.random.default_rng().random(5)  # a program new to JAX's cache
+
+    def f(x):
+        return jnp.sort(x * c)[::-1]
+
+    x = jnp.arange(5.0)
+    jax.jit(f).trace(x).lower().compile()  # into JAX's persistent cache
+    jax.clear_caches()  # and out of its memory: compiled again, it comes from the disk
+    before = dict(_compiled.stats)
+    for _ in range(2):  # the second time from JAX's memory, without a cache event
+        np.testing.assert_array_equal(jit(f)(x), np.sort(np.arange(5.0) * c)[::-1])
+    assert _compiled.stats["compiled"] == before["compiled"] + 2
+    assert _compiled.stats["stored"] == before["stored"]
+    assert not (tmp_path / "executables").exists()
 
 
 @pytest.mark.parametrize("name", ["custom_jvp_call", "custom_vjp_call"])

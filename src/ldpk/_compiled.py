@@ -14,11 +14,13 @@ A cached executable is used only for an identical traced program: the key covers
 lowering reads. A program it cannot hash reliably (a host callback, a parameter whose
 ``repr`` shows a memory address or that it does not know) is compiled as by ``jax.jit``.
 Only executables that XLA has just compiled are stored: one that JAX loaded from its own
-cache serialises incompletely (it failed with "Function ... not found" when loaded again),
-so programs are compiled with a marker option (:data:`MARKER`) that keeps them apart from
-``jax.jit``'s entries in JAX's cache, and an executable that JAX's cache supplied anyway is
-used but not stored. Entries are written whole (a temporary file renamed) in
-``LDPK_CACHE_DIR/executables`` (off with ``LDPK_NO_CACHE=1``) and pruned with JAX's.
+cache serialises incompletely (it failed with "Function ... not found" when loaded again).
+So a program that JAX's cache already holds (compiled by an earlier ldpk, or before this
+cache's key changed) is loaded from there, lowered as before, and enters this cache only
+once JAX's entry is gone (pruned, or the cache folder deleted): storing it would take a
+fresh compilation, seconds per program where loading takes a tenth of that. Entries are
+written whole (a temporary file renamed) in ``LDPK_CACHE_DIR/executables`` (off with
+``LDPK_NO_CACHE=1``) and pruned with JAX's.
 """
 
 from __future__ import annotations
@@ -42,12 +44,9 @@ from jax.extend import core as jcore
 #: Changes whenever what the key covers or what an entry holds changes: old entries are then
 #: never read.
 KEY_VERSION = 2
-#: A compiler option set to its default value: it changes JAX's cache key of the programs
-#: compiled here, so that JAX's cache does not hand them over from jax.jit's compilations.
-MARKER = {"xla_embed_ir_in_executable": False}
 #: Primitives whose lowering does more than emit code (GPU eig initialises hybrid kernels):
 #: a program with one is compiled as by jax.jit. (LAPACK, which CPU linear algebra's lowering
-#: initialises, is initialised before any executable is loaded: see _prepare.)
+#: initialises, is initialised before any executable is loaded: see _prepared.)
 _LOWERING_SIDE_EFFECTS = {"eig"}
 #: Parameters of these primitives that lowering ignores (their ``call_jaxpr`` is lowered;
 #: the derivative rules are used by transformations before lowering): skipped by the key.
@@ -63,14 +62,14 @@ class _Unhashable(Exception):
 
 @cache
 def _prepared() -> bool:
-    """Do, once, what lowering would have done before a loaded executable runs: initialise
-    LAPACK (the CPU linear algebra kernels: an executable calling them uninitialised crashed
-    the process); count JAX's cache hits per thread; and pickle JAX's AutoLayout singleton
-    as a reference to it. (Serialised executables carry their output types; unpickled as a
-    copy, AutoLayout made them unequal to every other type of the same shape, and
-    differentiating through a loaded executable's output failed: "Expected cotangent type
-    float64[12,3] but got float64[12,3]".) False where this JAX lacks any of these hooks:
-    executables are then not cached."""
+    """Do, once, what caching executables needs: initialise LAPACK, as lowering CPU linear
+    algebra would have done (an executable calling it uninitialised crashed the process);
+    count JAX's cache hits per thread (see the module docstring); and pickle JAX's AutoLayout
+    singleton as a reference to it. (Serialised executables carry their output types;
+    unpickled as a copy, AutoLayout made them unequal to every other type of the same shape,
+    and differentiating through a loaded executable's output failed: "Expected cotangent
+    type float64[12,3] but got float64[12,3]".) False where this JAX lacks any of these
+    hooks: executables are then not cached."""
     try:
         from jax._src.lax.linalg import initialize_lapack
         from jax._src.layout import AutoLayout, AutoLayoutSingleton
@@ -92,6 +91,11 @@ _hits = threading.local()
 #: 'compiled' without storing (JAX's cache supplied them, or storing failed) and 'uncached'
 #: (no key: a host callback, LDPK_NO_CACHE). For tests and benchmarks.
 stats = {"loaded": 0, "stored": 0, "compiled": 0, "uncached": 0}
+
+
+#: Keys of programs that JAX's cache supplied in this process: compiled again, JAX's memory
+#: hands back that executable (no cache event), which must not be stored either.
+_supplied: set[str] = set()
 
 
 def _count_hits(event: str, **_: Any) -> None:
@@ -295,9 +299,11 @@ class jit:  # noqa: N801  (a drop-in for jax.jit)
             except Exception:  # noqa: BLE001  (a damaged entry: compile again)
                 path.unlink(missing_ok=True)
         before = getattr(_hits, "n", 0)
-        compiled = traced.lower().compile(compiler_options=MARKER)
+        compiled = traced.lower().compile()
+        if getattr(_hits, "n", 0) != before:  # from JAX's cache: it serialises incompletely
+            _supplied.add(key)
         stored = False
-        if getattr(_hits, "n", 0) == before:  # from JAX's cache it would serialise incompletely
+        if key not in _supplied:
             try:
                 ids = [d.id for d in compiled.runtime_executable().local_devices()]
                 _write_whole(path, pickle.dumps((ids, serialize(compiled)[0])))
