@@ -110,6 +110,16 @@ def load_average() -> list[float] | None:
         return None
 
 
+def settle(below: float, max_s: float = 120.0) -> float:
+    """Wait until the 1-minute load average is below ``below`` (the previous measurement's
+    processes have left it high for a minute), at most ``max_s`` seconds; the seconds
+    waited."""
+    t0 = time.perf_counter()
+    while (load := load_average()) and load[0] >= below and time.perf_counter() - t0 < max_s:
+        time.sleep(2.0)
+    return time.perf_counter() - t0
+
+
 # ---- machine information --------------------------------------------------------------------
 def _version(dist: str) -> str | None:
     try:

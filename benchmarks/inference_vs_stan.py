@@ -32,11 +32,13 @@ chain can start and stay in the flip-flop mode KA < CL/V and R-hat is 1.5). Two 
   ``ode_bdf_tol`` with ``--stan-bdf``), both at rtol = atol = 1e-6 (Stan's defaults for
   ode_rk45).
 
-Each measurement runs in its own subprocess. ldpk, three fresh processes: a cold fit with the
-persistent compilation cache off (``LDPK_NO_CACHE=1``); a fit that fills a new, empty persistent
-cache; a warm fit reading it, then a second fit in that process. ldpk's time to result is the
-warm fit (the first fit of a process, once the model has been compiled before: what a user sees
-on the second run of a script), its compile time the cold fit minus the warm one; ``import
+Each measurement runs in its own subprocess, started once the 1-minute load average has fallen
+below ``SETTLE_LOAD`` (at most 2 minutes' wait: the process before leaves it high). ldpk, three
+fresh processes: a cold fit with the persistent caches off (``LDPK_NO_CACHE=1``); a fit that
+fills new, empty persistent caches (JAX's compilation cache and ldpk's executables, see
+``ldpk._compiled``); a warm fit reading them, then a second fit in that process. ldpk's time
+to result is the warm fit (the first fit of a process, once the model has been compiled
+before: what a user sees on the second run of a script), its compile time the cold fit minus the warm one; ``import
 arviz`` (which ``fit`` does on first use, 5-30 s) is done before timing, as ``import stan`` is.
 Stan: ``stan.build`` with httpstan's cached model deleted (compile time), ``stan.build`` again
 (cached) and ``model.sample`` (time to result). Chains run in parallel in both: ldpk over
@@ -89,6 +91,7 @@ from _common import (  # noqa: E402
     load_average,
     machine_info,
     markdown_table,
+    settle,
     write_json_atomic,
 )
 
@@ -110,6 +113,7 @@ MAX_NUM_STEPS = 100_000
 POPULATION = ("CL", "V", "KA", "omega_CL", "omega_V", "sigma_prop_cp")
 RHAT_MAX = 1.01
 QUIET_LOAD = 1.3  # 1-min load average below which timings on the 2-core machine are valid
+SETTLE_LOAD = 0.8  # each process starts once the 1-min load is below this (at most 2 min)
 AGREE_K = 4.0  # |Δmean| ≤ AGREE_K · sqrt(mcse_ldpk² + mcse_stan²)
 
 STAN_FILES = {
@@ -370,6 +374,7 @@ def _spawn(
         ]  # fmt: skip
         full_env = {**os.environ, **env}
         label = f"{tool} {version} {' '.join(extra)} {' '.join(f'{k}={v}' for k, v in env.items())}"
+        settle(SETTLE_LOAD)
         print(f"  running {label.strip()} (load {load_average()})", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=full_env, capture_output=True, text=True)
