@@ -653,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
                     "agreement": agreement(a, b),
                 }  # fmt: skip
     results["load_average_end"] = load_average()
-    loads = [r["load_average_before"][0] for r in rows if r.get("load_average_before")]
+    # rows run now (rows kept from an earlier file were judged in theirs)
+    loads = [r["load_average_before"][0] for r in rows if r.get("load_average_before") and "reused_from" not in r]  # fmt: skip
     results["quiet_machine"] = bool(loads) and max(loads) < QUIET_LOAD
     if failed:  # never replace a results file with failed rows
         out = out.with_name(out.stem + ".failed.json")
