@@ -20,7 +20,9 @@ cache's key changed) is loaded from there, lowered as before, and enters this ca
 once JAX's entry is gone (pruned, or the cache folder deleted): storing it would take a
 fresh compilation, seconds per program where loading takes a tenth of that. Entries are
 written whole (a temporary file renamed) in ``LDPK_CACHE_DIR/executables`` (off with
-``LDPK_NO_CACHE=1``) and pruned with JAX's.
+``LDPK_NO_CACHE=1``) and pruned with JAX's. CPU only, so far: on a GPU, where lowering
+initialises solver kernels that loading would skip, nothing has been checked, and programs
+are compiled as by ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def _prepared() -> bool:
     unpickled as a copy, AutoLayout made them unequal to every other type of the same shape,
     and differentiating through a loaded executable's output failed: "Expected cotangent
     type float64[12,3] but got float64[12,3]".) False where this JAX lacks any of these
-    hooks: executables are then not cached."""
+    hooks, and on other backends than the CPU, where what lowering initialises (GPU solver
+    kernels, for one) has not been checked: executables are then not cached."""
+    if jax.default_backend() != "cpu":
+        return False
     try:
         from jax._src.lax.linalg import initialize_lapack
         from jax._src.layout import AutoLayout, AutoLayoutSingleton
