@@ -38,8 +38,9 @@ fresh processes: a cold fit with the persistent caches off (``LDPK_NO_CACHE=1``)
 fills new, empty persistent caches (JAX's compilation cache and ldpk's executables, see
 ``ldpk._compiled``); a warm fit reading them, then a second fit in that process. ldpk's time
 to result is the warm fit (the first fit of a process, once the model has been compiled
-before: what a user sees on the second run of a script), its compile time the cold fit minus the warm one; ``import
-arviz`` (which ``fit`` does on first use, 5-30 s) is done before timing, as ``import stan`` is.
+before: what a user sees on the second run of a script), its compile time the cold fit minus
+the warm one; ``import arviz`` (which ``fit`` does on first use, 5-30 s) is done before
+timing, as ``import stan`` is.
 Stan: ``stan.build`` with httpstan's cached model deleted (compile time), ``stan.build`` again
 (cached) and ``model.sample`` (time to result). Chains run in parallel in both: ldpk over
 ``--host-devices`` JAX CPU devices (``LDPK_HOST_DEVICES``; if a parallel fit fails, the script
