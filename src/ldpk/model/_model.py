@@ -119,7 +119,9 @@ class Output:
 
 @dataclass(frozen=True)
 class Model:
-    """An immutable compartment model (a JAX pytree; the leaves are parameter values)."""
+    """An immutable compartment model. A JAX pytree: the leaves are the parameter values and
+    the static part is everything else (``structure``), so a model with new values never
+    retraces a jitted function, and models that differ only in values stack and vmap."""
 
     name: str
     compartments: tuple[Compartment, ...]
@@ -228,6 +230,12 @@ class Model:
                     todo.append(d)
         return tuple(c for c in self.compartment_names if c in need)
 
+    @property
+    def structure(self) -> Model:
+        """This model without its values (see :func:`structure`): the static part of the
+        pytree, equal for models that differ only in parameter values."""
+        return structure(self)
+
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
             if p.name == name:
@@ -267,19 +275,39 @@ class Model:
         validate(self)
 
 
-def _flatten(m: Model) -> tuple[tuple[Any, ...], Model]:
-    return tuple(p.value for p in m.parameters), m
-
-
-def _unflatten(aux: Model, children: Sequence[Any]) -> Model:
+def _bare(m: Model, values: Sequence[Any]) -> Model:
+    """``m`` with its parameter values replaced by ``values``, built without validating again
+    (the structure is ``m``'s, already valid)."""
     params = tuple(
-        dataclasses.replace(p, value=v) for p, v in zip(aux.parameters, children, strict=True)
+        dataclasses.replace(p, value=v) for p, v in zip(m.parameters, values, strict=True)
     )
     obj = object.__new__(Model)
     for f in dataclasses.fields(Model):
-        object.__setattr__(obj, f.name, getattr(aux, f.name))
+        object.__setattr__(obj, f.name, getattr(m, f.name))
     object.__setattr__(obj, "parameters", params)
     return obj
+
+
+def structure(m: Model) -> Model:
+    """The model without its values (every parameter value None): hashable, and equal for two
+    models that differ only in values. It is the static part of the pytree and the key of the
+    compiled kernels. Cached on the model."""
+    cached = m.__dict__.get("_structure")
+    if cached is None:
+        cached = _bare(m, (None,) * len(m.parameters))
+        object.__setattr__(cached, "_structure", cached)
+        object.__setattr__(m, "_structure", cached)
+    return cached
+
+
+def _flatten(m: Model) -> tuple[tuple[Any, ...], Model]:
+    return tuple(p.value for p in m.parameters), structure(m)
+
+
+def _unflatten(aux: Model, children: Sequence[Any]) -> Model:
+    m = _bare(aux, tuple(children))
+    object.__setattr__(m, "_structure", aux)  # aux is a structure (see _flatten)
+    return m
 
 
 jax.tree_util.register_pytree_node(Model, _flatten, _unflatten)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -104,12 +103,6 @@ class Simulation:
             f"{name!r} is neither an output ({', '.join(self.model.output_names)}) nor a "
             f"compartment ({', '.join(self.model.compartment_names)})"
         )
-
-
-def _structure(model: Model) -> Model:
-    """The model with parameter values zeroed: a cache key that ignores values."""
-    params = tuple(dataclasses.replace(p, value=0.0) for p in model.parameters)
-    return dataclasses.replace(model, parameters=params)
 
 
 @lru_cache(maxsize=64)
@@ -300,7 +293,7 @@ def simulate(
         kernel = "exact"  # closed forms only by superposition; otherwise the event scan
     sources: tuple[int, ...] = ()
     if kernel == "analytic":  # the dosed compartments (every one, with initial amounts)
-        cm = _compiled(_structure(model))
+        cm = _compiled(model.structure)
         target = np.asarray(cm.routes.target)
         sources = tuple(int(c) for c in np.unique(target[np.asarray(table["d_route"])]))
         if cm.has_initial:
@@ -311,7 +304,7 @@ def simulate(
     if need is not None and kernel != "analytic" and len(need) < len(model.compartments):
         solved = (tuple(outputs or ()), need)
     fn = _kernel(
-        _structure(model), kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
+        model.structure, kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static, sources, None if solved is None else solved[1],
     )  # fmt: skip
     if table.batched:
@@ -387,7 +380,7 @@ def _static_plan(model: Model, table: EventTable, arrays: dict[str, Any]) -> str
     infusion = bool(np.any(doses == INF_START))
     if not _dose_times_static(model, table["d_route"][: max(1, len(doses))], infusion):
         return None
-    cm = _compiled(_structure(model))
+    cm = _compiled(model.structure)
     # The times do not depend on parameter values here (checked above); ones stand in for
     # them, since the values themselves may be tracers (jit or grad over the Model).
     with jax.ensure_compile_time_eval():  # concrete even inside an outer jit
@@ -444,7 +437,7 @@ def _ode_intervals(model: Model, table: EventTable, arrays: dict[str, Any]) -> O
     infusion = bool(np.any(kinds == INF_START))
     if not _dose_times_static(model, table["d_route"], infusion):
         return None
-    cm = _compiled(_structure(model))
+    cm = _compiled(model.structure)
     with jax.ensure_compile_time_eval():  # concrete even inside an outer jit
         theta = jnp.ones(len(model.parameters))
         times = np.asarray(jax.vmap(lambda t: event_times(cm, t, theta))(dict(table.arrays)))
