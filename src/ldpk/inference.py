@@ -39,6 +39,7 @@ from numpyro.optim import Adam
 from ldpk._compiled import jit
 from ldpk.data import Dataset, read_study
 from ldpk.errors import DataError, ModelError
+from ldpk.exposure import compute as compute_exposure
 from ldpk.model import Model
 from ldpk.population import FitSpec, PopulationModel, fit_spec, prior_distribution, read_config
 from ldpk.solve import ODEOptions, choose_kernel
@@ -262,34 +263,15 @@ class Fit:
         t = np.asarray(pred["time"])
         lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
         rows = []
+        labels = {"auc": "AUC", "cmax": "Cmax", "tmax": "Tmax", "mrt": "MRT"}
         for name in outputs or self.model.output_names:
             if name not in pred:
                 raise DataError(f"exposure(): no output {name!r}; outputs: {', '.join(self.model.output_names)}")  # fmt: skip
-            y = np.asarray(pred[name])
-            unit = pred[name].attrs["unit"]
-            auc, aumc = _auc(t, y), _auc(t, y * t)
-            metrics = {
-                "AUC": (auc, f"{unit}*{self.model.time_unit}"),
-                "Cmax": (y.max(axis=-1), unit),
-                "Tmax": (t[np.argmax(y, axis=-1)], self.model.time_unit),
-                "MRT": (aumc / np.where(auc == 0, np.nan, auc), self.model.time_unit),
-            }
-            for metric, (v, u) in metrics.items():
-                q = np.nanquantile(v.reshape(-1), [0.5, lo, hi])
-                rows.append({"output": name, "metric": metric, "median": q[0], "lower": q[1], "upper": q[2], "unit": u})  # fmt: skip
+            metrics = compute_exposure(t, np.asarray(pred[name]), list(labels), output_unit=pred[name].attrs["unit"], time_unit=self.model.time_unit, extrapolate=False)  # fmt: skip
+            for key, (v, u) in metrics.items():
+                q = np.nanquantile(np.asarray(v).reshape(-1), [0.5, lo, hi])
+                rows.append({"output": name, "metric": labels[key], "median": q[0], "lower": q[1], "upper": q[2], "unit": u})  # fmt: skip
         return pd.DataFrame(rows)
-
-
-def _auc(t: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Area under y(t) along the last axis: linear trapezoid where y rises or is not positive,
-    log trapezoid where it falls (the standard non-compartmental rule)."""
-    dt = np.diff(t)
-    y0, y1 = y[..., :-1], y[..., 1:]
-    lin = 0.5 * (y0 + y1) * dt
-    falling = (y1 < y0) & (y1 > 0) & (y0 > 0)
-    ratio = np.where(falling, y0 / np.where(falling, y1, 1.0), 2.0)
-    log = (y0 - y1) * dt / np.log(ratio)
-    return np.sum(np.where(falling, log, lin), axis=-1)
 
 
 def _with_times(model: Model, rec: Any, times: np.ndarray) -> Any:
