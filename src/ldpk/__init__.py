@@ -20,7 +20,7 @@ from ldpk.model import (  # noqa: E402
     load_model,
     physiology,  # noqa: E402
 )
-from ldpk.solve import ODEOptions, Simulation, simulate  # noqa: E402
+from ldpk.solve import ODEOptions, Simulation, Simulator, prepare, simulate  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,7 @@ __all__ = [
     "Records",
     "Reset",
     "Simulation",
+    "Simulator",
     "SolverError",
     "__version__",
     "build_model",
@@ -48,6 +49,7 @@ __all__ = [
     "load_fit",
     "load_model",
     "physiology",
+    "prepare",
     "read_biodistribution",
     "read_data",
     "simulate",

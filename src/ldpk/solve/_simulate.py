@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,6 +110,13 @@ def _compiled(structure: Model, keep: tuple[str, ...] | None = None) -> Compiled
     return compile_model(structure, keep)
 
 
+class _Kernel(NamedTuple):
+    """A compiled kernel and how many times it has been traced (a one-element list)."""
+
+    fn: Any
+    traces: list[int]
+
+
 @lru_cache(maxsize=64)
 def _kernel(
     structure: Model, kernel: str, options: ODEOptions, has_ss: bool, has_const: bool,
@@ -126,7 +133,10 @@ def _kernel(
     # The analytic kernel: closed-form transitions along the transfer paths from ``sources``.
     paths = paths_from(structure, sources) if kernel == "analytic" else None
 
+    traces = [0]
+
     def one(tab: dict[str, Any], theta: Any) -> Any:
+        traces[0] += 1  # runs once per trace, not per call
         if isinstance(static, tuple):
             return run_static_ode(prop, cm, tab, theta, static)
         if isinstance(static, ODEIntervals):
@@ -139,7 +149,8 @@ def _kernel(
 
     over_params = jax.vmap(one, in_axes=(None, 0))
     # With an event table of several subjects: subjects, each with its own parameter sets.
-    return jax.jit(jax.vmap(over_params, in_axes=(0, 0)) if batched_table else over_params)
+    fn = jax.jit(jax.vmap(over_params, in_axes=(0, 0)) if batched_table else over_params)
+    return _Kernel(fn, traces)
 
 
 def parameter_matrix(model: Model, params: Mapping[str, Any] | None) -> tuple[Any, tuple[int, ...]]:
@@ -226,6 +237,7 @@ def simulate(
     check: bool = True,
     decay_corrected: bool = True,
     outputs: Sequence[str] | None = None,
+    chunk_size: int | None = None,
 ) -> Simulation:
     """Simulate ``model`` under ``regimen`` and return every compartment and output at ``times``.
 
@@ -259,7 +271,36 @@ def simulate(
         (``Model.states_for``; the fits pass the observed outputs). ``Simulation.states``
         then holds those compartments and other outputs are not computed. The closed form
         ('analytic') always solves every compartment.
+    chunk_size: parameter sets per compiled call (see :meth:`Simulator.run`; default: as many
+        as keep one chunk's results within ``CHUNK_BYTES``).
+
+    ``simulate`` is :func:`prepare` followed by :meth:`Simulator.run`; prepare once and run
+    many times to simulate new parameter values without tracing or compiling again.
     """
+    sim = prepare(
+        model, regimen, times, covariates=covariates, method=method, ode=ode,
+        max_ss_overlap=max_ss_overlap, decay_corrected=decay_corrected, outputs=outputs,
+    )  # fmt: skip
+    return sim.run(params, check=check, chunk_size=chunk_size)
+
+
+def prepare(
+    model: Model,
+    regimen: Regimen = (),
+    times: Sequence[float] | np.ndarray | None = None,
+    *,
+    covariates: Mapping[str, float] | None = None,
+    method: str = "auto",
+    ode: ODEOptions | None = None,
+    max_ss_overlap: int = MAX_SS_OVERLAP,
+    decay_corrected: bool = True,
+    outputs: Sequence[str] | None = None,
+) -> Simulator:
+    """Prepare a :class:`Simulator` for ``model``'s structure, the ``regimen``'s structure,
+    ``times`` and ``outputs`` (arguments as for :func:`simulate`): the kernel is chosen, the
+    schedule planned and the compiled function looked up once; parameter values are the
+    arguments of :meth:`Simulator.run`. Input errors are raised here, before anything
+    compiles."""
     kernel = choose_kernel(model, method)
     need = None if outputs is None else model.states_for(outputs)  # raises on unknown names
     options = ode or ODEOptions()
@@ -276,7 +317,6 @@ def simulate(
         table = event_table(rec, max_ss_overlap)
         obs_times = rec.time[np.isin(rec.evid, (0, 2))]
     _check_steady_state_possible(model, table)
-    theta, batch = parameter_matrix(model, params)
     arrays = {k: jnp.asarray(v) for k, v in table.arrays.items()}
     has_ss = bool(np.any(table["s_valid"]))
     has_const = bool(np.any(table["s_valid"] & table["s_const"]))
@@ -303,57 +343,159 @@ def simulate(
     solved = None
     if need is not None and kernel != "analytic" and len(need) < len(model.compartments):
         solved = (tuple(outputs or ()), need)
-    fn = _kernel(
+    compiled = _kernel(
         model.structure, kernel, options, has_ss, has_const, max_ss_overlap, table.batched,
         static, sources, None if solved is None else solved[1],
     )  # fmt: skip
     if table.batched:
-        n_sub = table["e_kind"].shape[0]
-        if not batch or batch[0] != n_sub:
-            theta = jnp.broadcast_to(theta, (n_sub, *batch, theta.shape[-1]))
-        flat = theta.reshape(n_sub, -1, theta.shape[-1])
-        x, y, ok = fn(arrays, flat)
-        out_batch = theta.shape[:-1]
-        x = x.reshape(*out_batch, *x.shape[2:])
-        y = y.reshape(*out_batch, *y.shape[2:])
-        ok = ok.reshape(out_batch)
+        n_sub = int(table["e_kind"].shape[0])
         t_out = table["e_time"][np.arange(n_sub)[:, None], table["obs_event"]]
     else:
-        flat = theta.reshape(-1, theta.shape[-1])
-        x, y, ok = _sharded(fn, arrays, flat)
-        x = x.reshape(*batch, *x.shape[1:])
-        y = y.reshape(*batch, *y.shape[1:])
-        ok = ok.reshape(batch)
-        t_out = obs_times
-    y = _apply_decay(model, y, t_out, _first_dose_time(table), decay_corrected)
-    if check and not isinstance(ok, jax.core.Tracer):
-        _raise_failures(model, theta, np.asarray(ok), kernel)
-    return Simulation(model, np.asarray(t_out), x, y, kernel, solved)
+        n_sub, t_out = None, obs_times
+    return Simulator(
+        model, kernel, np.asarray(t_out), solved, compiled, arrays, n_sub,
+        _first_dose_time(table), decay_corrected,
+    )  # fmt: skip
 
+
+#: Bytes of results (states and outputs, float64) one chunk of parameter sets may hold when
+#: no chunk size is given: larger batches run chunk by chunk.
+CHUNK_BYTES = 256 * 1024**2
 
 #: Smallest batch of parameter sets split across devices (below it one device is faster).
 MIN_SHARD = 256
 
 
-def _sharded(fn: Any, arrays: dict[str, Any], flat: Any) -> Any:
-    """Run ``fn`` over the parameter sets ``flat`` (B, P), split across the local devices
-    (the CPU cores, see LDPK_HOST_DEVICES; or several GPUs) when the batch is large. On the
-    CPU at most one device per core is used."""
+@dataclass(frozen=True, eq=False)
+class Simulator:
+    """A simulator prepared by :func:`prepare`: one compiled kernel for a model structure, a
+    regimen structure, output times and outputs, run over parameter values without tracing
+    again. ``run`` simulates a batch of parameter sets; ``chunks`` is the executor behind it
+    (and behind sweeps): fixed-size chunks, each sharded over the local devices.
+
+    ``times``: the output times, (T,) or (subjects, T) for an event table of several subjects
+    (model time unit). ``kernel``: the kernel chosen ('analytic', 'exact' or 'ode')."""
+
+    model: Model
+    kernel: str
+    times: np.ndarray
+    solved: tuple[tuple[str, ...], tuple[str, ...]] | None
+    _compiled: _Kernel
+    _arrays: dict[str, Any]
+    n_subjects: int | None
+    _t_ref: np.ndarray
+    decay_corrected: bool
+
+    @property
+    def n_traces(self) -> int:
+        """How many times the kernel has been traced (compiled) in this process: a new chunk,
+        batch size aside, never traces again."""
+        return self._compiled.traces[0]
+
+    @property
+    def set_bytes(self) -> int:
+        """Bytes of results (states and outputs, float64) of one parameter set."""
+        n_states = len(self.model.compartments if self.solved is None else self.solved[1])
+        return 8 * int(np.prod(self.times.shape)) * (n_states + len(self.model.outputs))
+
+    def default_chunk(self) -> int:
+        """Parameter sets per chunk when none is given: ``CHUNK_BYTES`` of results, a multiple
+        of the number of devices used."""
+        n_dev = len(_devices())
+        chunk = max(1, CHUNK_BYTES // max(1, self.set_bytes))
+        return max(n_dev, chunk - chunk % n_dev)
+
+    def parameters(self, params: Mapping[str, Any] | None) -> tuple[Any, tuple[int, ...]]:
+        """``params`` as a (*batch, P) matrix (see :func:`parameter_matrix`); with an event
+        table of several subjects, broadcast to a leading subject axis."""
+        theta, batch = parameter_matrix(self.model, params)
+        if self.n_subjects is not None and (not batch or batch[0] != self.n_subjects):
+            theta = jnp.broadcast_to(theta, (self.n_subjects, *batch, theta.shape[-1]))
+        return theta, tuple(theta.shape[:-1])
+
+    def run(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        check: bool = True,
+        chunk_size: int | None = None,
+    ) -> Simulation:
+        """Simulate the parameter sets ``params`` (names to values in model units, broadcast
+        together; missing names take the model's values) and return a :class:`Simulation`
+        with their batch shape. ``check``: raise :class:`SolverError` naming failed sets
+        (else their values are NaN). Batches larger than ``chunk_size`` run chunk by chunk
+        (:meth:`chunks`)."""
+        theta, batch = self.parameters(params)
+        lead = 2 if self.n_subjects is not None else 1
+        flat = theta.reshape(*batch[: lead - 1], -1, theta.shape[-1])
+        parts = list(self.chunks(flat, chunk_size))
+        if len(parts) == 1:
+            _, _, x, y, ok = parts[0]
+        else:
+            x, y, ok = (jnp.concatenate([p[i] for p in parts], axis=lead - 1) for i in (2, 3, 4))
+        x = x.reshape(*batch, *x.shape[lead:])
+        y = y.reshape(*batch, *y.shape[lead:])
+        ok = ok.reshape(batch)
+        if check and not isinstance(ok, jax.core.Tracer):
+            _raise_failures(self.model, theta, np.asarray(ok), self.kernel)
+        return Simulation(self.model, self.times, x, y, self.kernel, self.solved)
+
+    def chunks(self, flat: Any, chunk_size: int | None = None) -> Iterator[tuple]:
+        """The executor: run the parameter sets ``flat`` ((B, P); (subjects, B, P) for an
+        event table of several subjects) ``chunk_size`` sets at a time, yielding (start, stop,
+        states, outputs, ok) per chunk, ``ok`` False for a set whose solve failed. Every chunk
+        has the same compiled shape (the last is padded), so nothing is traced again, and the
+        memory held is one chunk's. Each chunk is sharded over the local devices. Inside a
+        JAX transformation (``flat`` a tracer) the whole batch is one call."""
+        axis = 0 if self.n_subjects is None else 1
+        n = flat.shape[axis]
+        chunk = chunk_size or self.default_chunk()
+        if chunk <= 0:
+            raise DataError(f"chunk_size must be a positive number of parameter sets, got {chunk}")  # fmt: skip
+        if isinstance(flat, jax.core.Tracer) or n <= chunk:
+            yield (0, n, *self._call(flat, axis))
+            return
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            part = jax.lax.slice_in_dim(flat, start, stop, axis=axis)
+            if stop - start < chunk:  # pad with the last set: the compiled shape stays
+                last = jax.lax.slice_in_dim(part, stop - start - 1, stop - start, axis=axis)
+                reps = jnp.repeat(last, chunk - (stop - start), axis=axis)
+                part = jnp.concatenate([part, reps], axis=axis)
+            x, y, ok = self._call(part, axis)
+            yield (start, stop, *(jax.lax.slice_in_dim(a, 0, stop - start, axis=axis) for a in (x, y, ok)))  # fmt: skip
+
+    def _call(self, theta: Any, axis: int) -> tuple[Any, Any, Any]:
+        x, y, ok = _sharded(self._compiled.fn, self._arrays, theta, axis)
+        y = _apply_decay(self.model, y, self.times, self._t_ref, self.decay_corrected, axis)
+        return x, y, ok
+
+
+def _devices() -> list[Any]:
+    """The local devices a batch is split across: every GPU, or on the CPU at most one
+    device per core (see LDPK_HOST_DEVICES)."""
     devices = jax.local_devices()
     if devices[0].platform == "cpu":
         devices = devices[: max(1, os.cpu_count() or 1)]
-    n = flat.shape[0]
-    if len(devices) < 2 or n < MIN_SHARD or isinstance(flat, jax.core.Tracer):
-        return fn(arrays, flat)
+    return devices
+
+
+def _sharded(fn: Any, arrays: dict[str, Any], theta: Any, axis: int = 0) -> Any:
+    """Run ``fn`` over the parameter sets ``theta`` (sets along ``axis``), split across the
+    local devices when the batch is large."""
+    devices = _devices()
+    n = theta.shape[axis]
+    if len(devices) < 2 or n < MIN_SHARD or isinstance(theta, jax.core.Tracer):
+        return fn(arrays, theta)
     pad = (-n) % len(devices)
     if pad:
-        flat = jnp.concatenate([flat, jnp.repeat(flat[-1:], pad, axis=0)])
+        last = jax.lax.slice_in_dim(theta, n - 1, n, axis=axis)
+        theta = jnp.concatenate([theta, jnp.repeat(last, pad, axis=axis)], axis=axis)
     mesh = jax.sharding.Mesh(np.array(devices), ("sets",))
-    flat = jax.device_put(
-        flat, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("sets"))
-    )
-    out = fn(arrays, flat)
-    return jax.tree_util.tree_map(lambda a: a[:n], out)
+    spec = jax.sharding.PartitionSpec(*([None] * axis), "sets")
+    theta = jax.device_put(theta, jax.sharding.NamedSharding(mesh, spec))
+    out = fn(arrays, theta)
+    return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), out)
 
 
 def _dose_times_static(model: Model, routes: np.ndarray, infusion: bool) -> bool:
@@ -527,17 +669,20 @@ def _first_dose_time(table: EventTable) -> np.ndarray:
     return np.where(np.isfinite(first), first, 0.0)
 
 
-def _apply_decay(model: Model, y: Any, times: Any, t_ref: np.ndarray, decay_corrected: bool) -> Any:  # fmt: skip
+def _apply_decay(model: Model, y: Any, times: Any, t_ref: np.ndarray, decay_corrected: bool, axis: int = 0) -> Any:  # fmt: skip
     """Raw activity for outputs marked ``decay: true`` when the data are not decay-corrected:
     the amounts times the fraction of activity left since ``t_ref`` (each subject's first
-    dose, to which decay-corrected amounts refer)."""
+    dose, to which decay-corrected amounts refer). ``y``: (sets, T, m), or (subjects, sets, T,
+    m) with ``axis`` 1."""
     flags = np.array([o.decay for o in model.outputs], dtype=bool)
     if decay_corrected or not flags.any():
         return y
     from ldpk.tracer import decay_factor
 
     since = jnp.asarray(times) - (t_ref[:, None] if np.ndim(t_ref) else t_ref)
-    f = decay_factor(model.tracer, since, model.time_unit)  # (..., T)
+    f = decay_factor(model.tracer, since, model.time_unit)  # (T,) or (subjects, T)
+    if axis == 1:
+        f = f[:, None]  # (subjects, 1, T): the same for each parameter set
     return jnp.where(jnp.asarray(flags), y * f[..., None], y)
 
 
