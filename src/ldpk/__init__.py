@@ -7,7 +7,7 @@ from ldpk._config import configure as _configure
 
 _configure()
 
-from ldpk import tracer  # noqa: E402
+from ldpk import exposure, sensitivity, tracer  # noqa: E402
 from ldpk.data import Dataset, read_biodistribution, read_data  # noqa: E402
 from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
@@ -20,7 +20,9 @@ from ldpk.model import (  # noqa: E402
     load_model,
     physiology,  # noqa: E402
 )
+from ldpk.paramsets import ParameterTable, grid, sample  # noqa: E402
 from ldpk.solve import ODEOptions, Simulation, Simulator, prepare, simulate  # noqa: E402
+from ldpk.sweep import regimens, sweep  # noqa: E402  (the function: the module is sys.modules["ldpk.sweep"])
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "Model",
     "ModelError",
     "ODEOptions",
+    "ParameterTable",
     "Records",
     "Reset",
     "Simulation",
@@ -45,13 +48,19 @@ __all__ = [
     "build_model",
     "builtin_models",
     "check_model",
+    "exposure",
     "fit",
+    "grid",
     "load_fit",
     "load_model",
     "physiology",
     "prepare",
     "read_biodistribution",
     "read_data",
+    "regimens",
+    "sample",
+    "sensitivity",
     "simulate",
+    "sweep",
     "tracer",
 ]

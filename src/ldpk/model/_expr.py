@@ -105,6 +105,15 @@ class Expr:
         """The value of an expression that uses no names."""
         return float(self._fn({}))
 
+    def __reduce__(self) -> tuple[Any, tuple[str, frozenset[str]]]:
+        # Pickled as its source (the closures are compiled again), so models travel to
+        # other processes (Dask workers).
+        return _recompile, (self.source, self.names)
+
+
+def _recompile(source: str, names: frozenset[str]) -> Expr:
+    return compile_expr(source, set(names), "<unpickled expression>")
+
 
 def _fail(where: str, source: str, node: ast.AST | None, message: str) -> ModelError:
     col = (

@@ -60,7 +60,8 @@ class Simulation:
     ``states``: amounts, shape (*batch, T, n_compartments); ``outputs``: (*batch, T, n_outputs);
     ``times``: (T,) or (subjects, T) for event tables. Units are those of the model.
     ``solved``: with ``simulate(outputs=...)``, the outputs asked for and the compartments
-    solved for them (``states`` holds those only, in that order); None when all were."""
+    solved for them (``states`` holds those only, in that order); None when all were.
+    ``parameters``: the parameter values simulated, (*batch, P) in model order."""
 
     model: Model
     times: np.ndarray
@@ -68,6 +69,50 @@ class Simulation:
     outputs: Any
     kernel: str
     solved: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    parameters: Any = None
+
+    def to_xarray(self) -> Any:
+        """An ``xarray.Dataset`` with the conventions of :func:`ldpk.sweep`: one variable per
+        output and per compartment amount (``amount_<name>``), dims ([subject,] set, time)
+        (``set`` for a batch of parameter sets, flattened; absent for one set), the values
+        of the parameters that vary as coordinates on ``set``, units in attrs."""
+        import xarray as xr
+
+        m = self.model
+        lead = 1 if np.ndim(self.times) == 2 else 0  # an event table of several subjects
+        y, x = np.asarray(self.outputs), np.asarray(self.states)
+        batch = y.shape[lead:-2]
+        shape = (*y.shape[:lead], int(np.prod(batch)), *y.shape[-2:]) if batch else y.shape
+        dims = (*(("subject",) if lead else ()), *(("set",) if batch else ()), "time")
+        y = y.reshape(shape)
+        x = x.reshape(*shape[:-1], x.shape[-1])
+        names = self.solved[0] if self.solved is not None else m.output_names
+        data = {
+            o.name: xr.DataArray(
+                y[..., j], dims=dims, attrs={"unit": o.unit, "description": o.description}
+            )  # fmt: skip
+            for j, o in enumerate(m.outputs)
+            if o.name in names
+        }
+        units = {c.name: c.unit or m.amount_unit for c in m.compartments}
+        for j, c in enumerate(self.compartment_names):
+            data[f"amount_{c}"] = xr.DataArray(x[..., j], dims=dims, attrs={"unit": units[c], "description": f"amount in {c}"})  # fmt: skip
+        tdims = ("subject", "time") if lead else ("time",)
+        coords: dict[str, Any] = {
+            "time" if not lead else "time_of": xr.DataArray(
+                np.asarray(self.times), dims=tdims, attrs={"unit": m.time_unit}
+            )  # fmt: skip
+        }
+        if batch:
+            coords["set"] = np.arange(shape[lead])
+            if self.parameters is not None and not lead:
+                theta = np.asarray(self.parameters).reshape(-1, len(m.parameters))
+                for i, p in enumerate(m.parameters):
+                    if np.ptp(theta[:, i]) > 0:
+                        coords[p.name] = xr.DataArray(theta[:, i], dims="set", attrs={"unit": p.unit, "description": p.description})  # fmt: skip
+        ds = xr.Dataset(data, coords=coords)
+        ds.attrs.update(model=m.name, model_source=m.source, kernel=self.kernel, time_unit=m.time_unit, amount_unit=m.amount_unit)  # fmt: skip
+        return ds
 
     @property
     def compartment_names(self) -> tuple[str, ...]:
@@ -438,7 +483,7 @@ class Simulator:
         ok = ok.reshape(batch)
         if check and not isinstance(ok, jax.core.Tracer):
             _raise_failures(self.model, theta, np.asarray(ok), self.kernel)
-        return Simulation(self.model, self.times, x, y, self.kernel, self.solved)
+        return Simulation(self.model, self.times, x, y, self.kernel, self.solved, theta)
 
     def chunks(self, flat: Any, chunk_size: int | None = None) -> Iterator[tuple]:
         """The executor: run the parameter sets ``flat`` ((B, P); (subjects, B, P) for an
