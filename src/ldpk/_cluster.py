@@ -18,6 +18,11 @@ import numpy as np
 
 from ldpk.errors import DataError
 
+try:
+    from distributed import WorkerPlugin
+except ImportError:  # the `cluster` extra is not installed: _client says so
+    WorkerPlugin = object
+
 #: Times Dask runs a chunk again after an error on a worker (a lost worker is retried by the
 #: scheduler itself, up to its ``allowed-failures``).
 RETRIES = 2
@@ -45,7 +50,7 @@ def _client(scheduler: Any) -> tuple[Any, bool]:
         raise DataError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
 
 
-class DeviceCount:
+class DeviceCount(WorkerPlugin):
     """Worker plugin: split the worker's CPU into as many JAX devices as it has threads, if
     JAX's backend has not started in that process yet (else it is left as it is)."""
 
@@ -60,12 +65,6 @@ class DeviceCount:
         flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))  # fmt: skip
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
         os.environ["LDPK_HOST_DEVICES"] = str(n)
-
-    def teardown(self, worker: Any) -> None:
-        pass
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        pass
 
 
 def _task(plan: Any, theta: np.ndarray) -> dict[str, np.ndarray]:
