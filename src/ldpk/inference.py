@@ -41,6 +41,7 @@ from ldpk.data import Dataset, read_study
 from ldpk.errors import DataError, ModelError
 from ldpk.exposure import compute as compute_exposure
 from ldpk.model import Model
+from ldpk.paramsets import ParameterTable
 from ldpk.population import FitSpec, PopulationModel, fit_spec, prior_distribution, read_config
 from ldpk.solve import ODEOptions, choose_kernel
 
@@ -126,10 +127,33 @@ class Fit:
     def population(self) -> PopulationModel:
         return PopulationModel(self.model, self.dataset, self.spec, self.kernel, self.ode)
 
-    def draws(self, name: str) -> np.ndarray:
-        """Posterior draws of a variable, chains and draws flattened to the first axis."""
+    def draws(self, name: str | int) -> Any:
+        """Posterior draws of the variable ``name``, chains and draws flattened to the first
+        axis; or, given a number ``n``, a :class:`~ldpk.ParameterTable` of ``n`` population
+        draws for :func:`ldpk.sweep` (see :meth:`parameter_table`)."""
+        if isinstance(name, int | np.integer) and not isinstance(name, bool):
+            return self.parameter_table(int(name))
         v = self.posterior["posterior"][name].values
         return v.reshape(-1, *v.shape[2:])
+
+    def parameter_table(
+        self, n: int = 1000, *, covariates: Mapping[str, float] | None = None
+    ) -> ParameterTable:
+        """``n`` population-level parameter sets from the posterior (evenly spaced over the
+        chains' draws; all of them if there are fewer): every model parameter at its typical
+        value given each draw, covariate effects at ``covariates`` (default their reference
+        values), no between-subject variability. Values in model units. The table feeds
+        :func:`ldpk.sweep`, which knows nothing of fits."""
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n <= 0:
+            raise DataError(f"parameter_table(): n must be a positive number of draws, got {n!r}")  # fmt: skip
+        d = self._population_draws(int(n))
+        k = len(next(iter(d.values())))
+        z = {p: jnp.zeros(k) for p in self.spec.iiv}
+        covs = {c: np.full(k, float(v)) for c, v in (covariates or {}).items()}
+        params = self.population.individual_parameters({c: jnp.asarray(v) for c, v in d.items()}, z, None, covs, k)  # fmt: skip
+        values = {p: np.broadcast_to(np.asarray(params[p], dtype=float), (k,)) for p in self.model.parameter_names if p in params}  # fmt: skip
+        prov = {"method": "posterior", "seed": None, "fit": self.method, "draws": k}
+        return ParameterTable.from_mapping(values, provenance=prov)
 
     def summary(self, var_names: list[str] | None = None, ci_prob: float = 0.9) -> Any:
         """Posterior summary table (pandas): mean, sd, credible interval, MCSE, ESS, R-hat of
