@@ -19,6 +19,7 @@ from scipy import stats  # noqa: E402
 import ldpk  # noqa: E402
 from ldpk import sensitivity  # noqa: E402
 from ldpk.errors import DataError  # noqa: E402
+from ldpk.plots import plot_indices, plot_local  # noqa: E402
 
 TIMES = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 24.0])
 IV = [ldpk.Bolus(100.0, route="iv")]
@@ -306,13 +307,13 @@ def test_local_validation(one_cpt, kwargs, match):
 
 
 def test_plot_indices_bars(ishigami_sobol):
-    fig = sensitivity.plot_indices(ishigami_sobol)
+    fig = plot_indices(ishigami_sobol)
     assert isinstance(fig, matplotlib.figure.Figure)
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * 3  # S1 and ST for each parameter
     ds = sensitivity._morris({**ISHIGAMI, "dummy": "uniform(0, 1)"}, ishigami, 4)
     _, ax2 = plt.subplots()
-    fig2 = sensitivity.plot_indices(ds, ax=ax2)
+    fig2 = plot_indices(ds, ax=ax2)
     assert fig2 is ax2.figure and len(ax2.patches) == 2 * 4  # mu_star and sigma
 
 
@@ -323,15 +324,15 @@ def test_plot_indices_over_time():
     ds = sensitivity._sobol(ISHIGAMI, each_time, 64, num_resamples=20)
     ds = ds.assign_coords(time=[1.0, 2.0])
     assert ds["S1"].dims == ("parameter", "time")
-    fig = sensitivity.plot_indices(ds)
+    fig = plot_indices(ds)
     assert len(fig.axes[0].get_lines()) == 2 * 3  # S1 and ST per parameter
 
 
 def test_plot_local(one_cpt):
     da = sensitivity.local(one_cpt, None, IV, TIMES, parameters=["CL", "V", "KA"])
-    fig = sensitivity.plot_local(da)
+    fig = plot_local(da)
     lines = fig.axes[0].get_lines()
     assert [ln.get_label() for ln in lines] == ["CL", "V", "KA"]
     np.testing.assert_array_equal(lines[0].get_xdata(), TIMES)
     with pytest.raises(DataError, match="no output 'ce'"):
-        sensitivity.plot_local(da, output="ce")
+        plot_local(da, output="ce")

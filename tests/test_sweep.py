@@ -266,3 +266,19 @@ def test_parameter_table_round_trip_of_a_sweep(model):
     table = ParameterTable.from_mapping({"CL": [1.0, 2.0]})
     ds = sweep(model, table, [ldpk.Bolus(1.0, route="iv")], T, metrics=[], time_courses=False, progress=False)  # fmt: skip
     assert set(ds.data_vars) == {"status"}
+
+
+def test_model_values_alone_and_a_store_result_saved(model, tmp_path):
+    ds = sweep(model, None, [ldpk.Bolus(10.0, route="iv")], T, progress=False)
+    assert ds.sizes["set"] == 1 and ds.attrs["sampling"] == "model"
+    cl, v = model.parameter("CL").value, model.parameter("V").value
+    np.testing.assert_allclose(ds["cp"][0, 0], _iv(10.0, np.array([cl]), np.array([v]))[0], rtol=1e-10)  # fmt: skip
+    stored = sweep(model, grid(CL=[1.0, 2.0]), regimens([10.0]), T, store=tmp_path / "s.zarr", progress=False)  # fmt: skip
+    assert "ldpk_sweep_key" not in stored.attrs
+    save(stored, tmp_path / "s.csv")
+    save(stored, tmp_path / "s.nc")
+    back = xr.open_dataset(tmp_path / "s.nc", engine="h5netcdf")
+    np.testing.assert_array_equal(back["cp"], stored["cp"])
+    back.close()
+    with pytest.raises(ldpk.DataError, match="two regimens would be named"):
+        regimens([1.0, 1.0000001])

@@ -210,6 +210,373 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- ldpk sweep ---------------------------------------------------------------------------
+#: Words users may mean by a dose; a grid over them is refused with a pointer to --dose.
+_DOSE_WORDS = {"dose", "doses", "amt", "amount"}
+#: Figure formats of --plot (matplotlib's, by suffix).
+_PLOT_FORMATS = (".png", ".pdf", ".svg")
+#: Bytes per value of a --out table: float64 in parquet, ~24 characters of text in CSV.
+_TABLE_BYTES = {".csv": 24, ".parquet": 8}
+
+
+def _items(values: Sequence[str], flag: str) -> list[str]:
+    """Repeatable options that also take comma-separated lists: ``--x a --x b,c``."""
+    from ldpk.errors import DataError
+
+    out = []
+    for v in values:
+        for item in v.split(","):
+            if not item.strip():
+                raise DataError(f"{flag} {v!r}: an empty item; give names separated by commas")
+            out.append(item.strip())
+    dup = sorted({x for x in out if out.count(x) > 1})
+    if dup:
+        raise DataError(f"{flag}: {', '.join(dup)} given more than once")
+    return out
+
+
+def _unknown_parameter(model: object, name: str, flag: str) -> Exception:
+    from ldpk.errors import DataError
+
+    hint = ""
+    if name.lower() in _DOSE_WORDS:
+        hint = " (doses are regimens, not parameters: give --dose 1e6 --dose 1e7 ..., with --route and --schedule)"  # fmt: skip
+    return DataError(
+        f"{flag} {name}: unknown parameter {name!r} of {model.name}; parameters: "  # type: ignore[attr-defined]
+        f"{', '.join(model.parameter_names)}{hint}"  # type: ignore[attr-defined]
+    )
+
+
+def _sweep_table_spec(args: argparse.Namespace, model: object) -> tuple[dict, dict, dict]:
+    """(grid values, distributions, fixed values) of --grid, --sample and --param, checked."""
+    from ldpk.errors import DataError
+    from ldpk.paramsets import METHODS, parse_assignment
+
+    fixed = _params(args.param)
+    grid_values: dict[str, np.ndarray] = {}
+    dists: dict[str, object] = {}
+    seen: dict[str, str] = {}
+    pairs = [("--param", k, v) for k, v in fixed.items()]
+    pairs += [("--grid", *parse_assignment(g, "grid")) for g in args.grid]
+    pairs += [("--sample", *parse_assignment(d, "sample")) for d in args.sample]
+    for flag, name, value in pairs:
+        if name not in model.parameter_names:  # type: ignore[attr-defined]
+            raise _unknown_parameter(model, name, flag)
+        if name in seen:
+            raise DataError(f"{flag} {name}: parameter {name} is already given by {seen[name]}; give each parameter once")  # fmt: skip
+        seen[name] = flag
+        if flag == "--grid":
+            grid_values[name] = value  # type: ignore[assignment]
+        elif flag == "--sample":
+            dists[name] = value
+    if args.method is not None and args.method not in METHODS:
+        raise DataError(f"--method {args.method!r}: unknown sampling method; valid: {', '.join(METHODS)}")  # fmt: skip
+    if dists:
+        if args.n is None:
+            raise DataError("--n: give the number of parameter sets to draw for --sample, e.g. --n 1024")  # fmt: skip
+        if args.n <= 0:
+            raise DataError(f"--n {args.n}: the number of sampled parameter sets must be at least 1")  # fmt: skip
+    elif args.n is not None:
+        raise DataError(f"--n {args.n}: --n counts the parameter sets drawn for --sample; give --sample NAME=distribution too")  # fmt: skip
+    return grid_values, dists, fixed
+
+
+def _sweep_table(
+    model: object, grid_values: dict, dists: dict, fixed: dict, args: argparse.Namespace
+) -> object:
+    """The parameter table: the grid, the samples, or every grid point crossed with the same
+    samples (grid slowest); --param values are constant columns."""
+    import ldpk
+
+    method = args.method or "sobol"
+    seed = 0 if args.seed is None else args.seed
+    if dists:
+        samples = ldpk.sample({**dists, **fixed}, args.n, method=method, seed=seed)
+        if not grid_values:
+            return samples
+        g = ldpk.grid(**grid_values)
+        cols = {k: np.repeat(g[k], samples.n) for k in g}
+        cols.update({k: np.tile(samples[k], g.n) for k in samples})
+        prov = {**samples.provenance, "method": f"grid x {method}", "grid": g.provenance["grid"]}  # fmt: skip
+        return ldpk.ParameterTable.from_mapping(cols, prov)
+    if grid_values or fixed:
+        return ldpk.grid(**grid_values, **{k: [v] for k, v in fixed.items()})
+    first = model.parameters[0]  # type: ignore[attr-defined]
+    return ldpk.grid(**{first.name: [first.value]})  # one set: the model's values
+
+
+def _sweep_regimens(args: argparse.Namespace, model: object) -> tuple[dict, list[float]]:
+    """The named regimens of --dose x --route x --schedule (or the model's example regimen)
+    and the distinct dose levels."""
+    import ldpk
+    from ldpk.errors import DataError
+
+    if not args.dose:
+        for flag, given in (("--route", args.route), ("--schedule", args.schedule), ("--duration", args.duration)):  # fmt: skip
+            if given:
+                raise DataError(f"{flag} builds regimens with --dose: give --dose AMOUNT too")
+        from ldpk.dosing import example_regimen
+
+        doses, _ = example_regimen(model)  # type: ignore[arg-type]
+        return {"example": doses}, []
+    amounts = []
+    for text in _items(args.dose, "--dose"):
+        try:
+            a = float(text)
+        except ValueError:
+            unit = model.amount_unit or "model amount unit"  # type: ignore[attr-defined]
+            raise DataError(f"--dose {text!r}: give a dose amount ({unit}), e.g. --dose 100 (routes go to --route, dose times to --schedule)") from None  # fmt: skip
+        if not np.isfinite(a) or a <= 0:
+            raise DataError(f"--dose {text!r}: a dose must be a finite number > 0")
+        amounts.append(a)
+    routes = _items(args.route, "--route") if args.route else []
+    if not routes:
+        names = model.route_names  # type: ignore[attr-defined]
+        routes = ["iv" if "iv" in names else names[0]]
+    for r in routes:
+        if r not in model.route_names:  # type: ignore[attr-defined]
+            raise DataError(f"--route {r!r}: {model.name} has no such route; routes: {', '.join(model.route_names)}")  # type: ignore[attr-defined]  # fmt: skip
+    schedules: dict[str, list[float]] = {}
+    for text in args.schedule:
+        name, sep, rhs = (s.strip() for s in text.partition("="))
+        try:
+            if not sep or not name or not rhs:
+                raise ValueError
+            when = [float(v) for v in rhs.split(",")]
+        except ValueError:
+            raise DataError(f"--schedule {text!r}: use NAME=T1,T2,... (dose times in {model.time_unit}), e.g. daily=0,24,48") from None  # type: ignore[attr-defined]  # fmt: skip
+        if not all(np.isfinite(when)) or min(when) < 0:
+            raise DataError(f"--schedule {text!r}: dose times must be finite and >= 0")
+        if name in schedules:
+            raise DataError(f"--schedule {name}: schedule {name!r} is given more than once")
+        schedules[name] = when
+    if args.duration is not None and not (np.isfinite(args.duration) and args.duration > 0):
+        raise DataError(f"--duration {args.duration}: an infusion duration must be a finite number > 0")  # fmt: skip
+    regs = ldpk.regimens(amounts, routes, schedules or None, duration=args.duration)
+    if len(regs) != len(amounts) * len(routes) * max(1, len(schedules)):
+        raise DataError(f"--dose {', '.join(args.dose)}: doses that differ beyond 6 significant digits give the same regimen name; round them")  # fmt: skip
+    return regs, sorted(set(amounts))
+
+
+def _sweep_outputs(args: argparse.Namespace, model: object) -> tuple[list[str], list[str], dict]:
+    """The outputs, metrics and metric options (--threshold), checked."""
+    import ldpk
+    from ldpk.errors import DataError
+    from ldpk.sweep import DEFAULT_METRICS
+
+    names = model.output_names  # type: ignore[attr-defined]
+    outputs = _items([args.outputs], "--outputs") if args.outputs else list(names)
+    if bad := [o for o in outputs if o not in names]:
+        raise DataError(f"--outputs: {model.name} has no output(s) {', '.join(bad)}; outputs: {', '.join(names)}")  # type: ignore[attr-defined]  # fmt: skip
+    known = ldpk.exposure.METRICS
+    metrics = _items([args.metrics], "--metrics") if args.metrics else list(DEFAULT_METRICS)
+    if bad := [m for m in metrics if m not in known]:
+        raise DataError(f"--metrics: unknown metric(s) {', '.join(bad)}; metrics: {', '.join(known)}")  # fmt: skip
+    options: dict[str, float] = {}
+    if args.threshold is not None:
+        if not np.isfinite(args.threshold):
+            raise DataError(f"--threshold {args.threshold}: must be a finite number")
+        if "time_above" not in metrics:
+            raise DataError("--threshold is the option of the time_above metric: add time_above to --metrics")  # fmt: skip
+        options["threshold"] = args.threshold
+    for m in metrics:
+        if missing := [o for o, required in known[m].options.items() if required and o not in options]:  # fmt: skip
+            how = "give --threshold X" if missing == ["threshold"] else "ldpk sweep does not take it: use ldpk.sweep(..., metric_options=...) in Python"  # fmt: skip
+            raise DataError(f"--metrics {m}: the metric needs option(s) {', '.join(missing)}; {how}")  # fmt: skip
+    return outputs, metrics, options
+
+
+def _same_path(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _free_disk(path: Path) -> tuple[int, int]:
+    """(free bytes, device) of the disk that ``path`` (existing or not) would be written to."""
+    import os
+    import shutil
+
+    p = path.resolve().parent
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free, os.stat(p).st_dev
+
+
+def _check_sweep_paths(
+    args: argparse.Namespace, inputs: Sequence[str | Path], sizes: dict[str, int]
+) -> list[str]:
+    """Refuse --out/--store/--plot paths that would overwrite an input or each other, an unknown
+    format, or results too large for their disk. Returns the figure paths --plot writes."""
+    from ldpk.errors import DataError
+    from ldpk.sweep import OUTPUT_FORMATS, RESOURCE_FRACTION
+
+    written: list[tuple[str, str]] = []
+    if args.out:
+        suffix = Path(args.out).suffix.lower()
+        if suffix not in OUTPUT_FORMATS:
+            raise DataError(f"--out {args.out}: unknown format {suffix or '(no suffix)'}; give a path ending in {', '.join(OUTPUT_FORMATS)}")  # fmt: skip
+        written.append(("--out", args.out))
+        out = Path(args.out)
+        if suffix == ".zarr" and out.exists():
+            raise DataError(f"--out {args.out}: exists; give a new path (a .zarr output is never overwritten; --store resumes a sweep)")  # fmt: skip
+        if out.is_dir():
+            raise DataError(f"--out {args.out}: is a folder; give a file path")
+    if args.store:
+        written.append(("--store", args.store))
+    figures: list[str] = []
+    if args.plot:
+        p = Path(args.plot)
+        if p.suffix.lower() not in _PLOT_FORMATS:
+            raise DataError(f"--plot {args.plot}: unknown figure format {p.suffix or '(no suffix)'}; give a path ending in {', '.join(_PLOT_FORMATS)}")  # fmt: skip
+        figures = [str(p)] + [str(p.with_name(f"{p.stem}-{k}{p.suffix}")) for k in ("metrics", "dose")]  # fmt: skip
+        written += [("--plot", f) for f in figures]
+    for flag, path in written:
+        for inp in inputs:
+            if Path(inp).exists() and _same_path(path, inp):
+                raise DataError(f"{flag} {path}: is an input of this sweep; choose another path (inputs are never overwritten)")  # fmt: skip
+    for i, (flag, path) in enumerate(written):
+        for other_flag, other in written[:i]:
+            if _same_path(path, other):
+                raise DataError(f"{flag} {path}: the same path as {other_flag}; give each output its own path")  # fmt: skip
+    need: dict[int, list[tuple[str, int, int]]] = {}
+    for flag, key in (("--out", "out"), ("--store", "store")):
+        path = getattr(args, key)
+        if path and not (key == "store" and Path(path).exists()):  # a store resumes in place
+            free, dev = _free_disk(Path(path))
+            need.setdefault(dev, []).append((f"{flag} {path}", sizes[key], free))
+    for entries in need.values():
+        total = sum(n for _, n, _ in entries)
+        free = entries[0][2]
+        if total > RESOURCE_FRACTION * free:
+            what = " and ".join(e[0] for e in entries)
+            raise DataError(
+                f"{what}: the results of {sizes['sets']:,} sets x {sizes['regimens']} regimens "
+                f"x {sizes['times']} times would take about {total / 1e9:.3g} GB, more than the "
+                f"{free / 1e9:.3g} GB free on that disk; give fewer sets (--n, --grid) or times "
+                "(--times), or a path on a disk with room"
+            )
+    return figures
+
+
+def _sweep_sizes(
+    n_sets: int, n_params: int, n_regimens: int, n_times: int, n_outputs: int, n_metrics: int,
+    suffix: str,
+) -> dict[str, int]:  # fmt: skip
+    """Estimated bytes of --out (by format) and of --store: sets x regimens x times x outputs
+    x 8 of time courses (.nc, .zarr, store) plus the metrics; a table (.csv, .parquet) has
+    one row per set and regimen with the parameters, metrics, set, regimen and status."""
+    cells = n_sets * n_regimens
+    metrics = cells * 8 * n_metrics * n_outputs
+    courses = cells * n_times * n_outputs * 8
+    if suffix in (".nc", ".zarr"):
+        out = courses + metrics
+    else:
+        out = cells * (n_params + n_metrics * n_outputs + 3) * _TABLE_BYTES.get(suffix, 8)
+    store = courses + metrics + cells + n_sets * 8 * n_params
+    # In memory: the table (about three copies while it is built), the metrics and status,
+    # and the time courses unless they stream to a store.
+    memory = 3 * n_sets * 8 * n_params + metrics + cells
+    return {
+        "sets": n_sets, "regimens": n_regimens, "times": n_times, "out": out, "store": store,
+        "memory": memory, "courses": courses,
+    }  # fmt: skip
+
+
+def _check_sweep_memory(sizes: dict[str, int], time_courses: bool, store: str | None) -> None:
+    """Refuse a sweep whose parameter table and results would not fit in the free memory
+    (before the table is built; :func:`ldpk.sweep` checks its results again)."""
+    import os
+
+    from ldpk.errors import DataError
+    from ldpk.sweep import RESOURCE_FRACTION
+
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    need = sizes["memory"] + (sizes["courses"] if time_courses and not store else 0)
+    if need > RESOURCE_FRACTION * free:
+        streams = time_courses and not store
+        hint = ", or --store DIR.zarr to stream the time courses to disk" if streams else ""
+        raise DataError(
+            f"--grid/--sample: {sizes['sets']:,} sets x {sizes['regimens']} regimens would take "
+            f"about {need / 1e9:.3g} GB of memory, more than the {free / 1e9:.3g} GB free; give "
+            f"fewer sets (--n, --grid){hint}"
+        )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import math
+
+    import ldpk
+    from ldpk.errors import DataError
+    from ldpk.sweep import save, summary
+
+    model = ldpk.load_model(args.model)
+    grid_values, dists, fixed = _sweep_table_spec(args, model)
+    regs, dose_levels = _sweep_regimens(args, model)
+    times = _times(args.times, args.times_file)
+    flag = "--times-file" if args.times_file else "--times"
+    if times is None:
+        if args.dose:
+            raise DataError("--times: give the output times, START:STOP:STEP (model time unit), e.g. --times 0:24:0.5")  # fmt: skip
+        from ldpk.dosing import example_regimen
+
+        _, times = example_regimen(model)
+    times = np.asarray(times, dtype=float).reshape(-1)
+    if times.size < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise DataError(f"{flag}: need at least two finite, strictly increasing times (the metrics are computed on them)")  # fmt: skip
+    outputs, metrics, options = _sweep_outputs(args, model)
+    if args.chunk_size is not None and args.chunk_size <= 0:
+        raise DataError(f"--chunk-size {args.chunk_size}: must be a positive number of parameter sets")  # fmt: skip
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise DataError("--scheduler: give the scheduler address, e.g. tcp://127.0.0.1:8786")
+    n_sets = math.prod(len(v) for v in grid_values.values()) * (args.n if dists else 1)
+    n_params = len(grid_values) + len(dists) + len(fixed) or 1
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    sizes = _sweep_sizes(n_sets, n_params, len(regs), times.size, len(outputs), len(metrics), suffix)  # fmt: skip
+    inputs = [p for p in (model.source, args.times_file) if p]
+    figures = _check_sweep_paths(args, inputs, sizes)
+    time_courses = bool(args.store or args.plot or suffix in (".nc", ".zarr"))
+    _check_sweep_memory(sizes, time_courses, args.store)
+    table = _sweep_table(model, grid_values, dists, fixed, args)
+    ds = ldpk.sweep(
+        model,
+        table,
+        regs,
+        times,
+        outputs=outputs,
+        metrics=metrics,
+        metric_options=options,
+        chunk_size=args.chunk_size,
+        store=args.store,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+        time_courses=time_courses,
+    )
+    # Regimen names as Python strings: a store gives numpy StringDType, which save() cannot
+    # convert to fixed-width text.
+    ds = ds.assign_coords(regimen=np.array([str(r) for r in ds["regimen"].values], dtype=object))
+    written = []
+    if args.out:
+        written.append(save(ds, args.out))
+    if args.store:
+        written.append(args.store)
+    if figures:
+        from ldpk.plots import plot_metric_vs_dose, plot_sweep, plot_sweep_metrics
+
+        plot_sweep(ds, figures[0])
+        written.append(figures[0])
+        plot_sweep_metrics(ds, figures[1])
+        written.append(figures[1])
+        if len(dose_levels) >= 2:
+            plot_metric_vs_dose(ds, f"{outputs[0]}_{metrics[0]}", figures[2])
+            written.append(figures[2])
+    print(summary(ds))
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ldpk",
@@ -292,6 +659,85 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit", action="store_true", help="only the simulation part")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser(
+        "sweep",
+        help="simulate many parameter sets under many regimens: time courses and exposure",
+        description="Run MODEL (a built-in name or a YAML file) for every parameter set "
+        "(--grid: the Cartesian product of the values; --sample: --n sets drawn from the "
+        "distributions; both: every grid point crossed with the same --n samples; --param: "
+        "fixed values) under every regimen (each --dose amount x --route x --schedule, "
+        "named 'route dose [schedule]'; without --dose, the model's example regimen). Prints "
+        "each exposure metric's median and 5-95 % range per regimen, and writes the results "
+        "to --out, --store and --plot.",
+    )
+    p.add_argument("model")
+    p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        metavar="NAME=DIST",
+        help='NAME=DISTRIBUTION, e.g. "CL=lognormal(5, 0.3)" (median, SD of log); also uniform, '
+        "loguniform, normal, truncnormal, triangular, constant (repeatable)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=VALUES",
+        help="NAME=V1,V2,... or NAME=linspace(A, B, N) or NAME=logspace(A, B, N) (repeatable)",
+    )
+    p.add_argument("--param", action="append", default=[], help="NAME=VALUE: a fixed value (repeatable)")  # fmt: skip
+    p.add_argument("--n", type=int, help="parameter sets drawn for --sample")
+    p.add_argument("--method", help="sampling method of --sample: sobol (default), lhs or random")
+    p.add_argument("--seed", type=int, help="random seed of --sample (default 0)")
+    p.add_argument(
+        "--dose",
+        action="append",
+        default=[],
+        metavar="AMOUNT",
+        help="dose amount (model amount unit; repeatable or comma-separated): one regimen per "
+        "dose, route and schedule",
+    )
+    p.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="ROUTE",
+        help="dose route (repeatable or comma-separated; default iv, else the model's first)",
+    )
+    p.add_argument(
+        "--schedule",
+        action="append",
+        default=[],
+        metavar="NAME=TIMES",
+        help="NAME=T1,T2,...: dose times (model time unit) of a named schedule (repeatable; "
+        "default: one dose at time 0)",
+    )
+    p.add_argument("--duration", type=float, help="give each dose as an infusion of this length (model time unit)")  # fmt: skip
+    p.add_argument("--times", help="START:STOP:STEP (model time unit)")
+    p.add_argument("--times-file", help="file with one output time per line")
+    p.add_argument("--outputs", help="outputs to keep, comma-separated (default all)")
+    p.add_argument("--metrics", help="exposure metrics, comma-separated (default auc,cmax,tmax)")
+    p.add_argument("--threshold", type=float, help="threshold of the time_above metric (output unit)")  # fmt: skip
+    p.add_argument("--chunk-size", type=int, help="parameter sets per compiled call")
+    p.add_argument(
+        "--out",
+        help="write the results to FILE.zarr or FILE.nc (time courses and metrics), or "
+        "FILE.csv or FILE.parquet (one row per set and regimen: parameters, metrics, status)",
+    )
+    p.add_argument(
+        "--store",
+        help="stream the time courses to DIR.zarr as they are computed; run again with the "
+        "same arguments to resume an interrupted sweep",
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address: run the chunks on its workers")
+    p.add_argument(
+        "--plot",
+        help="write FILE.png (time-course bands), FILE-metrics.png and, with two or more "
+        "doses, FILE-dose.png (the first metric against dose)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_sweep)
     return ap
 
 

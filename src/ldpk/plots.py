@@ -1,13 +1,18 @@
-"""Figures (matplotlib, Agg backend: no screen needed)."""
+"""Figures (matplotlib, Agg backend: no screen needed): simulations, fit diagnostics,
+sensitivity indices and parameter sweeps."""
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ldpk._io import atomic_path
+from ldpk.errors import DataError
 from ldpk.solve import Simulation
 
 
@@ -554,6 +559,371 @@ def plot_rank(
     fig = _pc_figure(pc)
     fig.suptitle(f"{fit.model.name}: rank plots ({fit.posterior['posterior'].sizes['chain']} chains)")  # fmt: skip
     _tight_margins(fig, wspace=0.25, hspace=0.55)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Sensitivity analysis (ldpk.sensitivity): Sobol' and Morris indices, local sensitivities.
+# ---------------------------------------------------------------------------------------------
+
+
+def _axes(ax: Any) -> tuple[Any, Any]:
+    plt = _plt()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        return fig, ax
+    return ax.figure, ax
+
+
+def plot_indices(ds: Any, ax: Any = None) -> Any:
+    """Bars per parameter of Sobol' ``S1`` and ``ST`` with their confidence intervals, or
+    of Morris ``mu_star`` (with its interval) and ``sigma``; for indices at each time
+    (``metric=None``), lines over time instead (first: solid, second: dashed). ``ds``: the
+    Dataset of :func:`ldpk.sensitivity.sobol` or :func:`ldpk.sensitivity.morris`. Returns the
+    matplotlib Figure (drawn on ``ax`` if given)."""
+    if "S1" in ds:
+        pairs = (("S1", "S1_conf"), ("ST", "ST_conf"))
+        ylabel = "Sobol' index (fraction of variance)"
+    elif "mu_star" in ds:
+        pairs = (("mu_star", "mu_star_conf"), ("sigma", None))
+        unit = ds.attrs.get("metric_unit", "")
+        ylabel = f"elementary effect ({unit})" if unit else "elementary effect"
+    else:
+        raise DataError("plot_indices: expected the Dataset of sobol() (S1, ST) or morris() (mu_star, sigma)")  # fmt: skip
+    fig, ax = _axes(ax)
+    names = [str(p) for p in ds["parameter"].values]
+    if "time" in ds.dims:
+        t = np.asarray(ds["time"])
+        for i, name in enumerate(names):
+            color = f"C{i % 10}"
+            for (key, conf), style in zip(pairs, ("-", "--"), strict=True):
+                v = np.asarray(ds[key].isel(parameter=i))
+                ax.plot(t, v, style, color=color, label=f"{name} {key}")
+                if conf is not None:
+                    c = np.asarray(ds[conf].isel(parameter=i))
+                    ax.fill_between(t, v - c, v + c, color=color, alpha=0.15, lw=0)
+        unit = ds.attrs.get("time_unit", "")
+        ax.set_xlabel(f"time ({unit})" if unit else "time")
+    else:
+        x = np.arange(len(names))
+        width = 0.38
+        for j, (key, conf) in enumerate(pairs):
+            err = None if conf is None else np.asarray(ds[conf])
+            ax.bar(x + (j - 0.5) * width, np.asarray(ds[key]), width, yerr=err, capsize=3, label=key)  # fmt: skip
+        ax.set_xticks(x, names)
+        ax.axhline(0.0, color="0.5", lw=0.8)
+        ax.set_xlabel("parameter")
+    ax.set_ylabel(ylabel)
+    what = ds.attrs.get("metric") or "output"
+    ax.set_title(f"{ds.attrs.get('model', '')}: {ds.attrs.get('output', '')} {what}".strip(": "))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_local(da: Any, output: str | None = None, ax: Any = None) -> Any:
+    """Local sensitivities ∂log y/∂log θ of ``output`` (default: the first in ``da``) over
+    time, one line per parameter (``da`` from :func:`ldpk.sensitivity.local`). Returns the matplotlib
+    Figure (drawn on ``ax`` if given)."""
+    outs = [str(o) for o in da["output"].values]
+    output = outs[0] if output is None else output
+    if output not in outs:
+        raise DataError(f"plot_local: no output {output!r}; outputs: {', '.join(outs)}")
+    fig, ax = _axes(ax)
+    t = np.asarray(da["time"])
+    sel = da.sel(output=output)
+    for p in sel["parameter"].values:
+        ax.plot(t, np.asarray(sel.sel(parameter=p)), label=str(p))
+    unit = da.attrs.get("time_unit", "")
+    ax.set_xlabel(f"time ({unit})" if unit else "time")
+    ax.set_ylabel(f"d log {output} / d log parameter")
+    ax.set_title(f"{da.attrs.get('model', '')}: local sensitivity of {output}".strip(": "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps (ldpk.sweep): time-course bands, metric distributions, metric against dose.
+# ---------------------------------------------------------------------------------------------
+
+#: Beyond this many distinct values of a dose coordinate, :func:`plot_metric_vs_dose` bins
+#: them (bins of about equal numbers of sets).
+MAX_DOSE_LEVELS = 30
+
+
+def _label(name: str, unit: str | None) -> str:
+    """``'name [unit]'``, or ``'name'`` without a unit."""
+    return f"{name} [{unit}]" if unit else name
+
+
+def _nanpercentile(values: Any, q: Sequence[float], axis: int | None = None) -> np.ndarray:
+    """``np.nanpercentile`` without the warning of an all-NaN slice (that slice is NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanpercentile(np.asarray(values, dtype=float), q, axis=axis)
+
+
+def _check_band(band: Any, what: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(b) for b in band)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: band must be two percentiles (low, high), e.g. (5, 95); got {band!r}") from None  # fmt: skip
+    if not 0.0 <= lo < hi <= 100.0:
+        raise DataError(f"{what}: band must satisfy 0 <= low < high <= 100, got {band!r}")
+    return lo, hi
+
+
+def _regimen_names(ds: Any) -> list[str]:
+    return [r.decode() if isinstance(r, bytes) else str(r) for r in ds["regimen"].values]
+
+
+def _sweep_time_unit(ds: Any) -> str:
+    return str(ds["time"].attrs.get("unit") or ds.attrs.get("time_unit") or "")
+
+
+def _sweep_subtitle(ds: Any, band: tuple[float, float]) -> str:
+    failed = int(ds.attrs.get("n_failed", 0) or 0)
+    note = f"; {failed} failed sets left out" if failed else ""
+    return f"median and {band[0]:g}-{band[1]:g}th percentiles over {ds.sizes['set']} parameter sets{note}"  # fmt: skip
+
+
+def _metric_variables(ds: Any) -> list[str]:
+    """The sweep's metric variables (dims (set, regimen), a ``metric`` attribute)."""
+    return [
+        str(v) for v in ds.data_vars if "metric" in ds[v].attrs and ds[v].dims == ("set", "regimen")
+    ]
+
+
+def _pick_metrics(ds: Any, names: str | Sequence[str] | None, what: str) -> list[str]:
+    """Metric variables by variable name (``'cp_auc'``) or metric name (``'auc'``: that
+    metric of every output); all of them when ``names`` is None."""
+    have = _metric_variables(ds)
+    if names is None:
+        if not have:
+            raise DataError(f"{what}: the sweep has no metric variables (it was run with metrics=[])")  # fmt: skip
+        return have
+    out: list[str] = []
+    for name in [names] if isinstance(names, str) else list(names):
+        found = [name] if name in have else [v for v in have if ds[v].attrs["metric"] == name]
+        if not found:
+            metrics = sorted({str(ds[v].attrs["metric"]) for v in have})
+            raise DataError(
+                f"{what}: no metric {name!r} in the sweep; metric variables: "
+                f"{', '.join(have) or 'none'} (or a metric name: {', '.join(metrics) or 'none'})"
+            )
+        out += [v for v in found if v not in out]
+    return out
+
+
+def plot_sweep(
+    ds: Any,
+    path: str | Path | None = None,
+    *,
+    outputs: str | Sequence[str] | None = None,
+    band: tuple[float, float] = (5.0, 95.0),
+    log: bool | None = None,
+) -> Any:
+    """Time courses of a sweep (the Dataset of :func:`ldpk.sweep`): one panel per output
+    (default: every output with time courses), and in it, per regimen, the median over the
+    parameter sets (a line, labelled with the regimen's name) and the ``band`` percentile
+    interval (shaded, its edges as thin lines). Sets that failed (NaN) are left out of the
+    percentiles. Axes are labelled with the units of the Dataset's attrs (time: model time
+    unit). ``log``: a log y axis (default: when the positive values span more than
+    ``LOG_SPAN``). Returns the Figure; saves it (atomically) when ``path`` is given."""
+    plt = _plt()
+    lo_q, hi_q = _check_band(band, "plot_sweep")
+    have = [str(v) for v in ds.data_vars if ds[v].dims == ("set", "regimen", "time")]
+    if outputs is None:
+        if not have:
+            raise DataError("plot_sweep: the sweep has no time courses (it was run with time_courses=False); plot its metrics with plot_sweep_metrics")  # fmt: skip
+        outputs = have
+    outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+    if missing := [o for o in outputs if o not in have]:
+        raise DataError(f"plot_sweep: no time courses of {missing} in the sweep; time courses: {', '.join(have) or 'none'}")  # fmt: skip
+    if not outputs:
+        raise DataError("plot_sweep: give at least one output")
+    t = np.asarray(ds["time"], dtype=float)
+    regs = _regimen_names(ds)
+    tu = _sweep_time_unit(ds)
+    fig, flat = _grid(plt, len(outputs), ncol=2, w=6.4, h=4.4)
+    for a in flat[len(outputs) :]:
+        a.remove()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, o in zip(flat, outputs, strict=False):
+        values = []
+        for j, r in enumerate(regs):
+            lo, mid, hi = _nanpercentile(ds[o].isel(regimen=j), [lo_q, 50.0, hi_q], axis=0)
+            color = colors[j % len(colors)]
+            ls = "-" if j < len(colors) else "--"
+            ax.fill_between(t, lo, hi, color=color, alpha=0.18, linewidth=0)
+            for edge, q in ((lo, lo_q), (hi, hi_q)):
+                ax.plot(t, edge, color=color, lw=0.6, alpha=0.7, ls=ls, label=f"_{r} {q:g}th percentile")  # fmt: skip
+            ax.plot(t, mid, color=color, lw=1.8, ls=ls, label=r)
+            values += [lo, mid, hi]
+        description = ds[o].attrs.get("description")
+        ax.set_title(f"{o}: {description}" if description else o, fontsize=10)
+        ax.set_xlabel(_label("time", tu))
+        ax.set_ylabel(_label(o, ds[o].attrs.get("unit")))
+        if log if log is not None else _log_scale(*values):
+            ax.set_yscale("log", nonpositive="mask")  # zeros (before absorption): gaps
+        ax.legend(fontsize=7, frameon=False, ncol=2 if len(regs) > 6 else 1)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{ds.attrs.get('model', 'sweep')}: {_sweep_subtitle(ds, (lo_q, hi_q))}")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_sweep_metrics(
+    ds: Any, path: str | Path | None = None, *, metrics: str | Sequence[str] | None = None
+) -> Any:
+    """Distributions of a sweep's exposure metrics over its parameter sets: one panel per
+    metric variable (``metrics``: variable names such as ``'cp_auc'`` or metric names such
+    as ``'auc'``; default all), one box per regimen (median, quartiles, whiskers to 1.5 IQR,
+    outliers as points; failed (NaN) sets left out). The y axis carries the metric's unit and
+    is logarithmic when the values are all positive and span more than ``LOG_SPAN``. Returns
+    the Figure; saves it (atomically) when ``path`` is given."""
+    plt = _plt()
+    names = _pick_metrics(ds, metrics, "plot_sweep_metrics")
+    regs = _regimen_names(ds)
+    width = max(5.0, min(12.0, 1.0 + 0.55 * len(regs)))
+    fig, flat = _grid(plt, len(names), ncol=2 if width <= 7.0 else 1, w=width, h=4.2)
+    for a in flat[len(names) :]:
+        a.remove()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    rotate = len(regs) > 4 or max(len(r) for r in regs) > 10
+    for ax, var in zip(flat, names, strict=False):
+        v = np.asarray(ds[var], dtype=float)
+        data = [col[np.isfinite(col)] for col in v.T]
+        box = ax.boxplot(
+            data,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "k", "gid": "median"},
+            flierprops={"markersize": 3, "alpha": 0.5},
+        )
+        ax.set_xticks(np.arange(1, len(regs) + 1), regs)  # (boxplot's tick_labels: matplotlib 3.9)
+        for j, patch in enumerate(box["boxes"]):
+            patch.set_facecolor(colors[j % len(colors)])
+            patch.set_alpha(0.45)
+        finite = np.concatenate(data) if data else np.array([])
+        if finite.size and np.all(finite > 0) and _log_scale(finite):
+            ax.set_yscale("log")
+        attrs = ds[var].attrs
+        ax.set_title(attrs.get("description") or var, fontsize=10)
+        ax.set_ylabel(_label(var, attrs.get("unit")))
+        ax.set_xlabel("regimen")
+        if rotate:
+            ax.tick_params(axis="x", labelrotation=30)
+            for lab in ax.get_xticklabels():
+                lab.set_horizontalalignment("right")
+        ax.grid(alpha=0.3, axis="y")
+    failed = int(ds.attrs.get("n_failed", 0) or 0)
+    note = f"; {failed} failed sets left out" if failed else ""
+    fig.suptitle(f"{ds.attrs.get('model', 'sweep')}: exposure over {ds.sizes['set']} parameter sets{note}")  # fmt: skip
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _parse_regimen_name(name: str) -> tuple[str, float, str] | None:
+    """(route, dose, schedule) of a name made by :func:`ldpk.regimens` ('iv 1e+06 weekly'),
+    or None."""
+    parts = name.split(" ", 2)
+    if len(parts) < 2 or not parts[0]:
+        return None
+    try:
+        dose = float(parts[1])
+    except ValueError:
+        return None
+    if not math.isfinite(dose):
+        return None
+    return parts[0], dose, parts[2] if len(parts) == 3 else ""
+
+
+def _dose_levels(x: np.ndarray, v: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """(dose, metric values) per distinct dose, or per bin of about equal size (median dose
+    of the bin) beyond ``MAX_DOSE_LEVELS`` distinct doses."""
+    ok = np.isfinite(x)
+    x, v = x[ok], v[ok]
+    levels = np.unique(x)
+    if levels.size <= MAX_DOSE_LEVELS:
+        return [(float(d), v[x == d]) for d in levels]
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, MAX_DOSE_LEVELS + 1)))
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    return [(float(np.median(x[idx == k])), v[idx == k]) for k in np.unique(idx)]
+
+
+def plot_metric_vs_dose(
+    ds: Any, metric: str, path: str | Path | None = None, *, dose: str | None = None
+) -> Any:
+    """A sweep's exposure ``metric`` (a variable such as ``'cp_auc'``, or a metric name such
+    as ``'auc'`` when one output has it) against dose: the median over the parameter sets
+    (line with points) and the 5-95th percentile band.
+
+    The dose is the parameter coordinate named ``dose`` when the sweep has one (one line per
+    regimen; beyond ``MAX_DOSE_LEVELS`` distinct values, sets are binned by dose); otherwise
+    it is read from the regimen names that :func:`ldpk.regimens` makes ('route dose
+    [schedule]'), one line per route and schedule, in the model's amount unit. Both axes are
+    logarithmic when all doses and values are positive. DataError when no dose can be found.
+    Returns the Figure; saves it (atomically) when ``path`` is given."""
+    plt = _plt()
+    what = "plot_metric_vs_dose"
+    names = _pick_metrics(ds, metric, what)
+    if len(names) != 1:
+        raise DataError(f"{what}: metric {metric!r} is computed for several outputs; name one variable: {', '.join(names)}")  # fmt: skip
+    var = names[0]
+    v = np.asarray(ds[var], dtype=float)  # (set, regimen)
+    regs = _regimen_names(ds)
+    groups: dict[str, list[tuple[float, np.ndarray]]] = {}
+    if dose is not None and dose in ds.coords and ds[dose].dims == ("set",):
+        x = np.asarray(ds[dose], dtype=float)
+        for j, r in enumerate(regs):
+            groups[r] = _dose_levels(x, v[:, j])
+        xlabel = _label(dose, ds[dose].attrs.get("unit"))
+    else:
+        for j, r in enumerate(regs):
+            parsed = _parse_regimen_name(r)
+            if parsed is None:
+                coord = f"no parameter coordinate {dose!r}, and " if dose is not None else ""
+                raise DataError(
+                    f"{what}: cannot find the doses: {coord}regimen {r!r} is not named "
+                    "'route dose [schedule]' as ldpk.regimens() names regimens; give dose= the "
+                    "name of a parameter coordinate that holds the dose"
+                )
+            route, amount, schedule = parsed
+            groups.setdefault(f"{route} {schedule}".strip(), []).append((amount, v[:, j]))
+        xlabel = _label("dose", ds.attrs.get("amount_unit"))
+    fig, ax = plt.subplots(figsize=(6.8, 4.6), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    xs, ys = [], []
+    for j, (label, points) in enumerate(groups.items()):
+        points = sorted(points, key=lambda p: p[0])
+        d = np.array([p[0] for p in points])
+        q = np.array([_nanpercentile(p[1], [5.0, 50.0, 95.0]) for p in points]).reshape(-1, 3).T
+        color = colors[j % len(colors)]
+        ls = "-" if j < len(colors) else "--"
+        ax.fill_between(d, q[0], q[2], color=color, alpha=0.18, linewidth=0)
+        for edge, pct in ((q[0], 5), (q[2], 95)):
+            ax.plot(d, edge, color=color, lw=0.6, alpha=0.7, ls=ls, label=f"_{label} {pct}th percentile")  # fmt: skip
+        ax.plot(d, q[1], marker="o", ms=4, color=color, lw=1.6, ls=ls, label=label)
+        xs.append(d)
+        ys.append(q)
+    x_all = np.concatenate(xs)
+    y_all = np.concatenate([y.ravel() for y in ys])
+    y_all = y_all[np.isfinite(y_all)]
+    if x_all.size and np.all(x_all > 0) and y_all.size and np.all(y_all > 0):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.12, which="minor")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_label(var, ds[var].attrs.get("unit")))
+    ax.set_title(f"{ds.attrs.get('model', 'sweep')}: {var} vs dose\nmedian and 5-95th percentiles over {ds.sizes['set']} parameter sets", fontsize=10)  # fmt: skip
+    if len(groups) > 1 or dose is not None:
+        ax.legend(fontsize=7, frameon=False, ncol=2 if len(groups) > 6 else 1)
+    ax.grid(alpha=0.3, which="major")
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -5,7 +5,9 @@ global (Sobol' variance-based indices and Morris elementary effects, with SALib)
 - :func:`sobol`: first-order and total Sobol' indices of an exposure metric (or of the
   output at each time) over parameter distributions, with bootstrap confidence intervals.
 - :func:`morris`: Morris screening (μ, μ*, σ) of the same.
-- :func:`plot_indices`, :func:`plot_local`: matplotlib figures of the results.
+
+Figures of the results are :func:`ldpk.plots.plot_indices` and :func:`ldpk.plots.plot_local`
+(plots sit below this module: it draws nothing).
 
 The global methods sample the unit hypercube with SALib and map each column through the
 parameter's inverse CDF, so any distribution of :func:`ldpk.paramsets.sample` (text such as
@@ -33,7 +35,7 @@ from ldpk.solve._simulate import Regimen
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["local", "morris", "plot_indices", "plot_local", "sobol"]
+__all__ = ["local", "morris", "sobol"]
 
 #: Probabilities are clipped to [_U_CLIP, 1 - _U_CLIP] before the inverse CDFs, so that
 #: unbounded distributions give finite values (as in :func:`ldpk.paramsets.sample`).
@@ -580,82 +582,3 @@ def morris(
         num_resamples=num_resamples, conf_level=conf_level, what=what,
     )  # fmt: skip
     return _finish(ds, t, attrs, "Morris elementary effects (mu, mu_star, sigma; unit of the metric)")  # fmt: skip
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _axes(ax: Any) -> tuple[Any, Any]:
-    from ldpk.plots import _plt
-
-    plt = _plt()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        return fig, ax
-    return ax.figure, ax
-
-
-def plot_indices(ds: xr.Dataset, ax: Any = None) -> Any:
-    """Bars per parameter of Sobol' ``S1`` and ``ST`` with their confidence intervals, or
-    of Morris ``mu_star`` (with its interval) and ``sigma``; for indices at each time
-    (``metric=None``), lines over time instead (first: solid, second: dashed). Returns the
-    matplotlib Figure (drawn on ``ax`` if given)."""
-    if "S1" in ds:
-        pairs = (("S1", "S1_conf"), ("ST", "ST_conf"))
-        ylabel = "Sobol' index (fraction of variance)"
-    elif "mu_star" in ds:
-        pairs = (("mu_star", "mu_star_conf"), ("sigma", None))
-        unit = ds.attrs.get("metric_unit", "")
-        ylabel = f"elementary effect ({unit})" if unit else "elementary effect"
-    else:
-        raise DataError("plot_indices: expected the Dataset of sobol() (S1, ST) or morris() (mu_star, sigma)")  # fmt: skip
-    fig, ax = _axes(ax)
-    names = [str(p) for p in ds["parameter"].values]
-    if "time" in ds.dims:
-        t = np.asarray(ds["time"])
-        for i, name in enumerate(names):
-            color = f"C{i % 10}"
-            for (key, conf), style in zip(pairs, ("-", "--"), strict=True):
-                v = np.asarray(ds[key].isel(parameter=i))
-                ax.plot(t, v, style, color=color, label=f"{name} {key}")
-                if conf is not None:
-                    c = np.asarray(ds[conf].isel(parameter=i))
-                    ax.fill_between(t, v - c, v + c, color=color, alpha=0.15, lw=0)
-        unit = ds.attrs.get("time_unit", "")
-        ax.set_xlabel(f"time ({unit})" if unit else "time")
-    else:
-        x = np.arange(len(names))
-        width = 0.38
-        for j, (key, conf) in enumerate(pairs):
-            err = None if conf is None else np.asarray(ds[conf])
-            ax.bar(x + (j - 0.5) * width, np.asarray(ds[key]), width, yerr=err, capsize=3, label=key)  # fmt: skip
-        ax.set_xticks(x, names)
-        ax.axhline(0.0, color="0.5", lw=0.8)
-        ax.set_xlabel("parameter")
-    ax.set_ylabel(ylabel)
-    what = ds.attrs.get("metric") or "output"
-    ax.set_title(f"{ds.attrs.get('model', '')}: {ds.attrs.get('output', '')} {what}".strip(": "))
-    ax.legend(fontsize="small")
-    return fig
-
-
-def plot_local(da: xr.DataArray, output: str | None = None, ax: Any = None) -> Any:
-    """Local sensitivities ∂log y/∂log θ of ``output`` (default: the first in ``da``) over
-    time, one line per parameter (``da`` from :func:`local`). Returns the matplotlib
-    Figure (drawn on ``ax`` if given)."""
-    outs = [str(o) for o in da["output"].values]
-    output = outs[0] if output is None else output
-    if output not in outs:
-        raise DataError(f"plot_local: no output {output!r}; outputs: {', '.join(outs)}")
-    fig, ax = _axes(ax)
-    t = np.asarray(da["time"])
-    sel = da.sel(output=output)
-    for p in sel["parameter"].values:
-        ax.plot(t, np.asarray(sel.sel(parameter=p)), label=str(p))
-    unit = da.attrs.get("time_unit", "")
-    ax.set_xlabel(f"time ({unit})" if unit else "time")
-    ax.set_ylabel(f"d log {output} / d log parameter")
-    ax.set_title(f"{da.attrs.get('model', '')}: local sensitivity of {output}".strip(": "))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return fig

@@ -78,6 +78,8 @@ def regimens(
         if not len(when):
             raise DataError(f"regimens(): schedule {label!r} has no dose times")
         name = f"{route} {float(dose):g}" + (f" {label}" if len(schedules) > 1 else "")
+        if name in out:
+            raise DataError(f"regimens(): two regimens would be named {name!r}; give distinct doses (6 significant digits), routes and schedule names")  # fmt: skip
         if duration is None:
             out[name] = [Bolus(float(dose), time=float(t), route=route) for t in when]
         else:
@@ -204,19 +206,16 @@ def _run_chunk(plan: _Plan, theta: np.ndarray) -> dict[str, np.ndarray]:
 
 # ---- validation ---------------------------------------------------------------------------
 def _table(model: Model, params: Mapping[str, Any] | ParameterTable | None) -> ParameterTable:
-    table = (
-        params
-        if isinstance(params, ParameterTable)
-        else ParameterTable.from_mapping(dict(params or {}))
-    )
+    if not params:  # one set: the model's values
+        p = model.parameters[0]
+        return ParameterTable.from_mapping({p.name: [p.value]}, provenance={"method": "model"})
+    table = params if isinstance(params, ParameterTable) else ParameterTable.from_mapping(params)
     unknown = [k for k in table if k not in model.parameter_names]
     if unknown:
         raise DataError(
             f"sweep(): unknown parameter(s) {unknown} for model {model.name!r}; "
             f"parameters: {', '.join(model.parameter_names)}"
         )
-    if table.n == 0 and not len(table):
-        return ParameterTable.from_mapping({model.parameter_names[0]: model.parameters[0].value})
     return table
 
 
@@ -543,6 +542,7 @@ def _sweep_to_store(
     _execute(plan, theta, todo, scheduler, bar, write)
     ds = xr.open_dataset(path, engine="zarr", chunks=None, consolidated=False)
     ds = ds.drop_vars(_DONE)
+    ds.attrs.pop("ldpk_sweep_key", None)
     for var in ds.data_vars:
         if var not in plan.outputs:
             ds[var].load()
@@ -677,7 +677,12 @@ def save(ds: Any, path: str | Path) -> Path:
 
 def _plain(ds: Any) -> Any:
     """Regimen names as fixed-width strings (netCDF and zarr take those)."""
-    return ds.assign_coords(regimen=np.asarray(ds["regimen"].values, dtype=str))
+    return ds.assign_coords(regimen=_names(ds))
+
+
+def _names(ds: Any) -> np.ndarray:
+    """The regimen names as a fixed-width string array (a store gives numpy StringDType)."""
+    return np.array([str(r) for r in ds["regimen"].values])
 
 
 def table_of(ds: Any) -> Any:
@@ -687,7 +692,7 @@ def table_of(ds: Any) -> Any:
     cols = [k for k in ds.coords if ds[k].dims == ("set",) and k != "set"]
     metrics = [v for v in ds.data_vars if ds[v].dims == ("set", "regimen")]
     n, r = ds.sizes["set"], ds.sizes["regimen"]
-    frame = {"set": np.repeat(np.arange(n), r), "regimen": np.tile(np.asarray(ds["regimen"].values, dtype=str), n)}  # fmt: skip
+    frame = {"set": np.repeat(np.arange(n), r), "regimen": np.tile(_names(ds), n)}  # fmt: skip
     frame.update({k: np.repeat(np.asarray(ds[k]), r) for k in cols})
     frame.update({v: np.asarray(ds[v]).reshape(-1) for v in metrics})
     return pd.DataFrame(frame)
