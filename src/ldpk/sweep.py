@@ -156,20 +156,27 @@ def _simulators(plan: _Plan) -> tuple[Simulator, ...]:
 
 
 @lru_cache(maxsize=16)
-def _metrics_fn(plan: _Plan) -> Any:
-    """One compiled function: outputs (n, T, k) -> {variable: (n,)}."""
+def _finish_fn(plan: _Plan, failed: int) -> Any:
+    """One compiled function of a chunk's outputs (n, T, k) and solve flags (n,): the status
+    (0 ok; ``failed`` where the solve failed, 2 where it gave non-finite values), the metrics
+    of each output and, with ``plan.time_courses``, the outputs with failed sets NaN."""
     t = np.asarray(plan.times)
     units = {o.name: o.unit for o in plan.model.outputs}
     options = dict(plan.metric_options)
 
-    def fn(y: Any) -> dict[str, Any]:
-        out = {}
+    def fn(y: Any, ok: Any) -> dict[str, Any]:
+        finite = jnp.all(jnp.isfinite(y), axis=(-2, -1))
+        status = jnp.where(ok & finite, 0, jnp.where(ok, 2, failed)).astype(jnp.int8)
+        y = jnp.where((status == 0)[:, None, None], y, jnp.nan)
+        out = {"status": status}
         for j, o in enumerate(plan.outputs):
             res = exposure.compute(
                 t, y[..., j], plan.metrics, output_unit=units[o], time_unit=plan.model.time_unit,
                 amount_unit=plan.model.amount_unit or units[o], **options,
             )  # fmt: skip
             out.update({f"{o}_{m}": res[m].value for m in plan.metrics})
+            if plan.time_courses:
+                out[o] = y[..., j]
         return out
 
     return jax.jit(fn)
@@ -182,26 +189,13 @@ def _run_chunk(plan: _Plan, theta: np.ndarray) -> dict[str, np.ndarray]:
     n = theta.shape[0]
     if n < plan.chunk:
         theta = np.concatenate([theta, np.repeat(theta[-1:], plan.chunk - n, axis=0)])
-    sims = _simulators(plan)
-    metrics = _metrics_fn(plan)
+    params = {k: theta[:, i] for i, k in enumerate(plan.names)}
     per_reg = []
-    for sim in sims:
-        params = {k: jnp.asarray(theta[:, i]) for i, k in enumerate(plan.names)}
+    for sim in _simulators(plan):
         full, _ = sim.parameters(params)
         [(_, _, _, y, ok)] = sim.chunks(full, plan.chunk)
-        finite = jnp.all(jnp.isfinite(y), axis=(-2, -1))
-        failed = 1 if sim.kernel == "ode" else 2
-        status = jnp.where(ok & finite, 0, jnp.where(ok, 2, failed)).astype(jnp.int8)
-        y = jnp.where((status == 0)[:, None, None], y, jnp.nan)
-        m = metrics(y)
-        per_reg.append((y, m, status))
-    out: dict[str, np.ndarray] = {"status": np.stack([np.asarray(s)[:n] for _, _, s in per_reg], 1)}
-    for var, _, _ in plan.metric_names():
-        out[var] = np.stack([np.asarray(m[var])[:n] for _, m, _ in per_reg], 1)
-    if plan.time_courses:
-        for j, o in enumerate(plan.outputs):
-            out[o] = np.stack([np.asarray(y[:n, :, j]) for y, _, _ in per_reg], 1)
-    return out
+        per_reg.append(_finish_fn(plan, 1 if sim.kernel == "ode" else 2)(y, ok))
+    return {k: np.stack([np.asarray(r[k])[:n] for r in per_reg], 1) for k in per_reg[0]}
 
 
 # ---- validation ---------------------------------------------------------------------------

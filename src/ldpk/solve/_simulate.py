@@ -540,6 +540,8 @@ def _sharded(fn: Any, arrays: dict[str, Any], theta: Any, axis: int = 0) -> Any:
     spec = jax.sharding.PartitionSpec(*([None] * axis), "sets")
     theta = jax.device_put(theta, jax.sharding.NamedSharding(mesh, spec))
     out = fn(arrays, theta)
+    if not pad:
+        return out
     return jax.tree_util.tree_map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), out)
 
 
