@@ -462,6 +462,34 @@ def _qmc_engine(cls: Any, d: int, rng: np.random.Generator) -> Any:
         return cls(d, seed=rng)
 
 
+def split_distributions(
+    distributions: Mapping[str, Any], where: str
+) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """(varying: name -> object with ``.ppf``, constant: name -> value, texts: name -> a
+    description) of the mapping name -> distribution text (:func:`parse_distribution`),
+    :class:`Distribution`, scipy.stats frozen distribution or number. ``where`` starts each
+    error message."""
+    if not isinstance(distributions, Mapping) or not distributions:
+        raise DataError(f"{where}: give at least one parameter distribution, e.g. {{'CL': 'lognormal(5, 0.3)'}}")  # fmt: skip
+    consts: dict[str, float] = {}
+    dists: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for name, d in distributions.items():
+        if isinstance(d, str):
+            d = parse_distribution(d, where=f"{where}: parameter {name}")
+        if isinstance(d, Distribution) and d.name == "constant":
+            d = d.params["value"]
+        if isinstance(d, numbers.Real) and not isinstance(d, bool):
+            consts[name] = float(_as_values(name, d))
+            texts[name] = f"constant(value={_fmt(consts[name])})"
+        elif hasattr(d, "ppf"):
+            dists[name] = d
+            texts[name] = str(d) if isinstance(d, Distribution) else _describe(d)
+        else:
+            raise DataError(f"{where}: parameter {name}: expected a distribution text such as 'lognormal(5, 0.3)', a scipy.stats distribution or a number, got {type(d).__name__}")  # fmt: skip
+    return dists, consts, texts
+
+
 def sample(
     distributions: Mapping[str, str | Distribution | _HasPpf | float],
     n: int,
@@ -492,24 +520,7 @@ def sample(
         raise DataError(f"sample: unknown method {method!r}; valid ones: {', '.join(METHODS)}")
     if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
         raise DataError(f"sample: seed must be an integer or None, got {seed!r}")
-    if not isinstance(distributions, Mapping) or not distributions:
-        raise DataError("sample needs at least one parameter distribution, e.g. {'CL': 'lognormal(5, 0.3)'}")  # fmt: skip
-    consts: dict[str, float] = {}
-    dists: dict[str, Any] = {}
-    texts: dict[str, str] = {}
-    for name, d in distributions.items():
-        if isinstance(d, str):
-            d = parse_distribution(d, where=f"parameter {name}")
-        if isinstance(d, Distribution) and d.name == "constant":
-            d = d.params["value"]
-        if isinstance(d, numbers.Real) and not isinstance(d, bool):
-            consts[name] = float(_as_values(name, d))
-            texts[name] = f"constant(value={_fmt(consts[name])})"
-        elif hasattr(d, "ppf"):
-            dists[name] = d
-            texts[name] = str(d) if isinstance(d, Distribution) else _describe(d)
-        else:
-            raise DataError(f"parameter {name}: expected a distribution text such as 'lognormal(5, 0.3)', a scipy.stats distribution or a number, got {type(d).__name__}")  # fmt: skip
+    dists, consts, texts = split_distributions(distributions, "sample")
     dim = len(dists)
     rng = np.random.default_rng(seed)
     if dim == 0:

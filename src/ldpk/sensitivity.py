@@ -18,7 +18,6 @@ part of the analysis. SALib and xarray are imported when a function needs them.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ import numpy as np
 from ldpk.errors import DataError
 from ldpk.exposure import METRICS
 from ldpk.model import Model
-from ldpk.paramsets import Distribution, ParameterTable, parse_distribution
+from ldpk.paramsets import ParameterTable, split_distributions
 from ldpk.solve import ODEOptions, prepare
 from ldpk.solve._simulate import Regimen
 
@@ -127,28 +126,9 @@ def _check_bootstrap(num_resamples: Any, conf_level: float, what: str) -> int:
 def _split(
     distributions: Mapping[str, Any], what: str
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
-    """(varying: name -> object with .ppf, fixed: name -> value, texts: name -> description)
-    from the mapping name -> distribution text, Distribution, scipy distribution or number."""
-    if not isinstance(distributions, Mapping) or not distributions:
-        raise DataError(f"{what}: give distributions, e.g. {{'CL': 'lognormal(5, 0.3)'}}")
-    varying: dict[str, Any] = {}
-    fixed: dict[str, float] = {}
-    texts: dict[str, str] = {}
-    for name, d in distributions.items():
-        if isinstance(d, str):
-            d = parse_distribution(d, where=f"{what}: parameter {name}")
-        if isinstance(d, Distribution) and d.name == "constant":
-            d = d.params["value"]
-        if isinstance(d, numbers.Real) and not isinstance(d, bool):
-            if not math.isfinite(d):
-                raise DataError(f"{what}: parameter {name}: constant {d!r} is not finite")
-            fixed[name] = float(d)
-            texts[name] = f"constant({float(d)!r})"
-        elif hasattr(d, "ppf"):
-            varying[name] = d
-            texts[name] = str(d) if isinstance(d, Distribution) else repr(d)
-        else:
-            raise DataError(f"{what}: parameter {name}: expected a distribution text such as 'lognormal(5, 0.3)', a scipy.stats distribution or a number, got {type(d).__name__}")  # fmt: skip
+    """(varying, fixed, texts) as :func:`~ldpk.paramsets.split_distributions` gives them; at
+    least one parameter must vary."""
+    varying, fixed, texts = split_distributions(distributions, what)
     if not varying:
         raise DataError(
             f"{what}: at least one parameter must vary; all of {list(distributions)} are constants"
