@@ -51,7 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS_DIR, git_info, machine_info, markdown_table, write_json_atomic  # noqa: E402
 
 MODELS = {
-    "linear3": ("three_compartment", {"CL": 5.0, "V1": 10.0, "Q2": 20.0, "V2": 20.0, "Q3": 2.0, "V3": 100.0}, 100.0),  # fmt: skip
+    "linear3": (
+        "three_compartment",
+        dict(CL=5.0, V1=10.0, Q2=20.0, V2=20.0, Q3=2.0, V3=100.0),
+        100.0,
+    ),
     "msc_pbpk": ("msc_pbpk", None, 1e6),
     "ev_iv_saturable": ("ev_iv_saturable", None, 1e9),
 }

@@ -158,7 +158,9 @@ def test_sample_argument_errors(kwargs, text):
 
 
 def test_sample_distribution_errors_name_the_parameter():
-    with pytest.raises(DataError, match=r"^sample: parameter CL: invalid lognormal: median must be > 0"):
+    with pytest.raises(
+        DataError, match=r"^sample: parameter CL: invalid lognormal: median must be > 0"
+    ):
         sample({"CL": "lognormal(0, 0.3)"}, 4)
     with pytest.raises(DataError, match="parameter V: expected a distribution"):
         sample({"V": [1, 2]}, 4)
