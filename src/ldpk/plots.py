@@ -770,7 +770,9 @@ def plot_sweep(
             ax.set_yscale("log", nonpositive="mask")  # zeros (before absorption): gaps
         ax.legend(fontsize=7, frameon=False, ncol=2 if len(regs) > 6 else 1)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{ds.attrs.get('model', 'sweep')}: {_sweep_subtitle(ds, (lo_q, hi_q))}")
+    fig.suptitle(
+        f"{ds.attrs.get('model', 'sweep')}\n{_sweep_subtitle(ds, (lo_q, hi_q))}", fontsize=11
+    )
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -822,7 +824,7 @@ def plot_sweep_metrics(
         ax.grid(alpha=0.3, axis="y")
     failed = int(ds.attrs.get("n_failed", 0) or 0)
     note = f"; {failed} failed sets left out" if failed else ""
-    fig.suptitle(f"{ds.attrs.get('model', 'sweep')}: exposure over {ds.sizes['set']} parameter sets{note}")  # fmt: skip
+    fig.suptitle(f"{ds.attrs.get('model', 'sweep')}\nexposure over {ds.sizes['set']} parameter sets{note}", fontsize=11)  # fmt: skip
     if path is not None:
         save_figure(fig, path)
     return fig
