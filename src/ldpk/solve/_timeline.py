@@ -26,7 +26,13 @@ from ldpk.dosing import (
 )
 from ldpk.model._compile import CompiledModel
 from ldpk.solve._analytic import transition
-from ldpk.solve._expm import expm, matmul
+from ldpk.solve._expm import _UNROLL, entries, expm, matmul
+
+#: ``run_static`` carries the states and transition matrices of its event loop as their
+#: entries (``_entry_scan``) for up to ``_UNROLL`` compartments and up to this many distinct
+#: step lengths (each event selects its transition among them); otherwise, and for more
+#: compartments, the loop works on arrays and indexes a stack of transitions.
+MAX_ENTRY_STEPS = 8
 
 
 def _safe(den: Any) -> Any:
@@ -239,10 +245,6 @@ def run_static(
     n = cm.n_states
     envs, _, (_, _, d_amount, d_rate, d_cmt) = dose_schedule(cm, tab, theta)
     env0 = jax.tree_util.tree_map(lambda a: a[0], envs)
-    # Step index 0 is the zero-length step (identity); p_dt holds the nonzero lengths.
-    E, G = jax.vmap(lambda h: prop.transition(h, env0, infusion))(tab["p_dt"])
-    E = jnp.concatenate([jnp.eye(n)[None], E])
-    G = jnp.concatenate([jnp.zeros((1, n, n)), G])
     order, kind = tab["p_order"], tab["e_kind"][tab["p_order"]]
     live = tab["p_live"]  # in time order
     dref = jnp.clip(tab["e_ref"][order], 0, d_amount.shape[0] - 1)
@@ -251,22 +253,80 @@ def run_static(
     sign = jnp.where(kind == INF_START, 1.0, jnp.where(kind == INF_STOP, -1.0, 0.0))
     rate = jnp.where(live, sign * d_rate[dref], 0.0)[:, None] * onehot
     x0 = cm.initial(env0) if cm.has_initial else jnp.zeros(n)
+    n_dt = tab["p_dt"].shape[0]
+    if n <= _UNROLL and n_dt <= MAX_ENTRY_STEPS:
+        # One transition per distinct step length, each a separate exponential: vmapped over
+        # the step lengths, the entries would be (batch, steps) arrays, which vectorise worse.
+        EG = [prop.transition(tab["p_dt"][m], env0, infusion) for m in range(n_dt)]
+        E = jnp.stack([jnp.eye(n), *(e for e, _ in EG)])  # index 0: the zero step (identity)
+        G = jnp.stack([jnp.zeros((n, n)), *(g for _, g in EG)]) if infusion else None
+        snaps = _entry_scan(E, G, tab["p_step"], kind == RESET, bolus, rate, x0)
+    else:
+        # Step index 0 is the zero-length step (identity); p_dt holds the nonzero lengths.
+        E, G = jax.vmap(lambda h: prop.transition(h, env0, infusion))(tab["p_dt"])
+        E = jnp.concatenate([jnp.eye(n)[None], E])
+        G = jnp.concatenate([jnp.zeros((1, n, n)), G])
 
-    def step(carry, inp):
-        x, u = carry
-        j, reset, b, r = inp
-        x = matmul(E[j], x) + (matmul(G[j], u) if infusion else 0.0)
-        x = jnp.where(reset, x0, x) + b
-        u = jnp.where(reset, 0.0, u) + r
-        return (x, u), x
+        def step(carry, inp):
+            x, u = carry
+            j, reset, b, r = inp
+            x = matmul(E[j], x) + (matmul(G[j], u) if infusion else 0.0)
+            x = jnp.where(reset, x0, x) + b
+            u = jnp.where(reset, 0.0, u) + r
+            return (x, u), x
 
-    _, snaps = jax.lax.scan(step, (x0, jnp.zeros(n)), (tab["p_step"], kind == RESET, bolus, rate))
+        init = (x0, jnp.zeros(n))
+        _, snaps = jax.lax.scan(step, init, (tab["p_step"], kind == RESET, bolus, rate))
     position = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
     obs = tab["obs_event"]
     x_obs = snaps[position[obs]]
     t_obs = tab["p_time"][position[obs]]
     y_obs = jax.vmap(lambda t, x: cm.outputs(t, x, env0))(t_obs, x_obs)
     return x_obs, y_obs, jnp.all(jnp.isfinite(x_obs))
+
+
+def _dot(a: list[Any], b: list[Any]) -> Any:
+    out = a[0] * b[0]
+    for ai, bi in zip(a[1:], b[1:], strict=True):
+        out = out + ai * bi
+    return out
+
+
+def _entry_scan(E: Any, G: Any, steps: Any, reset: Any, bolus: Any, rate: Any, x0: Any) -> Any:
+    """The event loop of ``run_static`` (x <- E[j] x + G[j] u, then resets, boluses and rate
+    changes) with the state, the input and the transition matrices carried as their entries,
+    so that under ``vmap`` each step is an elementwise loop over the batch; the step index j
+    of an event picks one of the few distinct transitions (``lax.switch``; index 0: the
+    identity). ``G`` None: no infusion. Returns the state after each event, (events, n)."""
+    n = x0.shape[-1]
+    Es = [entries(E[m]) for m in range(E.shape[0])]
+    Gs = None if G is None else [entries(G[m]) for m in range(G.shape[0])]
+
+    def flow(m: int) -> Any:
+        def apply(x: list, u: list) -> list:
+            if m == 0:  # the zero-length step
+                return list(x)
+            xn = [_dot(Es[m][i], x) for i in range(n)]
+            if Gs is not None:
+                xn = [xn[i] + _dot(Gs[m][i], u) for i in range(n)]
+            return xn
+
+        return apply
+
+    branches = [flow(m) for m in range(len(Es))]
+
+    def step(carry: tuple, inp: tuple) -> tuple:
+        x, u = carry
+        j, rs, b, r = inp
+        # j is the same for every parameter set (the schedule is static), so under vmap this
+        # stays a branch: each step reads one transition, not all of them.
+        xn = jax.lax.switch(j, branches, x, u)
+        x = [jnp.where(rs, x0[i], xn[i]) + b[i] for i in range(n)]
+        u = [jnp.where(rs, 0.0, u[i]) + r[i] for i in range(n)]
+        return (x, u), jnp.stack(x)
+
+    init = ([x0[i] for i in range(n)], [jnp.zeros_like(x0[i]) for i in range(n)])
+    return jax.lax.scan(step, init, (steps, reset, bolus, rate))[1]
 
 
 def run_static_ode(
