@@ -21,7 +21,9 @@ Each row runs in its own process (peak RSS is that process's ``ru_maxrss``, the 
 added for ``dask``); a warm-up sweep of one chunk compiles first and is not timed. A size whose
 estimated time (from the previous size's rate) exceeds ``--budget`` seconds is skipped and
 recorded as such. ``kernel`` rows time the bare executor (``Simulator.chunks``, no metrics, no
-copy to the host) at the same chunk size: the sweep's overhead is 1 - its rate / the kernel's.
+copy to the host) at the same chunk size; ``overhead`` rows time the sweep against that bare
+executor alternately in one process (median of 3 of each) and record the sweep's overhead,
+its time / the executor's - 1, which the machine's changing load cannot bias.
 
 Run from the repository root::
 
@@ -87,7 +89,30 @@ if backend == "dask":
 warm = table.subset(slice(0, min(spec["chunk"], table.n)))
 ldpk.sweep(model, warm, regimen, T, time_courses=False, scheduler=scheduler, **kw)
 out = {}
-if backend == "kernel":
+if backend == "overhead":
+    # The sweep against the bare executor in one process, alternated 3 times each (the
+    # machine's load moves between rows; within a row both see the same load).
+    sim = ldpk.prepare(model, regimen["iv"], T)
+    theta, _ = sim.parameters(dict(table))
+
+    def bare():
+        last = None
+        for part in sim.chunks(theta, spec["chunk"]):
+            last = part[3]
+        last.block_until_ready()
+
+    bare()
+    ratios, kern, swp = [], [], []
+    for _ in range(3):
+        t0 = time.perf_counter(); bare(); tk = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ldpk.sweep(model, table, regimen, T, time_courses=False, **kw)
+        ts = time.perf_counter() - t0
+        kern.append(tk); swp.append(ts); ratios.append(ts / tk)
+    seconds = float(np.median(swp))
+    out.update(kernel_sets_per_s=spec["n"] / float(np.median(kern)),
+               overhead=float(np.median(ratios)) - 1.0, overhead_runs=[r - 1 for r in ratios])
+elif backend == "kernel":
     sim = ldpk.prepare(model, regimen["iv"], T)
     theta, _ = sim.parameters(dict(table))
     for part in sim.chunks(theta[: spec["chunk"]], spec["chunk"]):
@@ -152,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=420.0, help="seconds per row, estimated")
     ap.add_argument("--chunk", type=int, default=None, help="sets per chunk (default per model)")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--backends", default="overhead,kernel,local,zarr,dask")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     max_n = 1e4 if args.quick else args.max_n
@@ -166,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for key in args.models.split(","):
         name, params, dose = MODELS[key]
-        backends = [("kernel", max_n), ("local", max_n), ("zarr", min(max_n, args.store_n))]
+        backends = [("overhead", min(max_n, 1e6)), ("kernel", max_n), ("local", max_n),
+                    ("zarr", min(max_n, args.store_n))]  # fmt: skip
         if args.device == "cpu":
             backends.append(("dask", min(max_n, args.dask_n)))
         for backend, top in backends:
+            if backend not in args.backends.split(","):
+                continue
             rate = None
             n = 1_000 if key == "ev_iv_saturable" else 10_000  # the ODE model is ~100x slower
             while n <= top:

@@ -76,7 +76,7 @@ def _task(plan: Any, theta: np.ndarray) -> dict[str, np.ndarray]:
 def run_on_cluster(
     scheduler: Any,
     plan: Any,
-    theta: np.ndarray,
+    theta: Any,
     starts: Sequence[int],
     done: Callable[[int, dict[str, np.ndarray]], None],
 ) -> None:

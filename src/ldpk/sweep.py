@@ -346,7 +346,7 @@ def sweep(
                 f"the {free / 1e9:.1f} GB of memory free: give store='sweep.zarr' to stream "
                 "the time courses to disk, or time_courses=False to keep only the metrics"
             )
-    theta = np.stack([table[k] for k in plan.names], axis=1)
+    theta = _Rows(table, plan.names)
     starts = list(range(0, n, chunk))
     bar = _Progress(n, progress)
     try:
@@ -371,8 +371,19 @@ def _hashable(v: Any) -> Any:
     return tuple(np.asarray(v, dtype=float).ravel().tolist()) if np.ndim(v) else float(v)
 
 
+class _Rows:
+    """The table's parameter sets as rows (sets, parameters), stacked a chunk at a time when
+    sliced (``rows[s:e]``): no copy of the whole table."""
+
+    def __init__(self, table: ParameterTable, names: Sequence[str]) -> None:
+        self.table, self.names = table, tuple(names)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return np.stack([self.table[k][rows] for k in self.names], axis=1)
+
+
 def _execute(
-    plan: _Plan, theta: np.ndarray, starts: Sequence[int], scheduler: Any, bar: _Progress,
+    plan: _Plan, theta: _Rows, starts: Sequence[int], scheduler: Any, bar: _Progress,
     done: Any,
 ) -> None:  # fmt: skip
     """Run the chunks at ``starts`` (in process, in order; or as Dask tasks, in any order),
@@ -506,7 +517,7 @@ _DONE = "chunk_done"
 
 
 def _sweep_to_store(
-    path: Path, plan: _Plan, table: ParameterTable, theta: np.ndarray, starts: list[int],
+    path: Path, plan: _Plan, table: ParameterTable, theta: _Rows, starts: list[int],
     need: int, scheduler: Any, bar: Any,
 ) -> Any:  # fmt: skip
     import xarray as xr
