@@ -353,11 +353,18 @@ def _sobol(
         ds[f"{s}_upper"] = ds[s] + ds[f"{s}_conf"]
     ds.attrs.update(
         method="sobol", n=n, n_evaluations=table.n, seed=seed, num_resamples=num_resamples,
-        conf_level=conf_level, second_order=int(second_order),
-        distributions="; ".join(f"{k}={v}" for k, v in texts.items() if k in varying),
-        fixed="; ".join(f"{k}={v!r}" for k, v in fixed.items()),
+        conf_level=conf_level, second_order=int(second_order), **_inputs(texts, varying, fixed),
     )  # fmt: skip
     return ds
+
+
+def _inputs(texts: Mapping[str, str], varying: Mapping[str, Any], fixed: Mapping[str, float]) -> dict[str, str]:  # fmt: skip
+    """The Dataset attributes that record the inputs: the varying distributions and the
+    parameters held fixed."""
+    return {
+        "distributions": "; ".join(f"{k}={v}" for k, v in texts.items() if k in varying),
+        "fixed": "; ".join(f"{k}={v!r}" for k, v in fixed.items()),
+    }
 
 
 # --------------------------------------------------------------------------- Morris
@@ -405,9 +412,7 @@ def _morris(
     ds = _dataset(results, names, scalar=raw.ndim == 1)
     ds.attrs.update(
         method="morris", r=r, num_levels=p, n_evaluations=table.n, seed=seed,
-        num_resamples=num_resamples, conf_level=conf_level,
-        distributions="; ".join(f"{k}={v}" for k, v in texts.items() if k in varying),
-        fixed="; ".join(f"{k}={v!r}" for k, v in fixed.items()),
+        num_resamples=num_resamples, conf_level=conf_level, **_inputs(texts, varying, fixed),
     )  # fmt: skip
     return ds
 

@@ -335,7 +335,11 @@ def sweep(
         time_courses, method, ode,
     )  # fmt: skip
     sims = _simulators(plan0)  # prepares (validates regimens) before anything compiles
-    chunk = min(n, chunk_size or min(s.default_chunk() for s in sims))
+    if chunk_size is None:  # the fewest chunks within the memory bound, balanced: the last
+        most = min(s.default_chunk() for s in sims)  # chunk pads (computes) little
+        k = -(-n // most)
+        chunk_size = min(most, -(-n // k))
+    chunk = min(n, chunk_size)
     plan = dataclasses.replace(plan0, chunk=chunk)
     need = _result_bytes(n, plan)
     if store is None:
