@@ -232,7 +232,7 @@ def _regimens(model: Model, regimens: Any) -> tuple[tuple[str, tuple[Any, ...]],
     return tuple(out)
 
 
-def _check_metrics(model: Model, metrics: Sequence[str], options: Mapping[str, Any]) -> None:
+def _check_metrics(metrics: Sequence[str], options: Mapping[str, Any]) -> None:
     """Unknown metric names, or options missing or unknown: one DataError before compiling
     (``exposure.compute`` on a tiny curve does the checking)."""
     t = np.array([0.0, 1.0, 2.0])
@@ -289,9 +289,9 @@ def sweep(
     metrics: exposure metrics of :mod:`ldpk.exposure` (default ``DEFAULT_METRICS``), for each
         output: variables named ``{output}_{metric}``. ``metric_options``: their options
         (``threshold`` for ``time_above``, ``at`` for ``trough``, ...).
-    chunk_size: parameter sets per compiled call (default: ``CHUNK_BYTES`` of results; see
-        :meth:`~ldpk.solve.Simulator.default_chunk`). The chunk is also the unit of a store's
-        progress and of a Dask task.
+    chunk_size: parameter sets per compiled call (default: the fewest chunks of at most
+        ``CHUNK_BYTES`` of results each, see :meth:`~ldpk.solve.Simulator.default_chunk`, of
+        equal size). The chunk is also the unit of a store's progress and of a Dask task.
     store: a zarr store path: the results stream there chunk by chunk, and the sweep resumes
         from it when started again with the same arguments. A path holding anything else is
         refused (nothing the user has is overwritten).
@@ -325,7 +325,7 @@ def sweep(
     mets = tuple(DEFAULT_METRICS if metrics is None else metrics)
     opts = dict(metric_options or {})
     if mets:
-        _check_metrics(model, mets, opts)
+        _check_metrics(mets, opts)
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
         raise DataError(f"sweep(): chunk_size must be a positive integer, got {chunk_size!r}")
     n = table.n
