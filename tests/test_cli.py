@@ -51,7 +51,7 @@ def test_simulate_dose_matches_closed_form(tmp_path):
     assert main([*args, "--times", "0:10:1", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     # closed form: C = D/V exp(-CL/V t); tolerance 1e-10 relative
-    np.testing.assert_allclose(df["cp"], 10 * np.exp(-0.2 * df["time"]), rtol=1e-10)
+    np.testing.assert_allclose(df["cp [mg/L]"], 10 * np.exp(-0.2 * df["time [h]"]), rtol=1e-10)
 
 
 def test_simulate_example_regimen_with_plot(tmp_path):
@@ -88,7 +88,7 @@ def test_simulate_data_writes_rows_back_with_outputs(tmp_path):
     out = tmp_path / "pred.csv"
     assert main(["simulate", "one_compartment", "--data", str(src), "--out", str(out)]) == 0
     pred = pd.read_csv(out)
-    assert list(pred.columns[:5]) == list(data.columns) and "cp" in pred
+    assert list(pred.columns[:5]) == list(data.columns) and "cp [mg/L]" in pred
     k = 2.75 / 31.8
     expect = {
         1: 100 / 31.8 * np.exp(-k),
@@ -96,8 +96,8 @@ def test_simulate_data_writes_rows_back_with_outputs(tmp_path):
         4: 50 / 31.8 * np.exp(-4 * k),
     }
     for i in (1, 2, 4):
-        assert pred.loc[i, "cp"] == pytest.approx(expect[int(pred.loc[i, "TIME"])], rel=1e-10)
-    assert np.isnan(pred.loc[0, "cp"])  # dose rows get no prediction
+        assert pred.loc[i, "cp [mg/L]"] == pytest.approx(expect[int(pred.loc[i, "TIME"])], rel=1e-10)  # fmt: skip
+    assert np.isnan(pred.loc[0, "cp [mg/L]"])  # dose rows get no prediction
 
 
 def test_simulate_data_error_names_row_and_field(tmp_path, capsys):
@@ -137,4 +137,5 @@ def test_demo_writes_csv_and_png(tmp_path):
     assert main(["demo", "--no-fit", "--out", str(tmp_path / "d")]) == 0
     assert (tmp_path / "d" / "simulation.png").stat().st_size > 10_000
     pop = pd.read_csv(tmp_path / "d" / "population.csv")
-    assert (pop["cp_p05"] <= pop["cp_median"]).all() and (pop["cp_median"] <= pop["cp_p95"]).all()
+    lo, mid, hi = (pop[f"cp_{q} [mg/L]"] for q in ("p05", "median", "p95"))
+    assert (lo <= mid).all() and (mid <= hi).all()

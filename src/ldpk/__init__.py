@@ -7,9 +7,17 @@ from ldpk._config import configure as _configure
 
 _configure()
 
-from ldpk import exposure, sensitivity, tracer  # noqa: E402
+from ldpk import exposure, plots, report, sensitivity, tracer  # noqa: E402
 from ldpk.data import Dataset, read_biodistribution, read_data  # noqa: E402
-from ldpk.dosing import Bolus, EventTable, Infusion, Records, Reset  # noqa: E402
+from ldpk.dosing import (  # noqa: E402
+    Bolus,
+    EventTable,
+    Infusion,
+    Records,
+    Reset,
+    example_regimen,
+    parse_dose,
+)
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
 from ldpk.inference import Fit, FitOptions, fit, load_fit  # noqa: E402
 from ldpk.model import (  # noqa: E402
@@ -18,9 +26,10 @@ from ldpk.model import (  # noqa: E402
     builtin_models,
     check_model,
     load_model,
+    model_template,
     physiology,  # noqa: E402
 )
-from ldpk.paramsets import ParameterTable, grid, sample  # noqa: E402
+from ldpk.paramsets import ParameterTable, grid, sample, virtual_subjects  # noqa: E402
 from ldpk.solve import ODEOptions, Simulation, Simulator, prepare, simulate  # noqa: E402
 from ldpk.sweep import regimens, sweep  # noqa: E402  (the function: the module is sys.modules["ldpk.sweep"])
 
@@ -48,19 +57,25 @@ __all__ = [
     "build_model",
     "builtin_models",
     "check_model",
+    "example_regimen",
     "exposure",
     "fit",
     "grid",
     "load_fit",
     "load_model",
+    "model_template",
+    "parse_dose",
     "physiology",
+    "plots",
     "prepare",
     "read_biodistribution",
     "read_data",
     "regimens",
+    "report",
     "sample",
     "sensitivity",
     "simulate",
     "sweep",
     "tracer",
+    "virtual_subjects",
 ]

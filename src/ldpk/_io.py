@@ -14,6 +14,8 @@ os.umask(_UMASK)
 #: permissions of a written file: what open() would give (0666 less the umask); mkstemp's
 #: temporary files are 0600, so outputs were unreadable to a colleague sharing the folder.
 FILE_MODE = 0o666 & ~_UMASK
+#: permissions of a created folder: what mkdir would give (0777 less the umask).
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager

@@ -3,30 +3,66 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+#: Most output times one command computes (--times, --times-file); LDPK_MAX_TIMES raises it.
+MAX_TIMES = 1_000_000
+
+
+def _max_times() -> int:
+    value = os.environ.get("LDPK_MAX_TIMES", "")
+    return int(value) if value.isdigit() else MAX_TIMES
+
 
 def _times(spec: str | None, path: str | None) -> np.ndarray | None:
+    """Output times from --times START:STOP:STEP or --times-file (one number per line):
+    finite, non-negative, sorted, at most :data:`MAX_TIMES` of them, counted before any
+    array is allocated."""
     from ldpk.errors import DataError
 
+    limit = _max_times()
+    if spec and path:
+        raise DataError("give --times or --times-file, not both")
     if path:
+        size = Path(path).stat().st_size
+        if size > 32 * limit:  # ~32 bytes a line is far more than a number needs
+            raise DataError(f"{path}: {size:,} bytes is more than {limit:,} times (the limit; set LDPK_MAX_TIMES to raise it)")  # fmt: skip
         try:
-            return np.loadtxt(path, dtype=float, ndmin=1, delimiter=",")
-        except (OSError, ValueError) as exc:
+            with warnings.catch_warnings():  # an empty file is refused below, in words
+                warnings.simplefilter("ignore", UserWarning)
+                times = np.loadtxt(path, dtype=float, ndmin=1, delimiter=",", encoding="utf-8-sig")  # fmt: skip
+        except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: cannot read times (one number per line): {exc}") from None
-    if not spec:
+        where = path
+    elif spec:
+        try:
+            start, stop, step = (float(v) for v in spec.split(":"))
+        except ValueError:
+            raise DataError(f"--times {spec!r}: use START:STOP:STEP, e.g. 0:24:0.5") from None
+        if not all(np.isfinite([start, stop, step])) or step <= 0 or stop < start:
+            raise DataError(f"--times {spec!r}: need finite numbers, STEP > 0 and STOP >= START")
+        n = int((stop - start) / step) + 1
+        if n > limit:
+            raise DataError(f"--times {spec!r}: {n:,} times is more than the limit of {limit:,}; use a larger STEP (or set LDPK_MAX_TIMES)")  # fmt: skip
+        return np.arange(start, stop + step / 2, step)
+    else:
         return None
-    try:
-        start, stop, step = (float(v) for v in spec.split(":"))
-    except ValueError:
-        raise DataError(f"--times {spec!r}: use START:STOP:STEP, e.g. 0:24:0.5") from None
-    if step <= 0 or stop < start:
-        raise DataError(f"--times {spec!r}: need STEP > 0 and STOP >= START")
-    return np.arange(start, stop + step / 2, step)
+    if times.size == 0:
+        raise DataError(f"{where}: no times in the file")
+    if times.size > limit:
+        raise DataError(f"{where}: {times.size:,} times is more than the limit of {limit:,} (set LDPK_MAX_TIMES to raise it)")  # fmt: skip
+    bad = np.flatnonzero(~np.isfinite(times))
+    if bad.size:
+        raise DataError(f"{where}: times must be finite numbers; line {bad[0] + 1} holds {times[bad[0]]:g}")  # fmt: skip
+    if np.any(np.diff(times) < 0):
+        raise DataError(f"{where}: times must be in increasing order (line {int(np.argmax(np.diff(times) < 0)) + 2})")  # fmt: skip
+    return times
 
 
 def _params(items: Sequence[str]) -> dict[str, float]:
@@ -64,20 +100,63 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    import ldpk
+
+    print(ldpk.report.describe_model(ldpk.load_model(args.model)))
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    import ldpk
+
+    path = Path(args.file)
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise ldpk.DataError(f"{path}: a model file ends in .yaml, e.g. ldpk new my_model.yaml")
+    if path.exists():
+        raise ldpk.DataError(f"{path}: exists; ldpk new never overwrites a file, choose another name")  # fmt: skip
+    text = ldpk.model_template(args.name or path.stem)
+    ldpk.report.write_text(text, path)
+    print(f"wrote {path}: a commented model to edit; check it with `ldpk check {path}`")
+    return 0
+
+
+def _regimen_text(doses: Sequence[object], unit: str, time_unit: str) -> str:
+    """A regimen in words for a figure title, e.g. '320 mg oral at 0 h, every 12 h x 6'."""
+    parts = []
+    for d in doses:
+        text = f"{float(d.amount):g} {unit} {d.route or ''} at {float(d.time):g} {time_unit}".replace("  ", " ")  # type: ignore[attr-defined]  # fmt: skip
+        if getattr(d, "duration", None):
+            text += f" over {d.duration:g} {time_unit}"  # type: ignore[attr-defined]
+        if d.count > 1:  # type: ignore[attr-defined]
+            text += f", every {d.every:g} {time_unit} x {d.count}"  # type: ignore[attr-defined]
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _check_outputs(args: argparse.Namespace, inputs: Sequence[str | None]) -> None:
+    """Refuse --out/--plot that would overwrite an input or each other, or have the wrong
+    suffix: checked before anything is computed or written."""
+    import ldpk
+
+    given = [p for p in inputs if p]
+    targets = [(flag, getattr(args, flag)) for flag in ("out", "plot") if getattr(args, flag, None)]  # fmt: skip
+    for flag, path in targets:
+        for src in given:
+            if _same_path(path, src):
+                raise ldpk.DataError(f"--{flag} {path}: that is an input file; refusing to overwrite it")  # fmt: skip
+    if len(targets) == 2 and _same_path(targets[0][1], targets[1][1]):
+        raise ldpk.DataError(f"--out and --plot name the same file {args.out}")
+    if getattr(args, "out", None) and Path(args.out).suffix.lower() not in (".csv", ".parquet"):
+        raise ldpk.DataError(f"--out {args.out}: the table is written as FILE.csv or FILE.parquet")
+    if getattr(args, "plot", None) and Path(args.plot).suffix.lower() not in _PLOT_FORMATS:
+        raise ldpk.DataError(f"--plot {args.plot}: a figure is FILE{', FILE'.join(_PLOT_FORMATS)}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import ldpk
-    from ldpk.dosing import (
-        event_table,
-        example_regimen,
-        parse_dose,
-        read_table,
-        records_from_table,
-        stack_tables,
-    )
-    from ldpk.plots import plot_simulation
-    from ldpk.report import simulation_frame, write_table
 
     model = ldpk.load_model(args.model)
     params = _params(args.param)
@@ -87,47 +166,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"--param: unknown parameter(s) {sorted(unknown)}; parameters of {model.name}: "
             f"{', '.join(model.parameter_names)}"
         )
+    _check_outputs(args, (args.data, args.model, args.times_file))
+    if args.data and (args.dose or args.times or args.times_file or args.plot or args.n):
+        raise ldpk.DataError("--data predicts the records of the data file: drop --dose, --times, --times-file, --plot and --n")  # fmt: skip
+    if args.seed is not None and not args.n:
+        raise ldpk.DataError("--seed draws virtual subjects: give it with --n")
+    if args.n is not None and args.n < 1:
+        raise ldpk.DataError(f"--n {args.n}: the number of virtual subjects must be at least 1")
     times = _times(args.times, args.times_file)
     if args.data:
-        if args.dose or times is not None:
-            raise ldpk.DataError("--data predicts its own records: drop --dose/--times")
-        table = read_table(args.data)
-        recs = records_from_table(model, table, where=args.data)  # validates before compiling
-        ids = list(recs)
-        batch = stack_tables([event_table(recs[i]) for i in ids])
-        sim = ldpk.simulate(model, params, batch)
-        y = np.asarray(sim.outputs)
-        out = table.copy()
-        for name in model.output_names:
-            out[name] = np.nan
-        for j, sid in enumerate(ids):
-            r = recs[sid]
-            rows = r.source_rows[np.isin(r.evid, (0, 2))] - 1
-            pred = y[j, : batch.n_obs[j]]
-            for k, name in enumerate(model.output_names):
-                out.loc[out.index[rows], name] = pred[:, k]
-        frame = out
+        frame = ldpk.report.predict_data(model, params, args.data)
     else:
         if args.dose:
-            doses = [parse_dose(d, model) for d in args.dose]
+            doses = [ldpk.parse_dose(d, model) for d in args.dose]
             if times is None:
-                _, times = example_regimen(model)
+                _, times = ldpk.example_regimen(model)
         else:
-            doses, example_times = example_regimen(model)
+            doses, example_times = ldpk.example_regimen(model)
             times = example_times if times is None else times
-        sim = ldpk.simulate(model, params, doses, times)
-        frame = simulation_frame(sim)
-    protect = tuple(p for p in (args.data, args.model) if p)
+        if args.n:
+            overlap = sorted(set(params) & {p.name for p in model.parameters if p.iiv})
+            if overlap:
+                raise ldpk.DataError(f"--param {', '.join(overlap)}: these vary between the virtual subjects of --n; fix them by leaving out --n")  # fmt: skip
+            params = {**params, **ldpk.virtual_subjects(model, args.n, 0 if args.seed is None else args.seed)}  # fmt: skip
+        sim = ldpk.simulate(model, params or None, doses, times)
+        frame = ldpk.report.simulation_frame(sim)
+        if args.n:
+            frame = frame.rename(columns={"set": "ID"}).assign(ID=lambda f: f["ID"] + 1)
     if args.out:
-        write_table(frame, args.out, protect=protect)
+        ldpk.report.write_table(frame, args.out)
         print(f"wrote {args.out}")
     else:
         with pd.option_context("display.max_rows", 40, "display.width", 120):
             print(frame.to_string(index=False, max_rows=40))
     if args.plot:
-        if args.data:
-            raise ldpk.DataError("--plot draws a simulated time course: use it without --data")
-        plot_simulation(sim, args.plot, log=args.log)
+        who = f", {args.n} virtual subjects" if args.n else ""
+        title = f"{model.name}: {_regimen_text(doses, model.amount_unit, model.time_unit)}{who}"
+        ldpk.plots.plot_simulation(sim, args.plot, log=args.log, title=title)
         print(f"wrote {args.plot}")
     return 0
 
@@ -582,12 +657,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ldpk",
         description="Pharmacokinetics, biodistribution and PK-PD of living drugs, on JAX.",
     )
+    from ldpk import __version__
+
+    ap.add_argument("--version", action="version", version=f"ldpk {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the built-in models")
     p.set_defaults(fn=cmd_models)
     p = sub.add_parser("check", help="validate a model file")
     p.add_argument("file", help="model YAML file (or a built-in model name)")
     p.set_defaults(fn=cmd_check)
+    p = sub.add_parser(
+        "show",
+        help="list a model's parameters (value, unit, prior, variability), outputs and references",
+    )
+    p.add_argument("model", help="model YAML file or a built-in model name")
+    p.set_defaults(fn=cmd_show)
+    p = sub.add_parser(
+        "new",
+        help="write a commented model file to start from",
+        description="Write FILE.yaml: a small, valid model (cells given IV, lung trapping, "
+        "liver uptake) whose every entry is commented. Never overwrites a file.",
+    )
+    p.add_argument("file", help="the model file to write, e.g. my_model.yaml")
+    p.add_argument("--name", help="the model's name (default: the file name)")
+    p.set_defaults(fn=cmd_new)
     p = sub.add_parser(
         "simulate",
         help="simulate a model",
@@ -605,10 +698,17 @@ def build_parser() -> argparse.ArgumentParser:
         help='"AMOUNT ROUTE at TIME [over D | rate R] [every II for N] [ss]" (repeatable)',
     )
     p.add_argument("--param", action="append", default=[], help="NAME=VALUE (repeatable)")
+    p.add_argument(
+        "--n",
+        type=int,
+        help="simulate N virtual subjects: each parameter with between-subject variability "
+        "(iiv) drawn log-normally around its value; the plot shows their median and 5-95 %% band",
+    )
+    p.add_argument("--seed", type=int, help="random seed of --n (default 0)")
     p.add_argument("--times", help="START:STOP:STEP (model time unit)")
     p.add_argument("--times-file", help="file with one prediction time per line")
     p.add_argument("--out", help="write results to FILE.csv or FILE.parquet (atomically)")
-    p.add_argument("--plot", help="write a PNG figure of the time course")
+    p.add_argument("--plot", help="write a figure of the time course (FILE.png, .pdf or .svg)")
     p.add_argument("--log", action="store_true", help="log scale for --plot")
     p.set_defaults(fn=cmd_simulate)
     p = sub.add_parser(
@@ -741,15 +841,90 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Where an internal error (a bug in ldpk, not a mistake of the user's) should be reported.
+BUG_REPORTS = "https://github.com/ldpk/ldpk/issues"
+#: Exit statuses: 2 for a mistake in the user's input (as argparse), 130 for Ctrl-C (as the
+#: shell), 70 for an internal error (EX_SOFTWARE of sysexits.h).
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BUG = 2, 130, 70
+
+
+def _os_error_text(exc: OSError) -> str:
+    """An OSError the user's paths cause, in one sentence naming the path."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reasons = {
+        errno.ENOENT: "no such file or folder",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EISDIR: "is a folder, not a file",
+        errno.ENOTDIR: "a part of the path is not a folder",
+        errno.ENOSPC: "no space left on the device",
+        errno.EROFS: "the file system is read-only",
+        errno.EEXIST: "already exists",
+        errno.ENAMETOOLONG: "the name is too long",
+    }
+    reason = reasons.get(exc.errno or -1, exc.strerror or str(exc))
+    return f"{where}: {reason}" if where else reason
+
+
+def _bug_report(exc: BaseException) -> str:
+    """Write the traceback of an internal error to a file; return the user's message."""
+    import tempfile
+    import traceback
+
+    from ldpk import __version__
+
+    text = "".join(traceback.format_exception(exc))
+    try:
+        fd, path = tempfile.mkstemp(prefix="ldpk-bug-", suffix=".txt")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(f"ldpk {__version__}, python {sys.version.split()[0]}\n")
+            f.write(f"command: ldpk {' '.join(sys.argv[1:])}\n\n{text}")
+        where = f"the details are in {path}"
+    except OSError:
+        where = "the details follow:\n" + text
+    return (
+        f"internal error: {type(exc).__name__}: {exc}\n"
+        f"This is a bug in ldpk {__version__}, not a mistake in your input. Please report it at "
+        f"{BUG_REPORTS} with the command you ran; {where}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the ``ldpk`` command. Exit status: 0 done, 2 a mistake in the input (one message,
+    nothing written), 130 interrupted (nothing written), 70 an internal error (a bug)."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     from ldpk.errors import LdpkError
+
+    def fail(text: str, status: int = EXIT_USAGE) -> int:
+        print(f"ldpk {args.command}: {text}", file=sys.stderr)
+        return status
 
     try:
         return int(args.fn(args))
+    except KeyboardInterrupt:
+        return fail(getattr(args, "interrupted", "interrupted; nothing written"), EXIT_INTERRUPTED)
     except LdpkError as exc:
-        print(f"ldpk {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"error: {exc}")
+    except OSError as exc:  # the user's paths: missing, unwritable, full disk
+        return fail(f"error: {_os_error_text(exc) if exc.errno is not None else exc}")
+    except MemoryError:
+        return fail(
+            "error: out of memory. Ask for less at once: fewer parameter sets or output times, "
+            "or a smaller --chunk-size"
+        )
+    except Exception as exc:
+        if os.environ.get("LDPK_DEBUG"):
+            raise
+        return fail(_bug_report(exc), EXIT_BUG)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ __all__ = [
     "parse_assignment",
     "parse_distribution",
     "sample",
+    "virtual_subjects",
 ]
 
 #: Distribution names of the text grammar and their arguments, in positional order.
@@ -546,6 +547,31 @@ def sample(
             raise DataError(f"parameter {name}: its distribution gave values of shape {x.shape} for {n} probabilities; give a distribution of one scalar parameter")  # fmt: skip
         columns[name] = x
     prov = {"method": method, "seed": None if seed is None else int(seed), "distributions": texts}
+    return ParameterTable.from_mapping(columns, prov)
+
+
+def virtual_subjects(model: Any, n: int, seed: int | None = 0) -> ParameterTable:
+    """``n`` virtual subjects of ``model`` (a :class:`~ldpk.Model`): every parameter with
+    between-subject variability (``iiv``, the SD of log) drawn as ``value * exp(iiv * z)``,
+    ``z`` standard normal from ``numpy.random.default_rng(seed)`` (one block of ``n`` per
+    parameter, in the model's order); the other parameters keep their values and are not in
+    the table. Values in the model's units. DataError when the model has no variability."""
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise DataError(f"virtual subjects: n must be a positive integer, got {n!r}")
+    if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)):
+        raise DataError(f"virtual subjects: seed must be an integer or None, got {seed!r}")
+    varying = [p for p in model.parameters if p.iiv and np.ndim(p.value) == 0]
+    if not varying:
+        raise DataError(
+            f"model {model.name} has no between-subject variability (no parameter has `iiv:`), "
+            "so its virtual subjects would all be the typical subject"
+        )
+    rng = np.random.default_rng(seed)
+    columns = {
+        p.name: float(p.value) * np.exp(p.iiv * rng.standard_normal(int(n))) for p in varying
+    }
+    prov = {"method": "virtual subjects", "seed": None if seed is None else int(seed),
+            "distributions": {p.name: f"lognormal({_fmt(float(p.value))}, {_fmt(p.iiv)})" for p in varying}}  # fmt: skip
     return ParameterTable.from_mapping(columns, prov)
 
 

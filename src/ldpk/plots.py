@@ -1,9 +1,14 @@
-"""Figures (matplotlib, Agg backend: no screen needed): simulations, fit diagnostics,
-sensitivity indices and parameter sweeps."""
+"""Figures (matplotlib): simulations, fit diagnostics, sensitivity indices and parameter sweeps.
+
+Figures are made object-oriented (``matplotlib.figure.Figure``), outside pyplot: no screen is
+needed, matplotlib's backend is never changed, and no figure is left in pyplot's registry
+(the two ArviZ figures, which ArviZ makes with pyplot, are taken out of it). A returned
+Figure is saved with ``fig.savefig`` and shows in a notebook as any Figure does."""
 
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,13 +21,28 @@ from ldpk.errors import DataError
 from ldpk.solve import Simulation
 
 
-def _plt() -> Any:
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: Any = None, layout: Any = None, squeeze: bool = True) -> tuple[Any, Any]:  # fmt: skip
+    """``pyplot.subplots`` without pyplot: a new Figure not known to pyplot, and its axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def _colors() -> list[Any]:
+    """The colours of matplotlib's property cycle (its current rcParams)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
-    return plt
+
+def _detach(fig: Any) -> Any:
+    """Take a figure that pyplot made (ArviZ's) out of pyplot's registry, as the others are;
+    its backend is left as it is."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:  # (a no-op for a figure pyplot does not know)
+        plt.close(fig)
+    return fig
 
 
 def plot_simulation(
@@ -39,7 +59,6 @@ def plot_simulation(
 
     A batch of parameter sets is drawn as its median with a ``band`` percentile interval.
     Returns the matplotlib Figure; saves it as PNG when ``path`` is given (atomically)."""
-    plt = _plt()
     m = sim.model
     t = np.asarray(sim.times)
     x = np.asarray(sim.states)
@@ -63,9 +82,9 @@ def plot_simulation(
     n = len(panels)
     ncol = min(n, 3)
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.9 * nrow), squeeze=False)
+    fig, axes = _subplots(nrow, ncol, figsize=(5.2 * ncol, 3.9 * nrow), squeeze=False)
     flat = axes.ravel()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _colors()
 
     def draw(ax: Any, values: Any, label: str, color: Any) -> None:
         if batched:
@@ -82,7 +101,8 @@ def plot_simulation(
             draw(ax, values, label, colors[j % len(colors)])
             ax.lines[-1].set_linestyle(style)
         ax.set_title(name)
-        ax.set_ylabel(unit or "value")
+        quantity = lines[0][0] if len(lines) == 1 else "amount" if name == "compartment amounts" else "value"  # fmt: skip
+        ax.set_ylabel(f"{quantity} [{unit}]" if unit and unit != "1" else quantity)
         if len(lines) > 1:
             ax.legend(fontsize=7, frameon=False, ncol=2 if len(lines) > 6 else 1)
         ax.set_xlabel(f"time [{m.time_unit}]")
@@ -102,8 +122,7 @@ def plot_simulation(
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a figure atomically (temporary file in the same folder, then rename)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
-    _plt().close(fig)
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png").close(fig)
     return Path(path)
 
 
@@ -270,10 +289,10 @@ def _time_bins(t: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, centres
 
 
-def _grid(plt: Any, n: int, ncol: int = 3, w: float = 5.0, h: float = 3.8) -> tuple[Any, Any]:
+def _grid(n: int, ncol: int = 3, w: float = 5.0, h: float = 3.8) -> tuple[Any, Any]:
     ncol = max(1, min(n, ncol))
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False, layout="constrained")  # fmt: skip
+    fig, axes = _subplots(nrow, ncol, figsize=(w * ncol, h * nrow), squeeze=False, layout="constrained")  # fmt: skip
     flat = axes.ravel()
     for a in flat[n:]:
         a.set_visible(False)
@@ -346,11 +365,10 @@ def plot_goodness_of_fit(
     open red triangles at their limit. Axes are logarithmic where the data span more than two
     decades. ``table``: a precomputed :func:`observation_table`. Returns the Figure; saves a
     PNG when ``path`` is given."""
-    plt = _plt()
     tab = observation_table(fit) if table is None else table
     outs = _observed_outputs(fit)
     units = observation_units(fit)
-    fig, axes = plt.subplots(len(outs), 4, figsize=(17, 3.6 * len(outs)), squeeze=False, layout="constrained")  # fmt: skip
+    fig, axes = _subplots(len(outs), 4, figsize=(17, 3.6 * len(outs)), squeeze=False, layout="constrained")  # fmt: skip
     tu = fit.model.time_unit
     for row, (i, o) in zip(axes, outs, strict=True):
         d = tab[tab["OUTPUT"] == o.name]
@@ -406,13 +424,12 @@ def plot_vpc(
     The observed points are drawn over them with the observed percentiles as dashed lines
     (uncensored points only; censored points are open red triangles at their limit, and the
     simulations are not censored). Returns the Figure; saves a PNG when ``path`` is given."""
-    plt = _plt()
     ds = fit.dataset
     sims = posterior_predictive_draws(fit)
     sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
     outs = _observed_outputs(fit)
     units = observation_units(fit)
-    fig, flat = _grid(plt, len(outs))
+    fig, flat = _grid(len(outs))
     lo_ci, hi_ci = (100 - ci) / 2, (100 + ci) / 2
     colors = ("tab:blue", "tab:red", "tab:blue")
     for ax, (i, o) in zip(flat, outs, strict=False):
@@ -465,7 +482,6 @@ def plot_posterior_predictive(
     ``max_bins`` bins of about equal size) against the observed values. Outputs sharing a unit
     share a panel (one colour per output), as in :func:`plot_simulation`. Returns the Figure;
     saves a PNG when ``path`` is given."""
-    plt = _plt()
     ds = fit.dataset
     sims = posterior_predictive_draws(fit)
     sims = sims[_thin(sims.shape[0], MAX_BAND_DRAWS)]
@@ -473,8 +489,8 @@ def plot_posterior_predictive(
     units = observation_units(fit)
     for i, o in _observed_outputs(fit):
         groups.setdefault(_unit_of(units, fit, i), []).append((i, o))
-    fig, flat = _grid(plt, len(groups), ncol=2, w=6.0, h=4.2)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, flat = _grid(len(groups), ncol=2, w=6.0, h=4.2)
+    colors = _colors()
     for ax, (unit, members) in zip(flat, groups.items(), strict=False):
         values = []
         for j, (i, o) in enumerate(members):
@@ -529,12 +545,11 @@ def plot_trace(
     """Marginal densities (left, one line per chain) and traces (right) of the population
     parameters (``fit.parameter_names()`` unless ``var_names``), by ArviZ's
     ``plot_trace_dist``. Returns the Figure; saves a PNG when ``path`` is given."""
-    _plt()
     import arviz as az
 
     names = var_names or fit.parameter_names()
     pc = az.plot_trace_dist(fit.posterior, var_names=names, backend="matplotlib", figure_kwargs={"figsize": (12, 1.7 * len(names) + 1)})  # fmt: skip
-    fig = _pc_figure(pc)
+    fig = _detach(_pc_figure(pc))
     fig.suptitle(f"{fit.model.name}: posterior traces ({fit.method})")
     _tight_margins(fig, wspace=0.4, hspace=0.45)
     if path is not None:
@@ -549,14 +564,13 @@ def plot_rank(
     parameters: with chains that sample the same distribution each line stays inside the
     envelope near zero. Meaningful with more than one chain. Returns the Figure; saves a PNG
     when ``path`` is given."""
-    _plt()
     import arviz as az
 
     names = var_names or fit.parameter_names()
     ncol = min(4, len(names))
     nrow = int(np.ceil(len(names) / ncol))
     pc = az.plot_rank(fit.posterior, var_names=names, backend="matplotlib", col_wrap=ncol, figure_kwargs={"figsize": (3.8 * ncol, 2.9 * nrow + 0.6)})  # fmt: skip
-    fig = _pc_figure(pc)
+    fig = _detach(_pc_figure(pc))
     fig.suptitle(f"{fit.model.name}: rank plots ({fit.posterior['posterior'].sizes['chain']} chains)")  # fmt: skip
     _tight_margins(fig, wspace=0.25, hspace=0.55)
     if path is not None:
@@ -570,9 +584,8 @@ def plot_rank(
 
 
 def _axes(ax: Any) -> tuple[Any, Any]:
-    plt = _plt()
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = _subplots(figsize=(7, 4))
         return fig, ax
     return ax.figure, ax
 
@@ -732,7 +745,6 @@ def plot_sweep(
     percentiles. Axes are labelled with the units of the Dataset's attrs (time: model time
     unit). ``log``: a log y axis (default: when the positive values span more than
     ``LOG_SPAN``). Returns the Figure; saves it (atomically) when ``path`` is given."""
-    plt = _plt()
     lo_q, hi_q = _check_band(band, "plot_sweep")
     have = [str(v) for v in ds.data_vars if ds[v].dims == ("set", "regimen", "time")]
     if outputs is None:
@@ -747,10 +759,10 @@ def plot_sweep(
     t = np.asarray(ds["time"], dtype=float)
     regs = _regimen_names(ds)
     tu = _sweep_time_unit(ds)
-    fig, flat = _grid(plt, len(outputs), ncol=2, w=6.4, h=4.4)
+    fig, flat = _grid(len(outputs), ncol=2, w=6.4, h=4.4)
     for a in flat[len(outputs) :]:
         a.remove()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _colors()
     for ax, o in zip(flat, outputs, strict=False):
         values = []
         for j, r in enumerate(regs):
@@ -787,14 +799,13 @@ def plot_sweep_metrics(
     outliers as points; failed (NaN) sets left out). The y axis carries the metric's unit and
     is logarithmic when the values are all positive and span more than ``LOG_SPAN``. Returns
     the Figure; saves it (atomically) when ``path`` is given."""
-    plt = _plt()
     names = _pick_metrics(ds, metrics, "plot_sweep_metrics")
     regs = _regimen_names(ds)
     width = max(5.0, min(12.0, 1.0 + 0.55 * len(regs)))
-    fig, flat = _grid(plt, len(names), ncol=2 if width <= 7.0 else 1, w=width, h=4.2)
+    fig, flat = _grid(len(names), ncol=2 if width <= 7.0 else 1, w=width, h=4.2)
     for a in flat[len(names) :]:
         a.remove()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = _colors()
     rotate = len(regs) > 4 or max(len(r) for r in regs) > 10
     for ax, var in zip(flat, names, strict=False):
         v = np.asarray(ds[var], dtype=float)
@@ -871,7 +882,6 @@ def plot_metric_vs_dose(
     [schedule]'), one line per route and schedule, in the model's amount unit. Both axes are
     logarithmic when all doses and values are positive. DataError when no dose can be found.
     Returns the Figure; saves it (atomically) when ``path`` is given."""
-    plt = _plt()
     what = "plot_metric_vs_dose"
     names = _pick_metrics(ds, metric, what)
     if len(names) != 1:
@@ -898,8 +908,8 @@ def plot_metric_vs_dose(
             route, amount, schedule = parsed
             groups.setdefault(f"{route} {schedule}".strip(), []).append((amount, v[:, j]))
         xlabel = _label("dose", ds.attrs.get("amount_unit"))
-    fig, ax = plt.subplots(figsize=(6.8, 4.6), layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = _subplots(figsize=(6.8, 4.6), layout="constrained")
+    colors = _colors()
     xs, ys = [], []
     for j, (label, points) in enumerate(groups.items()):
         points = sorted(points, key=lambda p: p[0])

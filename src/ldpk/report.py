@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -12,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ldpk._io import atomic_path
+from ldpk._io import DIR_MODE, atomic_path
 from ldpk.errors import DataError
 from ldpk.model import Model
 from ldpk.solve import Simulation, choose_kernel
@@ -41,28 +44,116 @@ def write_table(frame: Any, path: str | Path, protect: tuple[str | Path, ...] = 
     return path
 
 
-def simulation_frame(sim: Simulation) -> Any:
+def write_text(text: str, path: str | Path, protect: tuple[str | Path, ...] = ()) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; refuses to write over any of
+    ``protect`` (the user's inputs)."""
+    path = Path(path)
+    _refuse_inputs([path], protect)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _header(name: str, unit: str) -> str:
+    """A column header that carries its unit: ``cp [mg/L]`` (the name alone when unitless)."""
+    return f"{name} [{unit}]" if unit and unit != "1" else name
+
+
+def simulation_frame(sim: Simulation, units: bool = True) -> Any:
     """A long-format table of a simulation: one row per (parameter set,) time, with every
-    compartment amount and output as columns."""
+    compartment amount and output as columns. With ``units`` the headers carry the units,
+    ``time [h]``, ``central [mg]``, ``cp [mg/L]`` (unitless columns keep their names)."""
     import pandas as pd
 
+    m = sim.model
+    head = _header if units else (lambda name, unit: name)
     x = np.asarray(sim.states)
     y = np.asarray(sim.outputs)
     t = np.asarray(sim.times)
     batch = x.shape[:-2]
     cols: dict[str, Any] = {}
+    time = head("time", m.time_unit)
     if batch:
         idx = np.indices(batch + (len(t),)).reshape(len(batch) + 1, -1)
         for k in range(len(batch)):
             cols[f"set{k}" if len(batch) > 1 else "set"] = idx[k]
-        cols["time"] = np.broadcast_to(t, batch + (len(t),)).ravel()
+        cols[time] = np.broadcast_to(t, batch + (len(t),)).ravel()
     else:
-        cols["time"] = t
-    for i, c in enumerate(sim.model.compartment_names):
-        cols[c] = x[..., i].ravel()
-    for i, o in enumerate(sim.model.output_names):
-        cols[o] = y[..., i].ravel()
+        cols[time] = t
+    for i, c in enumerate(m.compartments):
+        cols[head(c.name, c.unit or m.amount_unit)] = x[..., i].ravel()
+    for i, o in enumerate(m.outputs):
+        cols[head(o.name, o.unit)] = y[..., i].ravel()
     return pd.DataFrame(cols)
+
+
+def predict_data(model: Model, params: Any, data: str | Path) -> Any:
+    """Predict every observation record of a NONMEM-style events table (CSV or Parquet) with
+    ``params`` (mapping name -> value; None: the model's values): the table as read, plus one
+    column per model output (``cp [mg/L]``) holding the prediction on observation rows (EVID
+    0 and 2) and NaN elsewhere. Every record is validated before anything compiles."""
+    from ldpk.dosing import event_table, read_table, records_from_table, stack_tables
+    from ldpk.solve import simulate
+
+    table = read_table(data)
+    recs = records_from_table(model, table, where=str(data))
+    ids = list(recs)
+    batch = stack_tables([event_table(recs[i]) for i in ids])
+    y = np.asarray(simulate(model, params or None, batch).outputs)
+    out = table.copy()
+    columns = [_header(o.name, o.unit) for o in model.outputs]
+    for name in columns:
+        out[name] = np.nan
+    for j, sid in enumerate(ids):
+        r = recs[sid]
+        rows = r.source_rows[np.isin(r.evid, (0, 2))] - 1
+        pred = y[j, : batch.n_obs[j]]
+        for k, name in enumerate(columns):
+            out.loc[out.index[rows], name] = pred[:, k]
+    return out
+
+
+def _prior_words(prior: Any) -> str:
+    """A prior in words: ``lognormal(loc=1.01, scale=1)`` plus its median for log-normals."""
+    if prior is None:
+        return "none (held at its value in a fit)"
+    text = _prior_text(prior)
+    args = dict(prior.args)
+    if prior.dist == "lognormal" and "loc" in args:
+        text += f" (median {float(np.exp(args['loc'])):.4g})"
+    return text
+
+
+def describe_model(model: Model) -> str:
+    """What ``ldpk show`` prints: the model's description, then every parameter with its
+    value, unit, prior, between-subject variability (SD of log, and the CV it implies) and
+    description, then compartments, routes, outputs (with units) and references."""
+    lines = [f"{model.name} ({model.source})"]
+    if model.description:
+        lines.append("  " + " ".join(model.description.split()))
+    kind = "linear" if model.is_linear_system else "nonlinear"
+    if not model.is_linear_system and model.is_piecewise_linear:
+        kind = "piecewise linear"
+    lines.append(f"  {kind}; time unit {model.time_unit}; amount unit {model.amount_unit or '-'}")
+    rows = [("parameter", "value", "unit", "prior", "variability", "description")]
+    for p in model.parameters:
+        value = np.asarray(p.value)
+        shown = f"{float(value):.6g}" if value.ndim == 0 else f"array{value.shape}"
+        iiv = "-" if not p.iiv else f"SD(log) {p.iiv:g} (CV {100 * np.sqrt(np.expm1(p.iiv**2)):.0f} %)"  # fmt: skip
+        rows.append((p.name, shown, p.unit or "-", _prior_words(p.prior), iiv, p.description))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines.append("")
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])  # fmt: skip
+    lines.append("")
+    lines.append("  compartments: " + ", ".join(f"{c.name} [{c.unit or '-'}]" for c in model.compartments))  # fmt: skip
+    lines.append("  routes:       " + (", ".join(f"{r.name} -> {r.target}" for r in model.routes) or "(none)"))  # fmt: skip
+    lines.append("  outputs:      " + (", ".join(f"{o.name} [{o.unit or '-'}]" for o in model.outputs) or "(none)"))  # fmt: skip
+    for ref in model.references:
+        lines.append(f"  reference: {ref}")
+    if model.notes:
+        lines.append("  notes: " + " ".join(model.notes.split()))
+    return "\n".join(lines)
 
 
 def simulation_demo(out_dir: str | Path, n_subjects: int = 1000, seed: int = 0) -> list[Path]:
@@ -73,6 +164,7 @@ def simulation_demo(out_dir: str | Path, n_subjects: int = 1000, seed: int = 0) 
 
     from ldpk.dosing import Bolus
     from ldpk.model import load_model
+    from ldpk.paramsets import virtual_subjects
     from ldpk.plots import plot_simulation
     from ldpk.solve import simulate
 
@@ -81,16 +173,11 @@ def simulation_demo(out_dir: str | Path, n_subjects: int = 1000, seed: int = 0) 
     doses = [Bolus(320.0, time=0.0, route="oral", every=12.0, count=6)]
     times = np.arange(0.0, 96.0 + 1e-9, 0.25)
     typical = simulate(model, None, doses, times)
-    rng = np.random.default_rng(seed)
-    params = {
-        p.name: p.value * np.exp(p.iiv * rng.standard_normal(n_subjects))
-        for p in model.parameters
-        if p.iiv
-    }
-    pop = simulate(model, params, doses, times)
+    pop = simulate(model, dict(virtual_subjects(model, n_subjects, seed)), doses, times)
     cp = np.asarray(pop["cp"])
     q = np.percentile(cp, [5, 50, 95], axis=0)
-    quant = pd.DataFrame({"time": times, "cp_p05": q[0], "cp_median": q[1], "cp_p95": q[2]})
+    unit = model.outputs[0].unit
+    quant = pd.DataFrame({_header("time", model.time_unit): times} | {_header(f"cp_{k}", unit): v for k, v in zip(("p05", "median", "p95"), q, strict=True)})  # fmt: skip
     written = [
         write_table(simulation_frame(typical), out / "simulation.csv"),
         write_table(quant, out / "population.csv"),
@@ -161,12 +248,39 @@ def _refuse_inputs(targets: Sequence[Path], protect: Sequence[str | Path]) -> No
 
 def check_report_folder(out_dir: str | Path, protect: Sequence[str | Path] = ()) -> Path:
     """Raise :class:`~ldpk.DataError` unless :func:`write_fit_report` can write into
-    ``out_dir`` without touching any of ``protect`` (call it before a long fit)."""
+    ``out_dir`` without touching any of ``protect`` (call it before a long fit): ``out_dir``
+    is a folder or does not exist yet, and the folder that will hold it (its nearest existing
+    ancestor) is writable. Creates nothing."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; --out names a folder for the report")
     _refuse_inputs([out / f for f in FIT_REPORT_FILES], protect)
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{out}: {parent} is not a folder; choose another --out")
+    for folder in (parent, out) if out.exists() else (parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DataError(f"{out}: cannot write into {folder} (permission denied); choose another --out")  # fmt: skip
     return out
+
+
+def _install_folder(tmp: Path, out: Path, names: Sequence[str]) -> None:
+    """Move the report written into ``tmp`` to ``out``: a rename of the whole folder when
+    ``out`` does not exist; otherwise each file is renamed over its namesake (atomic per
+    file), report files of an earlier fit that this one did not write are deleted, and the
+    user's other files in ``out`` are left alone."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+        return
+    for name in FIT_REPORT_FILES:
+        if name in names:
+            os.replace(tmp / name, out / name)
+        else:  # a figure of an earlier fit into this folder would mislead
+            (out / name).unlink(missing_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _prior_text(prior: Any) -> str:
@@ -293,7 +407,7 @@ def _fit_html(
     seconds: float,
 ) -> str:
     """The self-contained HTML report (figures embedded as base64 PNG)."""
-    from ldpk import __version__
+    from ldpk._version import __version__
 
     model, ds, opts = fit.model, fit.dataset, fit.options
     warn = list(fit.convergence())
@@ -380,16 +494,34 @@ def write_fit_report(
     - ``report.html``: a self-contained page with the convergence warnings, the parameter
       table, the model/data/method summary and the figures embedded.
 
-    Every file is written atomically; ``protect`` lists the user's inputs (data, model,
-    config), which are never overwritten (checked before anything is written). Report files
-    of an earlier fit into the same folder that this fit does not write (``rank.png`` after
-    a one-chain fit, a figure that failed) are deleted. A figure that
-    cannot be drawn is reported in the HTML and as a warning instead of losing the rest."""
-    from ldpk import plots
-
+    Nothing is written half: the report goes into a temporary sibling folder that is renamed
+    to ``out_dir`` at the end (or, when ``out_dir`` exists, whose files are renamed over their
+    namesakes), so an interrupted or failed report leaves ``out_dir`` as it was. ``protect``
+    lists the user's inputs (data, model, config), which are never overwritten (checked
+    before anything is written). Report files of an earlier fit into the same folder that
+    this fit does not write (``rank.png`` after a one-chain fit, a figure that failed) are
+    deleted; other files in the folder are left alone. A figure that cannot be drawn is
+    reported in the HTML and as a warning instead of losing the rest."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    check_report_folder(out, [*protect, fit.dataset.source, fit.model.source])
+    final = Path(out_dir)
+    check_report_folder(final, [*protect, fit.dataset.source, fit.model.source])
+    parent = final.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+    try:
+        written = _write_report_files(fit, out, t0)
+        os.chmod(out, DIR_MODE)  # mkdtemp's 0700 would hide the report from colleagues
+        _install_folder(out, final, [p.name for p in written])
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return [final / p.name for p in written]
+
+
+def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
+    """Write the report's files into the (new, empty) folder ``out``; return their paths."""
+    import ldpk.plots as plots
+
     written = [fit.save(out / "posterior.nc")]
     summary = fit_summary_frame(fit)
     written.append(write_table(summary, out / "summary.csv"))
@@ -440,10 +572,6 @@ def write_fit_report(
     with atomic_path(html_path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     written.append(html_path)
-    for name in FIT_REPORT_FILES:  # a figure of an earlier fit into this folder would mislead
-        stale = out / name
-        if stale not in written:
-            stale.unlink(missing_ok=True)
     return written
 
 

@@ -14,6 +14,7 @@ from ldpk.model._model import (
     Route,
     build_model,
 )
+from ldpk.model._template import model_template
 
 __all__ = [
     "FUNCTIONS",
@@ -33,5 +34,6 @@ __all__ = [
     "check_model",
     "compile_expr",
     "load_model",
+    "model_template",
     "models_dir",
 ]
