@@ -150,8 +150,8 @@ def test_dvid_mapping(pk):
         read_data(pk, df)
     with pytest.raises(DataError) as exc:
         read_data(pk, df, dvid={1: "cp"})
-    assert "row 5, column DVID: 2 is not in the dvid mapping" in str(exc.value)
-    assert "row 8, column DVID" in str(exc.value)
+    # One line for the kind of problem, listing its rows (rows 5 and 8 have DVID 2).
+    assert "rows 5, 8 (2 rows), column DVID: 2 is not in the dvid mapping" in str(exc.value)
 
 
 def test_columns_renaming(pk):
@@ -505,7 +505,7 @@ def test_biodistribution_lists_every_problem(bio):
         "row 3, column VALUE: 'n/a' is not a number",
         "row 4, column TIME: -2 is negative",
         "row 5, column BLQ: 2 is not valid; use 0 or 1",
-        "row 5, column VALUE: missing",
+        "rows 3, 5 (2 rows), column VALUE: missing",  # one line per kind of problem
         "row 4, column DOSE: 90 differs from row 3 (100) of ID 2; one value per animal",
         "row 5, column DOSE: missing for ID 3",
         "row 5, column ROUTE: unknown route 'oral'; routes: iv, ip",
@@ -516,7 +516,8 @@ def test_biodistribution_lists_every_problem(bio):
     ]
     for e in expected:
         assert any(s.startswith(e) for s in items), (e, items)
-    assert f"{len(items)} problems in the data" in str(exc.value)
+    # 13 problems in 12 lines: the VALUE line lists two rows.
+    assert len(items) == 12 and "13 problems in the data" in str(exc.value)
 
 
 @pytest.mark.parametrize(

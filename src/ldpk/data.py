@@ -11,7 +11,12 @@ rows; the header is row 0), column and what would be valid, before anything is c
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
+import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +25,22 @@ from typing import Any
 import numpy as np
 
 from ldpk.dosing import (
+    _EVID_HELP,
     EventTable,
     Records,
+    _given,
+    _make_records,
+    _Problems,
+    _too_many_doses,
     event_table,
     make_records,
-    read_table,
-    records_from_table,
+    max_doses,
     resolve_route,
+    show,
     stack_tables,
+)
+from ldpk.dosing import (
+    MAX_LISTED as MAX_LISTED,  # problems listed in one message (ldpk.dosing._Problems)
 )
 from ldpk.errors import DataError, LdpkError
 from ldpk.model import Model
@@ -59,9 +72,6 @@ STANDARD_COLUMNS = (
     "id", "time", "evid", "amt", "cmt", "rate", "ii", "addl", "ss", "mdv", "dv", "route",
     "output", "dvid", "blq", "cens", "limit", "lloq", "study",
 )  # fmt: skip
-
-#: Problems listed in one error message (the count of the rest is given).
-MAX_LISTED = 25
 
 
 def example_data_dir() -> Path:
@@ -156,49 +166,134 @@ class Dataset:
         )
 
 
-class _Problems:
-    """Collects every problem in a table, then raises one DataError listing them."""
+#: A data file larger than this (bytes) is refused before it is read. Raise it with the
+#: environment variable LDPK_MAX_FILE_BYTES or ``read_table(..., max_bytes=)``.
+MAX_FILE_BYTES = 1 << 30
 
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.items: list[str] = []
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF8, "utf-8-sig", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
 
-    def add(self, row: int | None, column: str | None, text: str) -> None:
-        at = []
-        if row is not None:
-            at.append(f"row {row}")
-        if column is not None:
-            at.append(f"column {column}")
-        self.items.append(f"{', '.join(at)}: {text}" if at else text)
 
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        n = len(self.items)
-        shown = self.items[:MAX_LISTED]
-        more = f"\n  ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
+def _max_file_bytes(max_bytes: int | None) -> int:
+    if max_bytes is not None:
+        return int(max_bytes)
+    env = os.environ.get("LDPK_MAX_FILE_BYTES", "").strip()
+    if not env:
+        return MAX_FILE_BYTES
+    try:
+        return int(float(env))
+    except ValueError:
+        raise DataError(f"LDPK_MAX_FILE_BYTES={env!r} is not a number of bytes") from None
+
+
+def _decode(raw: bytes, where: str) -> str:
+    """The text of a CSV file: a byte-order mark (UTF-8, UTF-16, UTF-32) decides the encoding;
+    without one UTF-8, else Latin-1 with a warning naming the file. Text that cannot be read is
+    a DataError naming the encoding (never a UnicodeDecodeError)."""
+    for bom, codec, name in _BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{where}: starts with a {name} byte-order mark but is not valid {name} (byte "
+                    f"{exc.start}); save it as UTF-8"
+                ) from None
+    if b"\x00" in raw[:65536]:
         raise DataError(
-            f"{self.where}: {n} problem{'s' if n > 1 else ''} in the data:\n  "
-            + "\n  ".join(shown)
-            + more
+            f"{where}: has NUL bytes, so it is not a text file in UTF-8 or Latin-1 (UTF-16 or "
+            "UTF-32 without a byte-order mark, or a binary file?); save it as UTF-8 CSV, or "
+            "give a .parquet file"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        warnings.warn(
+            f"{where}: not valid UTF-8 (byte {exc.start}); read as Latin-1 (ISO-8859-1). Check "
+            "non-ASCII names and units, or save the file as UTF-8",
+            stacklevel=4,
+        )
+        return raw.decode("latin-1")
+
+
+def _check_columns(names: list[Any], where: str) -> None:
+    """Column names must differ, also up to case ('TIME' and 'time' are refused)."""
+    seen: dict[str, list[str]] = {}
+    for c in names:
+        seen.setdefault(str(c).strip().lower(), []).append(str(c))
+    dup = [v for v in seen.values() if len(v) > 1]
+    if dup:
+        which = "; ".join(" and ".join(repr(c) for c in v) for v in dup)
+        raise DataError(
+            f"{where}: columns {which} have the same name (column names are compared ignoring "
+            "case); rename or remove one of each"
         )
 
 
+def read_table(path: str | Path, max_bytes: int | None = None) -> Any:
+    """Read a CSV or Parquet file into a pandas DataFrame; every failure is a DataError.
+
+    A file larger than ``max_bytes`` (default :data:`MAX_FILE_BYTES`, 1 GiB, or the environment
+    variable ``LDPK_MAX_FILE_BYTES``) is refused before it is read. CSV text may be UTF-8 (with
+    or without a byte-order mark), UTF-16 or UTF-32 with a byte-order mark, or Latin-1 (read as
+    such, with a warning, only when it is not valid UTF-8). Columns whose names differ only in
+    case, or repeat, are refused."""
+    import pandas as pd
+
+    p = Path(path)
+    where = str(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    limit = _max_file_bytes(max_bytes)
+    if size > limit:
+        raise DataError(
+            f"{where}: {size} bytes, larger than the limit of {limit} bytes for a data file "
+            "(ldpk.data.MAX_FILE_BYTES); raise it with the environment variable "
+            "LDPK_MAX_FILE_BYTES=<bytes> or read_table(..., max_bytes=)"
+        )
+    if p.is_dir():
+        raise DataError(f"{where}: is a directory, not a table")
+    try:
+        if where.endswith(".parquet"):
+            frame = pd.read_parquet(p)
+            _check_columns(list(frame.columns), where)
+            return frame
+        text = _decode(p.read_bytes(), where)
+        header = next(csv.reader(io.StringIO(text)), [])
+        _check_columns(header, where)
+        return pd.read_csv(io.StringIO(text))
+    except DataError:
+        raise
+    except Exception as exc:  # pandas raises many kinds
+        raise DataError(f"{where}: cannot read as a table: {exc}") from None
+
+
 def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v)
+    """Whether a cell is missing: None, NaN, blank or NONMEM's '.'."""
+    return not _given(v)
 
 
 def _numeric(frame: Any, col: str, problems: _Problems, label: str) -> np.ndarray:
-    """A column as floats; every non-numeric entry is a problem (blanks become NaN)."""
+    """A column as floats; blanks and '.' become NaN, every other non-number is a problem."""
     import pandas as pd
 
     raw = frame[col]
+    if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:
+        raw = raw.map(lambda v: np.nan if _missing(v) else v)
     num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
     bad = np.isnan(num) & ~raw.isna().to_numpy()
-    if isinstance(raw.dtype, pd.StringDtype) or raw.dtype == object:
-        bad &= raw.astype(str).str.strip().to_numpy() != "."
     for i in np.flatnonzero(bad):
-        problems.add(i + 1, label, f"{raw.iloc[i]!r} is not a number")
+        v = raw.iloc[i]
+        problems.add(i + 1, label, f"{show(v)} is not a number", kind="not a number", value=show(v))
     return num
 
 
@@ -231,7 +326,11 @@ def _load_frame(data: str | Path | Any, columns: Mapping[str, str] | None, fn: s
     frame = read_table(data) if isinstance(data, (str, Path)) else data.copy()
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{fn}(): expected a path or a pandas DataFrame, got {type(data)}")
-    return _rename(frame, columns or {}, where), where
+    _check_columns(list(frame.columns), where)
+    frame = _rename(frame, columns or {}, where)
+    if columns:
+        _check_columns(list(frame.columns), f"{where} (after columns=)")
+    return frame, where
 
 
 def _require(frame: Any, cols: Mapping[str, str], need: tuple[str, ...], problems: _Problems, columns: Any) -> None:  # fmt: skip
@@ -357,6 +456,218 @@ def _assemble(
     )  # fmt: skip
 
 
+# ---- NONMEM-style tables: the one parser ---------------------------------------------------------
+#: Columns the NONMEM parser reads (lower case); a covariate column of the model is matched
+#: case-insensitively unless its name is one of these.
+NONMEM_COLUMNS = ("id", "time", "evid", "amt", "cmt", "rate", "ii", "addl", "ss", "mdv", "dv", "route")  # fmt: skip
+
+
+@dataclass
+class NonmemTable:
+    """A NONMEM-style table parsed and validated row by row (:func:`nonmem_table`).
+
+    Per row (table order): ``ids`` (subject; 0 for all rows without an ID column), ``evid``
+    (0-4, after inferring it from AMT/MDV and reading rxode2's EVID 100·c + 1), ``time`` (model
+    time unit), ``mdv`` (0 where blank), ``num`` (every numeric NONMEM column as read, file
+    units), ``route`` and ``cmt`` (the dose target as given; None where missing). ``subjects``
+    maps each ID, in order of appearance, to its row indices."""
+
+    model: Model
+    where: str
+    ids: np.ndarray
+    evid: np.ndarray
+    time: np.ndarray
+    mdv: np.ndarray
+    num: dict[str, np.ndarray]
+    route: list[Any]
+    cmt: list[Any]
+    covariates: dict[str, np.ndarray]
+    subjects: dict[Any, list[int]]
+    factor: float = 1.0
+
+    def rows(self, idx: list[int]) -> list[dict[str, Any]]:
+        """Records (model units) of the rows ``idx``, as :func:`~ldpk.dosing.make_records` takes."""
+        f = self.factor
+        out = []
+        for i in idx:
+            row: dict[str, Any] = {"time": self.time[i], "evid": self.evid[i]}
+            for c in ("amt", "ii", "addl", "ss", "rate"):
+                if c in self.num:
+                    v = self.num[c][i]
+                    row[c] = v * f if c == "ii" else (v / f if c == "rate" and v > 0 else v)
+            row["route"] = self.route[i]
+            row["cmt"] = self.cmt[i]
+            row.update({c: v[i] for c, v in self.covariates.items()})
+            out.append(row)
+        return out
+
+    def records(self, problems: _Problems | None = None) -> dict[Any, Records]:
+        """Validated Records per subject. Problems go to ``problems`` (the caller raises), or
+        are raised here, all at once."""
+        own = problems is None
+        probs = _Problems(self.where) if problems is None else problems
+        out: dict[Any, Records] = {}
+        for sid, idx in self.subjects.items():
+            rec = _make_records(
+                self.model, self.rows(idx), f"{self.where} (ID {sid})", [i + 1 for i in idx], probs
+            )  # fmt: skip
+            if rec is not None:
+                out[sid] = rec
+        if own:
+            probs.raise_if_any()
+        return out
+
+
+def nonmem_table(
+    model: Model, data: Any, where: str | None = None, *, time_factor: float = 1.0,
+    problems: _Problems | None = None, need: tuple[str, ...] = ("time",),
+) -> NonmemTable:  # fmt: skip
+    """Parse and validate a NONMEM-style table: the one parser behind :func:`read_data`
+    (``ldpk fit``) and :func:`~ldpk.dosing.records_from_table` (``ldpk simulate --data``).
+
+    ``data``: a DataFrame (or a path, read by :func:`read_table`). Column names are
+    case-insensitive (two equal up to case are refused); ``.`` and blanks are missing. Missing
+    TIME, ID (with an ID column), EVID (with an EVID column) and AMT on a dose row are errors
+    naming the rows; missing RATE, II, ADDL, SS, MDV are 0. Without EVID a row with AMT > 0 is a
+    dose (EVID 1), with MDV 1 EVID 2, else EVID 0; rxode2's EVID 100·c + 1 is EVID 1 into CMT c.
+    CMT is a compartment number or name, ROUTE a route name; a dose without either goes to the
+    model's route if it has exactly one. Negative TIME and times out of order within a subject
+    are errors. ``time_factor`` converts TIME and II (RATE divides by it) to the model's unit.
+
+    Problems go to ``problems`` (the caller raises them, with its own), else are raised here,
+    grouped by kind (:class:`~ldpk.dosing._Problems`)."""
+    import pandas as pd
+
+    if isinstance(data, (str, Path)):
+        where = str(data) if where is None else where
+        frame = read_table(data)
+    else:
+        frame = data
+        where = "<table>" if where is None else where
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{where}: expected a path or a pandas DataFrame, got {type(data)}")
+    _check_columns(list(frame.columns), where)
+    own = problems is None
+    probs = _Problems(where) if problems is None else problems
+    cols = {str(c).lower(): c for c in frame.columns}
+    for c in need:
+        if c not in cols:
+            probs.add(None, c.upper(), f"missing; columns present: {', '.join(map(str, frame.columns))}")  # fmt: skip
+    if "time" not in cols:
+        probs.raise_if_any()
+    n = len(frame)
+    num = {}
+    for c in ("time", "evid", "amt", "rate", "ii", "addl", "ss", "mdv"):
+        if c in cols:
+            num[c] = _numeric(frame, cols[c], probs, c.upper())
+    route = [None] * n
+    if "route" in cols:
+        route = [None if _missing(v) else str(v).strip() for v in frame[cols["route"]].to_numpy()]
+    cmt: list[Any] = [None] * n
+    if "cmt" in cols:
+        cmt = [_cmt_value(v) for v in frame[cols["cmt"]].to_numpy()]
+    if "id" in cols:
+        ids = frame[cols["id"]].to_numpy()
+        for i in np.flatnonzero([_missing(v) for v in ids]):
+            probs.add(i + 1, "ID", "missing")
+    else:
+        ids = np.zeros(n, dtype=np.int64)
+    mdv = np.nan_to_num(num.get("mdv", np.zeros(n)))
+    if "evid" in cols:
+        evid = num["evid"]
+        for i in np.flatnonzero(np.isnan(evid) & frame[cols["evid"]].map(_missing).to_numpy()):
+            probs.add(i + 1, "EVID", f"missing; {_EVID_HELP}")
+    else:
+        amt0 = np.nan_to_num(num.get("amt", np.zeros(n)))
+        evid = np.where(amt0 > 0, 1.0, np.where(mdv == 1, 2.0, 0.0))
+    cmt_num = np.array([c if isinstance(c, float) else np.nan for c in cmt])
+    evid, cmt_coded = _rxode_evid(evid, cmt_num if "cmt" in cols else None, probs)
+    if cmt_coded is not None:
+        cmt = [float(cmt_coded[i]) if np.isfinite(cmt_coded[i]) else cmt[i] for i in range(n)]
+    for i in np.flatnonzero(np.isfinite(evid) & ~np.isin(evid, (0, 1, 2, 3, 4))):
+        probs.add(i + 1, "EVID", f"{evid[i]:g} is not valid; {_EVID_HELP}", kind=f"not valid; {_EVID_HELP}", value=show(evid[i]))  # fmt: skip
+    time = num.get("time", np.full(n, np.nan))
+    if "time" in cols:
+        for i in np.flatnonzero(frame[cols["time"]].map(_missing).to_numpy()):
+            probs.add(i + 1, "TIME", "missing; every record needs a time")
+    for i in np.flatnonzero(time < 0):
+        probs.add(i + 1, "TIME", f"{time[i]:g} is negative; times are >= 0 since the start", kind="negative; times are >= 0 since the start", value=show(time[i]))  # fmt: skip
+    # Doses: an amount and a target.
+    is_dose = np.isin(evid, (1, 4))
+    amt = num.get("amt", np.full(n, np.nan))
+    amt_missing = (
+        frame[cols["amt"]].map(_missing).to_numpy(dtype=bool) if "amt" in cols else np.ones(n, bool)
+    )  # fmt: skip
+    for i in np.flatnonzero(is_dose & np.isnan(amt) & amt_missing):
+        probs.add(i + 1, "AMT", "missing on a dose row (EVID 1 or 4); give the amount")
+    targets = _targets_help(model)
+    target_problem: dict[tuple[Any, Any], str | None] = {}
+    for i in np.flatnonzero(is_dose):
+        if route[i] is None and cmt[i] is None and len(model.routes) != 1:
+            probs.add(i + 1, "CMT", f"missing on a dose row, and no ROUTE; {model.name} has {len(model.routes)} routes, so each dose needs one: give CMT or ROUTE ({targets})")  # fmt: skip
+            continue
+        key = (route[i], cmt[i])
+        if key not in target_problem:
+            try:
+                resolve_route(model, route[i], cmt[i], "")
+                target_problem[key] = None
+            except DataError as exc:
+                target_problem[key] = str(exc).lstrip(": ")
+        if target_problem[key] is not None:
+            probs.add(i + 1, "ROUTE" if route[i] is not None else "CMT", target_problem[key])
+    # Subjects, time order, and the dose count before anything is expanded.
+    subjects: dict[Any, list[int]] = {}
+    for i, s in enumerate(ids):
+        if not _missing(s):
+            subjects.setdefault(s, []).append(i)
+    addl = np.nan_to_num(num.get("addl", np.zeros(n)))
+    limit = max_doses()
+    for sid, idx in subjects.items():
+        last: tuple[float, int] | None = None
+        for i in idx:
+            if np.isnan(time[i]):
+                continue
+            if last is not None and time[i] < last[0]:
+                probs.add(i + 1, "TIME", f"{time[i]:g} is earlier than row {last[1]} ({last[0]:g}) of ID {show(sid) if not isinstance(sid, str) else sid}; sort each subject's records by time", kind="earlier than the subject's previous row; sort each subject's records by time", value=show(time[i]))  # fmt: skip
+            last = (time[i], i + 1)
+        doses = is_dose[idx]
+        total = float(np.sum(np.where(doses, np.maximum(addl[idx], 0) + 1, 0)))
+        if total > limit:
+            first = idx[int(np.argmax(doses))]
+            probs.add(first + 1, "ADDL", f"ID {sid}: {_too_many_doses(total, limit)}")
+    covs = {}
+    for c in model.covariate_names:
+        if c in frame.columns:
+            covs[c] = frame[c].map(lambda v: np.nan if _missing(v) else v).to_numpy()
+        elif c.lower() in cols and c.lower() not in NONMEM_COLUMNS:
+            covs[c] = frame[cols[c.lower()]].map(lambda v: np.nan if _missing(v) else v).to_numpy()
+    table = NonmemTable(
+        model=model, where=where, ids=ids, evid=evid, time=time * time_factor, mdv=mdv, num=num,
+        route=route, cmt=cmt, covariates=covs, subjects=subjects, factor=time_factor,
+    )  # fmt: skip
+    if own:
+        probs.raise_if_any()
+    return table
+
+
+def _cmt_value(v: Any) -> Any:
+    """A CMT cell: None if missing, a float if a number, else the name (stripped)."""
+    if _missing(v):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return float(v)
+    text = str(v).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _targets_help(model: Model) -> str:
+    cmts = ", ".join(f"{i + 1}={c}" for i, c in enumerate(model.compartment_names))
+    return f"routes: {', '.join(model.route_names) or '(none)'}; compartments: {cmts}"
+
+
 def read_data(
     model: Model,
     data: str | Path | Any,
@@ -365,22 +676,28 @@ def read_data(
     columns: Mapping[str, str] | None = None,
     dvid: Mapping[Any, str] | None = None,
     decay_corrected: bool = True,
+    skip_unknown_outputs: bool = False,
 ) -> Dataset:
     """Read and validate a NONMEM-style study table for ``model``.
 
     Parameters
     ----------
     model: the model the data are fitted with (its routes, compartments and outputs).
-    data: a CSV or Parquet path, or a pandas DataFrame.
+    data: a CSV or Parquet path (see :func:`read_table`: encodings, size limit), or a pandas
+        DataFrame.
     time_unit: the unit of the TIME, II and (for infusions) RATE-derived columns in the file;
         converted to the model's ``time_unit``. Default: the data are in the model's time unit.
     columns: renames for non-standard column names, ``{name in file: standard name}``, e.g.
         ``{"SUBJ": "ID", "CONC": "DV"}``. Matching of names is case-insensitive.
     dvid: with a DVID column, which model output each DVID value measures, e.g.
-        ``{1: "cp", 2: "effect"}``. Alternatively an OUTPUT column holds output names; a model
-        with one output needs neither.
+        ``{1: "cp", 2: "effect"}``. Text DVID values (e.g. "plasma") that are output names
+        (case-insensitive) need no mapping. Alternatively an OUTPUT column holds output names; a
+        model with one output needs neither.
     decay_corrected: whether radioactivity values in the file are decay-corrected to the time
         of dosing (True) or raw (False); predictions of outputs marked ``decay:`` follow it.
+    skip_unknown_outputs: observations of outputs the model does not have (an OUTPUT or DVID
+        the model lacks) are an error naming them unless this is True; then they are not
+        fitted, with a warning giving their count.
 
     Columns (case-insensitive): ID, TIME, DV, and optionally EVID, AMT, CMT, ROUTE, RATE, II,
     ADDL, SS, MDV, OUTPUT or DVID, STUDY, and censoring as either BLQ (1 = below the limit) with
@@ -389,10 +706,9 @@ def read_data(
     the value lies in (as nlmixr2 and Monolix: LIMIT < DV with CENS 1, e.g. 0 for a
     concentration; empty for no other end). Rows with EVID 0 and MDV 0 are
     observations; EVID 2 rows and MDV 1 rows are not fitted. rxode2's EVID 101 (dose into
-    compartment 1) is read as EVID 1 with CMT 1. Other numeric columns are covariates.
+    compartment 1) is read as EVID 1 with CMT 1. Other numeric columns are covariates. The
+    dosing columns are parsed by :func:`nonmem_table`, as ``ldpk simulate --data`` parses them.
     """
-    import pandas as pd
-
     frame, where = _load_frame(data, columns, "read_data")
     problems = _Problems(where)
     cols = {c.lower(): c for c in frame.columns}
@@ -404,118 +720,46 @@ def read_data(
     if unit not in TIME_UNITS:
         raise DataError(f"{where}: unknown time unit {unit!r}; valid: {', '.join(TIME_UNITS)}")
     _check_model_time_unit(model)
+    factor = TIME_UNITS[unit] / TIME_UNITS[model.time_unit]
+    table = nonmem_table(model, frame, where, time_factor=factor, problems=problems)
 
     num = {}
-    for c in ("time", "evid", "amt", "rate", "ii", "addl", "ss", "mdv", "dv", "blq", "cens", "limit", "lloq", "dvid"):  # fmt: skip
+    for c in ("dv", "blq", "cens", "limit", "lloq"):
         if c in cols:
             num[c] = _numeric(frame, cols[c], problems, c.upper())
-    cmt_num = None
-    if "cmt" in cols:
-        raw = frame[cols["cmt"]]
-        as_num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        if not (np.isnan(as_num) & ~raw.isna().to_numpy()).any():
-            cmt_num = as_num
     n = len(frame)
-    evid = num.get("evid")
-    if evid is None:
-        amt = np.nan_to_num(num.get("amt", np.zeros(n)))
-        mdv = np.nan_to_num(num.get("mdv", np.zeros(n)))
-        evid = np.where(amt > 0, 1.0, np.where(mdv == 1, 2.0, 0.0))
-    evid, cmt_num = _rxode_evid(evid, cmt_num, problems)
-    time = num["time"]
-    for i in np.flatnonzero(frame[cols["time"]].isna().to_numpy()):
-        problems.add(i + 1, "TIME", "missing; every record needs a time")
-    for i in np.flatnonzero(time < 0):
-        problems.add(i + 1, "TIME", f"{time[i]:g} is negative; times are >= 0 since the start")
-    mdv = np.nan_to_num(num.get("mdv", np.zeros(n)))
-    dv = num["dv"]
-    is_obs = (evid == 0) & (mdv != 1)
-    ids = frame[cols["id"]].to_numpy()
-    for i in np.flatnonzero(pd.isna(ids)):
-        problems.add(i + 1, "ID", "missing")
-
-    # Which output each observation measures.
-    out_names = list(model.output_names)
-    out_idx = np.full(n, -1, dtype=np.int64)
-    if "output" in cols:
-        raw = frame[cols["output"]].to_numpy()
-        for i in np.flatnonzero(is_obs):
-            name = str(raw[i])
-            if name in out_names:
-                out_idx[i] = out_names.index(name)
-            else:
-                problems.add(i + 1, "OUTPUT", f"{raw[i]!r} is not an output of {model.name}; outputs: {', '.join(out_names)}")  # fmt: skip
-    elif "dvid" in cols:
-        if dvid is None:
-            if len(out_names) == 1:
-                out_idx[:] = 0
-            else:
-                problems.add(None, "DVID", f"give `dvid=` mapping DVID values to outputs ({', '.join(out_names)})")  # fmt: skip
+    evid, ids, dv = table.evid, table.ids, num["dv"]
+    is_obs = (evid == 0) & (table.mdv != 1)
+    out_idx, unknown = _observed_outputs(model, frame, cols, is_obs, dvid, problems)
+    if unknown:
+        rows = sorted(i for v in unknown.values() for i in v)
+        if skip_unknown_outputs:
+            is_obs[rows] = False
+            warnings.warn(
+                f"{where}: skipped {len(rows)} observation row{'s' if len(rows) > 1 else ''} of "
+                f"output{'s' if len(unknown) > 1 else ''} {', '.join(map(show, unknown))} that "
+                f"{model.name} does not have (skip_unknown_outputs=True)",
+                stacklevel=2,
+            )
         else:
-            for v in dvid.values():
-                if v not in out_names:
-                    raise DataError(f"dvid: {v!r} is not an output of {model.name}; outputs: {', '.join(out_names)}")  # fmt: skip
-            lookup = {float(k): out_names.index(v) for k, v in dvid.items()}
-            for i in np.flatnonzero(is_obs):
-                d = num["dvid"][i]
-                if d in lookup:
-                    out_idx[i] = lookup[d]
+            col = "OUTPUT" if "output" in cols else "DVID"
+            skip = "pass skip_unknown_outputs=True (data: skip_unknown_outputs: true in a fit config) to skip these rows"  # fmt: skip
+            for v, rows_v in unknown.items():
+                if isinstance(v, float) and dvid is not None:
+                    mapping = ", ".join(f"{show(k)}={o}" for k, o in dvid.items())
+                    text = f"{show(v)} is not in the dvid mapping ({mapping}); add it to dvid=, or {skip}"  # fmt: skip
                 else:
-                    problems.add(i + 1, "DVID", f"{d:g} is not in the dvid mapping ({', '.join(f'{k}={v}' for k, v in dvid.items())})")  # fmt: skip
-    elif len(out_names) == 1:
-        out_idx[:] = 0
-    else:
-        problems.add(None, "OUTPUT", f"{model.name} has several outputs ({', '.join(out_names)}); add an OUTPUT column naming the output of each observation, or DVID with `dvid=`")  # fmt: skip
+                    text = f"{show(v)} is not an output of {model.name}; outputs: {', '.join(model.output_names)}; {skip}"  # fmt: skip
+                for i in rows_v:
+                    problems.add(i + 1, col, text)
 
     cens, limit, bound = _censoring(
         cols, num, is_obs, dv, problems, "DV",
         "missing for an observation (EVID 0); set MDV 1 to skip the row, or mark it censored (BLQ/CENS)",
     )  # fmt: skip
-
-    # Doses into routes/compartments the model has.
-    route_col = frame[cols["route"]].to_numpy() if "route" in cols else None
-    cmt_col = frame[cols["cmt"]].to_numpy() if "cmt" in cols else None
-    for i in np.flatnonzero(np.isin(evid, (1, 4))):
-        try:
-            cmt = (
-                cmt_num[i] if cmt_num is not None else (cmt_col[i] if cmt_col is not None else None)
-            )
-            resolve_route(model, None if route_col is None else route_col[i], cmt, "")
-        except DataError as exc:
-            problems.add(i + 1, "ROUTE" if route_col is not None else "CMT", str(exc).lstrip(": "))
-    # Time order within subjects.
-    seen_last: dict[Any, tuple[float, int]] = {}
-    for i in range(n):
-        if np.isnan(time[i]):
-            continue
-        last = seen_last.get(ids[i])
-        if last is not None and time[i] < last[0]:
-            problems.add(i + 1, "TIME", f"{time[i]:g} is earlier than row {last[1]} ({last[0]:g}) of ID {ids[i]}; sort each subject's records by time")  # fmt: skip
-        seen_last[ids[i]] = (time[i], i + 1)
     problems.raise_if_any()
-
-    # Convert times and build the NONMEM records per subject.
-    factor = TIME_UNITS[unit] / TIME_UNITS[model.time_unit]
-    work = pd.DataFrame({"ID": ids, "TIME": time * factor, "EVID": evid})
-    for c in ("amt", "ii", "addl", "ss", "mdv"):
-        if c in num:
-            work[c.upper()] = num[c] * (factor if c == "ii" else 1.0)
-    if "rate" in num:
-        r = num["rate"]
-        work["RATE"] = np.where(r > 0, r / factor, r)
-    if cmt_num is not None:
-        work["CMT"] = cmt_num
-    elif cmt_col is not None:
-        work["CMT"] = cmt_col
-    if route_col is not None:
-        work["ROUTE"] = route_col
-    cov_cols = [c for c in frame.columns if c.lower() not in STANDARD_COLUMNS]
-    for c in cov_cols:
-        work[c] = frame[c].to_numpy()
-    try:
-        per_id = records_from_table(model, work, where)
-    except LdpkError as exc:
-        raise DataError(str(exc)) from None
+    per_id = table.records(problems)
+    problems.raise_if_any()
     subjects = tuple(per_id)
 
     # Observations as flat vectors, in data order. The kernel returns every EVID 0 or 2 record
@@ -524,12 +768,80 @@ def read_data(
     study, study_names = None, ()
     if "study" in cols:
         study, study_names = _study(frame[cols["study"]].to_numpy(), ids, subjects)
+    cov_cols = [c for c in frame.columns if c.lower() not in STANDARD_COLUMNS]
+    assert len(ids) == n
     return _assemble(
         model, where, per_id, ids, np.isin(evid, (0, 2)), obs_rows, output=out_idx[obs_rows],
-        time=time[obs_rows] * factor, dv=dv[obs_rows], censored=cens[obs_rows],
+        time=table.time[obs_rows], dv=dv[obs_rows], censored=cens[obs_rows],
         limit=limit[obs_rows], bound=bound[obs_rows], row=obs_rows + 1, covariates=_covariates(frame, cov_cols, ids, subjects),
         study=study, study_names=study_names, decay_corrected=decay_corrected,
     )  # fmt: skip
+
+
+def _observed_outputs(
+    model: Model, frame: Any, cols: Mapping[str, str], is_obs: np.ndarray,
+    dvid: Mapping[Any, str] | None, problems: _Problems,
+) -> tuple[np.ndarray, dict[Any, list[int]]]:  # fmt: skip
+    """The output index of every observation row (-1 elsewhere) from OUTPUT (output names) or
+    DVID (numbers through ``dvid=``; text: output names, case-insensitive, or ``dvid=`` keys),
+    and the rows of each value naming an output the model does not have."""
+    names = list(model.output_names)
+    lower: dict[str, int] = {}
+    for k, nm in enumerate(names):
+        lower.setdefault(nm.lower(), k)
+    n = len(frame)
+    out_idx = np.full(n, -1, dtype=np.int64)
+    unknown: dict[Any, list[int]] = {}
+    if "output" not in cols and "dvid" not in cols:
+        if len(names) == 1:
+            out_idx[:] = 0
+        else:
+            problems.add(None, "OUTPUT", f"{model.name} has several outputs ({', '.join(names)}); add an OUTPUT column naming the output of each observation, or DVID with `dvid=`")  # fmt: skip
+        return out_idx, unknown
+    col = "output" if "output" in cols else "dvid"
+    raw = frame[cols[col]].to_numpy()
+    lookup: dict[Any, int] = {}
+    for k, v in (dvid or {}).items() if col == "dvid" else ():
+        if v not in names:
+            raise DataError(f"dvid: {v!r} is not an output of {model.name}; outputs: {', '.join(names)}")  # fmt: skip
+        lookup[_dvid_key(k)] = names.index(v)
+    numeric_unmapped: list[int] = []
+    for i in np.flatnonzero(is_obs):
+        v = raw[i]
+        if _missing(v):
+            problems.add(i + 1, col.upper(), f"missing on an observation row; name the output ({', '.join(names)})")  # fmt: skip
+            continue
+        key = _dvid_key(v) if col == "dvid" else str(v).strip()
+        if key in lookup:
+            out_idx[i] = lookup[key]
+        elif isinstance(key, float):
+            if dvid is None and len(names) == 1:
+                out_idx[i] = 0
+            elif dvid is None:
+                numeric_unmapped.append(i)
+            else:
+                unknown.setdefault(float(key), []).append(i)
+        elif key in names:
+            out_idx[i] = names.index(key)
+        elif key.lower() in lower:
+            out_idx[i] = lower[key.lower()]
+        else:
+            unknown.setdefault(key, []).append(i)
+    if numeric_unmapped:
+        problems.add(None, "DVID", f"give `dvid=` mapping DVID values to outputs ({', '.join(names)}), or write output names as DVID")  # fmt: skip
+    return out_idx, unknown
+
+
+def _dvid_key(v: Any) -> Any:
+    """A DVID value or ``dvid=`` key as compared: a float if a number, else stripped text
+    (case-insensitive matching is done against output names)."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return float(v)
+    text = str(v).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return text.lower()
 
 
 def _rename(frame: Any, columns: Mapping[str, str], where: str) -> Any:
@@ -842,13 +1154,6 @@ def _time_unit(
     return unit
 
 
-def _show(v: Any) -> str:
-    """A value for a message: numbers as '%g', anything else as its repr."""
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return f"{float(v):g}"
-    return repr(v)
-
-
 def _dose_use(rows: np.ndarray, out_idx: np.ndarray, row_unit: list, names: list[str], model: Model) -> str:  # fmt: skip
     """For a DOSE problem: what the dose also converts on which rows (``rows`` 0-based), e.g.
     "; the dose also converts In111_lung (cell-eq) to '%ID' on rows 1, 7 (%ID = 100 · amount
@@ -877,7 +1182,7 @@ def _per_animal(
             first[a] = (v, i)
         elif v != first[a][0]:
             v0, i0 = first[a]
-            problems.add(i + 1, label, f"{_show(v)} differs from row {i0 + 1} ({_show(v0)}) of ID {a}; one value per animal")  # fmt: skip
+            problems.add(i + 1, label, f"{show(v)} differs from row {i0 + 1} ({show(v0)}) of ID {a}; one value per animal")  # fmt: skip
     return first
 
 
@@ -1000,7 +1305,7 @@ def read_biodistribution(
     for i in np.flatnonzero(time < 0):
         problems.add(i + 1, "TIME", f"{time[i]:g} is negative; times are >= 0 (time of dosing: DOSE_TIME, default 0)")  # fmt: skip
     ids = frame[cols["id"]].to_numpy()
-    for i in np.flatnonzero(pd.isna(ids)):
+    for i in np.flatnonzero([_missing(a) for a in ids]):
         problems.add(i + 1, "ID", "missing")
     organ_raw = frame[cols["organ"]].to_numpy()
     organ = np.array(["" if _missing(o) else _organ_key(o) for o in organ_raw], dtype=object)
@@ -1029,13 +1334,19 @@ def read_biodistribution(
     for i in np.flatnonzero(dtime < 0):
         problems.add(i + 1, "DOSE_TIME", f"{dtime[i]:g} is negative")
     dtime_of = _per_animal(dtime, ids, "DOSE_TIME", problems)
+    if "dose_time" in num:
+        for a in dict.fromkeys(a for a in ids if not _missing(a)):
+            if a not in dtime_of:
+                i = next(j for j, b in enumerate(ids) if b == a)
+                problems.add(i + 1, "DOSE_TIME", f"missing for ID {a}; give the time of dosing on its rows (or drop the column for 0)", kind="missing for these animals; give the time of dosing on their rows (or drop the column for 0)")  # fmt: skip
     study_col = cols.get("study", cols.get("group"))
     study_label = "STUDY" if "study" in cols else "GROUP"
     if study_col is not None:
         _per_animal(frame[study_col].to_numpy(), ids, study_label, problems)
     first_row = {a: i for i, a in reversed(list(enumerate(ids)))}
     if dose is not None and not (np.isfinite(dose) and dose > 0):
-        problems.add(None, None, f"dose=: {dose!r} is not a dose; give an amount > 0")
+        shown = repr(float(dose)) if isinstance(dose, (int, float, np.number)) else repr(dose)
+        problems.add(None, None, f"dose=: {shown} is not a dose; give an amount > 0")
     amount: dict[Any, float] = {}
     route_name: dict[Any, Any] = {}
     route_problem: dict[Any, str | None] = {}
@@ -1069,7 +1380,7 @@ def read_biodistribution(
             if a in route_of:
                 bad_route[text].append(route_of[a][1] + 1)
     for text, rows in bad_route.items():
-        problems.items.append(f"{_rows_text(rows)}, column ROUTE: {text}" if rows else f"route=: {text}")  # fmt: skip
+        problems.add_line(f"{_rows_text(rows)}, column ROUTE: {text}" if rows else f"route=: {text}")  # fmt: skip
 
     # Which output each row measures, and the factor from the output's unit to the row's unit.
     if "unit" in cols:
@@ -1120,7 +1431,7 @@ def read_biodistribution(
         else:
             failed.setdefault(res, []).append(i + 1)
     for (column, text), rows in failed.items():
-        problems.items.append(f"{_rows_text(rows)}, column {column}: {text}")
+        problems.add_line(f"{_rows_text(rows)}, column {column}: {text}")
     for a, row, text in dose_problems:
         sel = np.flatnonzero(per_dose & (ids == a)) if a is not None else np.flatnonzero(per_dose)
         problems.add(row, "DOSE", text + _dose_use(sel, out_idx, row_unit, names, model))
@@ -1191,7 +1502,7 @@ def read_biodistribution(
 
 #: Options of a fit config's ``data:`` section, by reader.
 READ_OPTIONS = {
-    "read_data": ("time_unit", "columns", "dvid", "decay_corrected"),
+    "read_data": ("time_unit", "columns", "dvid", "decay_corrected", "skip_unknown_outputs"),
     "read_biodistribution": ("time_unit", "outputs", "columns", "decay_corrected", "dose", "route"),
 }
 

@@ -26,6 +26,7 @@ Python users build the same records with :class:`Bolus`, :class:`Infusion` and :
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,129 @@ PAD, OBS, RESET, BOLUS, INF_START, INF_STOP, SS_SET, SS_RUNSTOP = range(8)
 KIND_NAMES = ("pad", "obs", "reset", "bolus", "inf_start", "inf_stop", "ss_set", "ss_runstop")
 #: How many infusions of a steady-state train may still be running at the steady-state time.
 MAX_SS_OVERLAP = 8
+
+
+# ---- problems: collected, grouped by kind, reported at once -------------------------------------
+#: Kinds of problem listed in one error message (the count of the rest is given).
+MAX_LISTED = 25
+#: Rows listed for one kind of problem (the count of all is given).
+ROWS_LISTED = 5
+#: Where row numbers in messages count from: the first data row (the line after the header).
+ROW_CONVENTION = "rows are data rows counted from 1; the header line is row 0"
+
+
+def show(v: Any) -> str:
+    """A value for a message: numbers as '%g' (never ``np.float64(2.5)``), text as its repr."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return f"{float(v):g}"
+    if isinstance(v, np.str_):
+        return repr(str(v))
+    return repr(v)
+
+
+class _Problems:
+    """Collects every problem in a table, grouped by kind, then raises one DataError.
+
+    A kind is a column and a text (or an explicit ``kind`` text for problems whose texts differ
+    only in the value): one kind on many rows is one line, e.g. ``rows 2, 3, 4, 5, 6, ... (589
+    rows), column CMT: missing on dose rows; ...``, listing the first :data:`ROWS_LISTED` rows
+    and the count. ``single_line``: one problem is reported on one line (``where: row 3, column
+    AMT: ...``) rather than under a header."""
+
+    def __init__(self, where: str, single_line: bool = False) -> None:
+        self.where = where
+        self.single_line = single_line
+        self._groups: dict[Any, tuple[str | None, str, list[tuple[int | None, str, str | None]]]] = {}  # fmt: skip
+        self.count = 0
+
+    def add(
+        self, row: int | None, column: str | None, text: str, *, kind: str | None = None,
+        value: str | None = None,
+    ) -> None:  # fmt: skip
+        """One problem on ``row`` (1-based data row; None: the table) in ``column``. Problems of
+        one ``(column, kind or text)`` on several rows are one line listing the rows (with
+        ``value`` beside each, if given); ``text`` is used when the kind has one row."""
+        key: Any = (column, kind or text) if row is not None else object()
+        group = self._groups.setdefault(key, (column, kind or text, []))
+        group[2].append((row, text, value))
+        self.count += 1
+
+    def add_line(self, text: str) -> None:
+        """A problem already written out (listed as it is)."""
+        self._groups[object()] = (None, text, [(None, text, None)])
+        self.count += 1
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @property
+    def items(self) -> list[str]:
+        """One line per kind of problem."""
+        lines = []
+        for column, kind, entries in self._groups.values():
+            col = column if column is None or column.startswith("columns ") else f"column {column}"
+            if len(entries) == 1:
+                row, text, _ = entries[0]
+                at = [a for a in (None if row is None else f"row {row}", col) if a]
+                lines.append(f"{', '.join(at)}: {text}" if at else text)
+                continue
+            listed = ", ".join(
+                f"{r}" + ("" if v is None else f" ({v})") for r, _, v in entries[:ROWS_LISTED]
+            )
+            more = ", ..." if len(entries) > ROWS_LISTED else ""
+            at = f"rows {listed}{more} ({len(entries)} rows)" + (f", {col}" if col else "")
+            lines.append(f"{at}: {kind}")
+        return lines
+
+    def message(self) -> str:
+        items = self.items
+        if self.single_line and self.count == 1:
+            return f"{self.where}: {items[0]}"
+        shown = items[:MAX_LISTED]
+        more = (
+            f"\n  ... and {len(items) - MAX_LISTED} more kinds of problem"
+            if len(items) > MAX_LISTED else ""
+        )  # fmt: skip
+        n = self.count
+        return (
+            f"{self.where}: {n} problem{'s' if n > 1 else ''} in the data ({ROW_CONVENTION}):\n  "
+            + "\n  ".join(shown)
+            + more
+        )
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            raise DataError(self.message())
+
+
+# ---- limits -------------------------------------------------------------------------------------
+#: Doses one subject may expand to (each ADDL dose and each repeat of a dose string counts), checked
+#: before any array is allocated. Raise it with the environment variable LDPK_MAX_DOSES.
+MAX_DOSES_PER_SUBJECT = 100_000
+
+
+def max_doses() -> int:
+    """The dose limit per subject: ``LDPK_MAX_DOSES`` if set, else :data:`MAX_DOSES_PER_SUBJECT`."""
+    env = os.environ.get("LDPK_MAX_DOSES", "").strip()
+    if not env:
+        return MAX_DOSES_PER_SUBJECT
+    try:
+        value = int(float(env))
+    except ValueError:
+        raise DataError(f"LDPK_MAX_DOSES={env!r} is not a whole number of doses") from None
+    if value < 1:
+        raise DataError(f"LDPK_MAX_DOSES={env!r} must be >= 1")
+    return value
+
+
+def _too_many_doses(n: float, limit: int) -> str:
+    return (
+        f"{n:g} doses, more than the limit of {limit} doses per subject "
+        "(ldpk.dosing.MAX_DOSES_PER_SUBJECT); raise it with the environment variable "
+        "LDPK_MAX_DOSES=<n> if this many doses are meant"
+    )
 
 
 # ---- Python-side dose objects ---------------------------------------------------------------
@@ -107,9 +231,14 @@ class Reset:
 
 def _record(d: Bolus | Infusion, rate: float) -> dict[str, Any]:
     if d.count < 1 or int(d.count) != d.count:
-        raise DataError(f"{type(d).__name__}: count must be a whole number >= 1, got {d.count}")
+        raise DataError(
+            f"{type(d).__name__}: count must be a whole number >= 1, got {show(d.count)}"
+        )
+    limit = max_doses()
+    if d.count > limit:
+        raise DataError(f"{type(d).__name__}: count {d.count:g}: {_too_many_doses(d.count, limit)}")
     if d.count > 1 and not d.every > 0:
-        raise DataError(f"{type(d).__name__}: repeated doses need every > 0, got {d.every}")
+        raise DataError(f"{type(d).__name__}: repeated doses need every > 0, got {show(d.every)}")
     return {
         "time": float(d.time),
         "evid": 1,
@@ -156,21 +285,22 @@ def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
     names = list(model.route_names)
     cmts = list(model.compartment_names)
     n_declared = len(names)
-    if route is not None and not (isinstance(route, float) and np.isnan(route)) and route != "":
-        r = str(route)
+    if _given(route):
+        r = str(route).strip()
         if r in names:
             return names.index(r)
         if r.startswith("cmt:") and r[4:] in cmts:
             return n_declared + cmts.index(r[4:])
         raise DataError(f"{where}: unknown route {r!r}; routes: {', '.join(names) or '(none)'}")
-    if cmt is None or (isinstance(cmt, float) and np.isnan(cmt)):
+    if not _given(cmt):
         if len(names) == 1:
             return 0
         raise DataError(
             f"{where}: a dose needs a route or CMT; routes: {', '.join(names) or '(none)'}, "
             f"compartments: {', '.join(f'{i + 1}={c}' for i, c in enumerate(cmts))}"
         )
-    if isinstance(cmt, str) and not cmt.strip().lstrip("-").isdigit():
+    if isinstance(cmt, str) and not _is_number(cmt):
+        cmt = cmt.strip()
         if cmt not in cmts:
             raise DataError(
                 f"{where}: CMT {cmt!r} is not a compartment; compartments: {', '.join(cmts)}"
@@ -180,15 +310,23 @@ def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
         try:
             num = float(cmt)
         except (TypeError, ValueError):
-            raise DataError(f"{where}: CMT {cmt!r} is not a compartment number") from None
-        if num != int(num) or not 1 <= num <= len(cmts):
+            raise DataError(f"{where}: CMT {show(cmt)} is not a compartment number") from None
+        if not np.isfinite(num) or num != int(num) or not 1 <= num <= len(cmts):
             raise DataError(
-                f"{where}: CMT {cmt!r} is not a compartment number; valid: 1 to {len(cmts)} "
+                f"{where}: CMT {show(num)} is not a compartment number; valid: 1 to {len(cmts)} "
                 f"({', '.join(f'{i + 1}={c}' for i, c in enumerate(cmts))})"
             )
         idx = int(num) - 1
     declared = [i for i, r in enumerate(model.routes) if r.target == cmts[idx]]
     return declared[0] if len(declared) == 1 else n_declared + idx
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def make_records(
@@ -198,88 +336,123 @@ def make_records(
     row_numbers: Sequence[int] | None = None,
 ) -> Records:
     """Validate NONMEM-style rows of one subject (keys: time, evid, amt, route or cmt, rate, ii,
-    addl, ss and covariate names) into :class:`Records`. Errors name the row and field."""
+    addl, ss and covariate names) into :class:`Records`. Errors name the row and field; every
+    problem is reported at once (one line per kind). A missing TIME is an error; other missing
+    numbers are 0."""
+    problems = _Problems(where, single_line=True)
+    rec = _make_records(model, rows, where, row_numbers, problems)
+    problems.raise_if_any()
+    assert rec is not None
+    return rec
+
+
+_EVID_HELP = "use 0 observation, 1 dose, 2 other, 3 reset, 4 reset and dose"
+
+
+def _make_records(
+    model: Model,
+    rows: Sequence[Mapping[str, Any]],
+    where: str,
+    row_numbers: Sequence[int] | None,
+    problems: _Problems,
+) -> Records | None:
+    """:func:`make_records`, adding its problems to ``problems``; None if it found any."""
     cov_names = model.covariate_names
     n = len(rows)
+    before = problems.count
     out = {k: np.zeros(n) for k in _NUMERIC}
     route = np.zeros(n, dtype=np.int32)
     cov = np.full((n, len(cov_names)), np.nan)
     rownum = np.asarray(row_numbers if row_numbers is not None else range(1, n + 1))
+    limit = max_doses()
+    n_doses = 0.0
     for i, row in enumerate(rows):
-        at = f"{where}: row {rownum[i]}"
+        r = int(rownum[i])
+
+        def bad(column: str, text: str, kind: str | None = None, value: Any = None) -> None:
+            problems.add(r, column, text, kind=kind, value=None if value is None else show(value))  # noqa: B023
+
+        ok = True
         for k in _NUMERIC:
             v = row.get(k, 0.0)
             if v is None or (isinstance(v, float) and np.isnan(v)):
+                if k == "time":
+                    bad("TIME", "missing; every record needs a time")
+                    ok = False
+                    continue
                 v = 0.0
             try:
                 out[k][i] = float(v)
             except (TypeError, ValueError):
-                raise DataError(f"{at}, column {k.upper()}: {v!r} is not a number") from None
+                bad(k.upper(), f"{show(v)} is not a number", "not a number", v)
+                ok = False
+                continue
             if not np.isfinite(out[k][i]):
-                raise DataError(f"{at}, column {k.upper()}: {v!r} is not finite")
+                bad(k.upper(), f"{show(v)} is not finite", "not finite", v)
+                ok = False
+        if not ok:
+            continue
         evid = out["evid"][i]
         if evid not in (0, 1, 2, 3, 4):
-            raise DataError(
-                f"{at}, column EVID: {row.get('evid')!r} is not valid; use 0 observation, 1 dose, "
-                "2 other, 3 reset, 4 reset and dose"
-            )
+            bad("EVID", f"{show(row.get('evid'))} is not valid; {_EVID_HELP}", f"not valid; {_EVID_HELP}", evid)  # fmt: skip
+            continue
         if evid in (1, 4):
-            route[i] = resolve_route(model, row.get("route"), row.get("cmt"), at)
+            try:
+                route[i] = resolve_route(model, row.get("route"), row.get("cmt"), "")
+            except DataError as exc:
+                bad("ROUTE" if _given(row.get("route")) else "CMT", str(exc).lstrip(": "))
+                continue
             amt, rate, ii, addl, ss = (out[k][i] for k in ("amt", "rate", "ii", "addl", "ss"))
             if amt < 0:
-                raise DataError(f"{at}, column AMT: {amt} is negative")
+                bad("AMT", f"{amt:g} is negative", "negative", amt)
             if rate < 0 and rate not in (-1.0, -2.0):
-                raise DataError(f"{at}, column RATE: {rate} is not valid; use 0, > 0, -1 or -2")
+                bad("RATE", f"{rate:g} is not valid; use 0, > 0, -1 or -2", "not valid; use 0, > 0, -1 or -2", rate)  # fmt: skip
             if ss not in (0, 1, 2):
-                raise DataError(f"{at}, column SS: {ss} is not valid; use 0, 1 or 2")
+                bad("SS", f"{ss:g} is not valid; use 0, 1 or 2", "not valid; use 0, 1 or 2", ss)
             if addl < 0 or addl != int(addl):
-                raise DataError(f"{at}, column ADDL: {addl} must be a whole number >= 0")
+                bad("ADDL", f"{addl:g} must be a whole number >= 0", "must be a whole number >= 0", addl)  # fmt: skip
+            else:
+                n_doses += addl + 1
             if ii < 0:
-                raise DataError(f"{at}, column II: {ii} is negative")
+                bad("II", f"{ii:g} is negative", "negative", ii)
             if addl > 0 and ii <= 0:
-                raise DataError(f"{at}, columns ADDL/II: additional doses need II > 0")
+                bad("columns ADDL/II", "additional doses need II > 0")
             if ss and ii <= 0 and not (amt == 0 and rate > 0):
-                raise DataError(
-                    f"{at}, columns SS/II: a steady-state dose needs II > 0 (or AMT = 0 with "
-                    "RATE > 0 for a steady-state infusion)"
-                )
+                bad("columns SS/II", "a steady-state dose needs II > 0 (or AMT = 0 with RATE > 0 for a steady-state infusion)")  # fmt: skip
             if rate in (-1.0, -2.0):
-                r = model.routes[route[i]] if route[i] < len(model.routes) else None
+                rt = model.routes[route[i]] if route[i] < len(model.routes) else None
                 attr = "rate" if rate == -1.0 else "duration"
-                if r is None or getattr(r, attr) is None:
-                    name = model.routes[route[i]].name if r is not None else f"cmt route {route[i]}"
-                    raise DataError(
-                        f"{at}, column RATE: {rate:g} asks for a modelled {attr}, but route "
-                        f"{name!r} has no `{attr}:` expression in {model.source}"
-                    )
+                if rt is None or getattr(rt, attr) is None:
+                    name = rt.name if rt is not None else f"cmt route {route[i]}"
+                    bad("RATE", f"{rate:g} asks for a modelled {attr}, but route {name!r} has no `{attr}:` expression in {model.source}")  # fmt: skip
             if amt == 0 and not (ss and rate > 0):
-                raise DataError(f"{at}, column AMT: a dose needs AMT > 0")
+                bad("AMT", "a dose needs AMT > 0")
         for j, c in enumerate(cov_names):
-            if (
-                c in row
-                and row[c] is not None
-                and not (isinstance(row[c], float) and np.isnan(row[c]))
-            ):
+            if c in row and _given(row[c]):
                 try:
                     cov[i, j] = float(row[c])
                 except (TypeError, ValueError):
-                    raise DataError(f"{at}, column {c}: {row[c]!r} is not a number") from None
+                    bad(c, f"{show(row[c])} is not a number", "not a number", row[c])
+    if n_doses > limit:
+        problems.add(None, "ADDL", f"{where}: {_too_many_doses(n_doses, limit)}")
+    if problems.count > before:
+        return None
     t = out["time"]
     if n and np.any(np.diff(t) < 0):
         i = int(np.argmax(np.diff(t) < 0)) + 1
-        raise DataError(
-            f"{where}: row {rownum[i]}, column TIME: {t[i]} is earlier than the previous record "
-            f"({t[i - 1]}); records must be in time order"
-        )
+        problems.add(
+            int(rownum[i]), "TIME", f"{t[i]:g} is earlier than the previous record ({t[i - 1]:g}); "
+            "records must be in time order",
+        )  # fmt: skip
+        return None
     # Covariates: last value carried forward, first value carried back, then the default.
     for j, c in enumerate(model.covariates):
         col = cov[:, j]
         seen = ~np.isnan(col)
         if not seen.any():
             if c.default is None:
-                raise DataError(
-                    f"{where}: covariate {c.name!r} has no values and no default in {model.source}"
-                )
+                problems.add(None, None, f"covariate {c.name!r} has no values and no default in {model.source}")  # fmt: skip
+                return None
             col[:] = c.default
             continue
         idx = np.where(seen, np.arange(n), -1)
@@ -291,6 +464,22 @@ def make_records(
         out["time"], out["evid"].astype(np.int32), out["amt"], route, out["rate"], out["ii"],
         out["addl"].astype(np.int64), out["ss"].astype(np.int32), cov, rownum, where,
     )  # fmt: skip
+
+
+def _given(v: Any) -> bool:
+    """Whether ``v`` is a value (not None, NaN, blank or NONMEM's '.')."""
+    if v is None:
+        return False
+    if isinstance(v, (float, np.floating)):
+        return not np.isnan(v)
+    if isinstance(v, str):
+        return v.strip() not in ("", ".")
+    try:
+        import pandas as pd
+
+        return not bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return True
 
 
 def regimen_records(
@@ -468,79 +657,27 @@ def stack_tables(tables: Sequence[EventTable]) -> EventTable:
 
 
 # ---- NONMEM-style tables ------------------------------------------------------------------
-_NONMEM_COLUMNS = {
-    "id",
-    "time",
-    "evid",
-    "amt",
-    "cmt",
-    "rate",
-    "ii",
-    "addl",
-    "ss",
-    "mdv",
-    "dv",
-    "route",
-}
+def read_table(path: str | Any, max_bytes: int | None = None) -> Any:
+    """Read a CSV or Parquet table into a pandas DataFrame: :func:`ldpk.data.read_table` (size
+    limit, encodings, duplicate columns refused)."""
+    from ldpk.data import read_table as _read_table
 
-
-def read_table(path: str | Any) -> Any:
-    """Read a CSV or Parquet table into a pandas DataFrame (clear error if unreadable)."""
-    import pandas as pd
-
-    p = str(path)
-    try:
-        if p.endswith(".parquet"):
-            return pd.read_parquet(p)
-        return pd.read_csv(p)
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file") from None
-    except Exception as exc:  # pandas raises many kinds
-        raise DataError(f"{p}: cannot read as a table: {exc}") from None
+    return _read_table(path, max_bytes=max_bytes)
 
 
 def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict[Any, Records]:
     """Split a NONMEM-style table (pandas DataFrame) into validated Records per ID.
 
-    Column names are case-insensitive: ID, TIME, EVID, AMT, CMT (number or name), ROUTE (route
-    name, optional), RATE, II, ADDL, SS, MDV and covariate columns named as in the model. Without
-    EVID, rows with AMT > 0 are doses and the others observations (EVID 0; MDV = 1 makes them
-    EVID 2). Row numbers in messages are 1-based data rows (the header is row 0)."""
-    cols = {c.lower(): c for c in table.columns}
-    if "time" not in cols:
-        raise DataError(f"{where}: no TIME column; columns: {', '.join(map(str, table.columns))}")
-    cov_cols = {}
-    for c in model.covariate_names:
-        if c in table.columns:
-            cov_cols[c] = c
-        elif c.lower() in cols and c.lower() not in _NONMEM_COLUMNS:
-            cov_cols[c] = cols[c.lower()]
-    ids = table[cols["id"]].to_numpy() if "id" in cols else np.zeros(len(table), dtype=int)
-    order: dict[Any, list[int]] = {}
-    for i, sid in enumerate(ids):
-        order.setdefault(sid, []).append(i)
-    data = {k: table[v].to_numpy() for k, v in cols.items() if k in _NONMEM_COLUMNS}
-    covs = {c: table[v].to_numpy() for c, v in cov_cols.items()}
-    out: dict[Any, Records] = {}
-    for sid, idx in order.items():
-        rows = []
-        for i in idx:
-            row: dict[str, Any] = {k: v[i] for k, v in data.items()}
-            if "evid" not in row:
-                amt = row.get("amt", 0.0)
-                is_dose = (
-                    amt is not None
-                    and not (isinstance(amt, float) and np.isnan(amt))
-                    and float(amt) > 0
-                )
-                mdv = row.get("mdv", 0)
-                row["evid"] = 1 if is_dose else (2 if mdv == 1 else 0)
-            row.update({c: v[i] for c, v in covs.items()})
-            rows.append(row)
-        out[sid] = make_records(
-            model, rows, where=f"{where} (ID {sid})", row_numbers=[i + 1 for i in idx]
-        )
-    return out
+    The table is parsed by :func:`ldpk.data.nonmem_table`, the one parser of NONMEM-style
+    tables (``ldpk fit`` reads the same columns the same way through :func:`ldpk.data.read_data`).
+    Column names are case-insensitive: ID (optional: one subject), TIME, EVID, AMT, CMT (number
+    or name), ROUTE (route name, optional), RATE, II, ADDL, SS, MDV and covariate columns named
+    as in the model; '.' and blanks are missing. Without EVID, rows with AMT > 0 are doses and
+    the others observations (EVID 0; MDV = 1 makes them EVID 2). Every problem is reported at
+    once; row numbers in messages are 1-based data rows (the header is row 0)."""
+    from ldpk.data import nonmem_table
+
+    return nonmem_table(model, table, where).records()
 
 
 _DOSE_HELP = (
@@ -572,7 +709,7 @@ def parse_dose(text: str, model: Model | None = None) -> Bolus | Infusion:
                 if rest[:1] == ["for"]:
                     rest.pop(0)
                     n = float(rest.pop(0))
-                    if n != int(n):
+                    if not np.isfinite(n) or n != int(n):
                         raise ValueError
                     opts["count"] = int(n)
             elif w == "ss":
@@ -581,6 +718,8 @@ def parse_dose(text: str, model: Model | None = None) -> Bolus | Infusion:
                 raise ValueError
     except (ValueError, IndexError):
         raise DataError(f"cannot read dose {text!r}: {_DOSE_HELP}") from None
+    if opts.get("count", 1) > max_doses():  # before any dose is expanded
+        raise DataError(f"dose {text!r}: {_too_many_doses(opts['count'], max_doses())}")
     if model is not None and route not in model.route_names:
         cmts = model.compartment_names
         if not (route.startswith("cmt:") and route[4:] in cmts):
