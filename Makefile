@@ -2,14 +2,25 @@
 #
 #   make demo    create .venv (if needed) and run `ldpk demo --out ldpk-demo`
 #   make test    create .venv (if needed) and run the test suite (2 workers)
+#   make test-latest
+#                the test suite against the newest releases that pyproject.toml allows, in
+#                a separate venv (.venv/latest, upgraded on every run, no constraints)
 #   make lint    ruff check + ruff format --check
 #   make bench   install the bench extras and run every benchmarks/*.py
 #   make clean   remove build outputs and caches (keeps .venv)
 #
 # The interpreter used to create .venv can be given explicitly: make test PYTHON=/path/to/python3.12
+#
+# .venv holds exactly the tested set: it is installed with `pip install -c constraints.txt`
+# (every package pinned; CI runs `make test` on a clean clone, so it tests that set too) and
+# re-installed whenever pyproject.toml or constraints.txt changes. pyproject.toml itself only
+# bounds the JAX stack to the tested minor series; `make test-latest` checks the newest
+# releases inside those bounds before constraints.txt is refreshed (see its header).
 
 SHELL := /bin/bash
 VENV := .venv
+VENV_LATEST := $(VENV)/latest
+CONSTRAINTS := constraints.txt
 VPY := $(VENV)/bin/python
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 PYTEST_ARGS ?=
@@ -36,26 +47,25 @@ FIND_PYTHON := \
 # Evaluated lazily, once, and only by targets that need it (`make clean` never searches).
 PYTHON ?= $(eval PYTHON := $(shell $(FIND_PYTHON)))$(PYTHON)
 
-.PHONY: venv .venv demo test lint bench clean print-python
+.PHONY: venv .venv demo test test-latest lint bench clean print-python
 
 venv .venv: $(VENV)/.installed
 
+NO_PYTHON := echo "ldpk needs Python >= 3.12: install python3.12 or pyenv (then: pyenv install 3.12)," \
+	       "or run make with PYTHON=/path/to/python3.12" >&2; exit 1
+
 $(VPY):
-	@if [ -z "$(PYTHON)" ]; then \
-	  echo "ldpk needs Python >= 3.12: install python3.12 or pyenv (then: pyenv install 3.12)," \
-	       "or run make with PYTHON=/path/to/python3.12" >&2; \
-	  exit 1; \
-	fi
+	@if [ -z "$(PYTHON)" ]; then $(NO_PYTHON); fi
 	"$(PYTHON)" -m venv $(VENV)
 
-# Re-installs whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(VPY)
+# Re-installs whenever pyproject.toml or constraints.txt changes.
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VPY)
 	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install -e ".[test]"
+	$(VPY) -m pip install -c $(CONSTRAINTS) -e ".[test]"
 	@touch $@
 
-$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
-	$(VPY) -m pip install -e ".[test,bench]"
+$(VENV)/.installed-bench: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
+	$(VPY) -m pip install -c $(CONSTRAINTS) -e ".[test,bench]"
 	@touch $@
 
 demo: $(VENV)/.installed
@@ -63,6 +73,21 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	@$(VPY) -m pytest -n 2 -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as a failure" >&2; fi; \
+	exit $$rc
+
+# The newest releases pyproject.toml allows (upgraded on every run): what `pip install ldpk`
+# would give a user today. Not part of CI, which tests the pinned set.
+test-latest:
+	@if [ ! -x $(VENV_LATEST)/bin/python ]; then \
+	  if [ -z "$(PYTHON)" ]; then $(NO_PYTHON); fi; \
+	  "$(PYTHON)" -m venv $(VENV_LATEST); \
+	fi
+	$(VENV_LATEST)/bin/python -m pip install --upgrade pip
+	$(VENV_LATEST)/bin/python -m pip install --upgrade --upgrade-strategy eager -e ".[test]"
+	@$(VENV_LATEST)/bin/python -m pip freeze --exclude-editable > $(VENV_LATEST)/freeze.txt; \
+	echo "tested set: $(VENV_LATEST)/freeze.txt (diff it against $(CONSTRAINTS))"
+	@$(VENV_LATEST)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5): treated as a failure" >&2; fi; \
 	exit $$rc
 

@@ -20,6 +20,11 @@ from ldpk import _compiled
 from ldpk._compiled import jit, program_key
 
 
+def _entries(folder):
+    """The cache entries of an executables folder (not its hidden key file)."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
 def _key(f, *args, **jit_kwargs):
     return program_key(jax.jit(f, **jit_kwargs).trace(*args), args, jit_kwargs)
 
@@ -88,13 +93,14 @@ def test_a_damaged_entry_is_replaced(tmp_path, monkeypatch):
     x = jnp.arange(7.0)
     expected = np.cumsum(np.arange(7.0) * c) ** 2
     np.testing.assert_allclose(jit(f)(x), expected, rtol=1e-15)
-    (entry,) = (tmp_path / "executables").iterdir()
+    (entry,) = _entries(tmp_path / "executables")
     entry.write_bytes(b"not an executable")
     before = dict(_compiled.stats)
     np.testing.assert_allclose(jit(f)(x), expected, rtol=1e-15)
     assert _compiled.stats["loaded"] == before["loaded"]  # it was not used
     assert not entry.exists() or entry.read_bytes() != b"not an executable"  # removed or replaced
-    assert not [p for p in (tmp_path / "executables").iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in (tmp_path / "executables").iterdir() if p.name.startswith(".")]
+    assert hidden == [_compiled.KEY_FILE]  # no temporary file left
 
 
 def test_calls_on_its_own_sharded_output_compile_once(tmp_path, monkeypatch):
@@ -165,18 +171,18 @@ def test_a_new_process_loads_what_another_compiled(tmp_path, reference_data_dir)
     exe = tmp_path / "cache" / "executables"
     stats1, out1 = run(1)
     assert stats1["stored"] >= 10 and stats1["loaded"] == stats1["compiled"] == 0, stats1
-    entries = sorted(p.name for p in exe.iterdir())
+    entries = sorted(p.name for p in _entries(exe))
     stats2, out2 = run(2)
     assert stats2["loaded"] == stats1["stored"] and stats2["stored"] == 0, stats2
     assert stats1["same_types"] and stats2["same_types"]
-    assert sorted(p.name for p in exe.iterdir()) == entries  # nothing new
+    assert sorted(p.name for p in _entries(exe)) == entries  # nothing new
     for k in out1:
         np.testing.assert_array_equal(out2[k], out1[k], err_msg=k)
-    for p in exe.iterdir():
+    for p in _entries(exe):
         p.unlink()
     stats3, out3 = run(3)
     assert stats3["stored"] == 0 and stats3["compiled"] == stats1["stored"], stats3
-    assert not list(exe.iterdir())
+    assert not _entries(exe)
     for k in out1:
         np.testing.assert_array_equal(out3[k], out1[k], err_msg=k)
 

@@ -3,12 +3,12 @@
 The public API is what this module exports (``__all__``); everything else is private.
 """
 
-from ldpk._config import configure as _configure
+from ldpk._config import configure
 
-_configure()
+configure()
 
 from ldpk import exposure, plots, report, sensitivity, tracer  # noqa: E402
-from ldpk.data import Dataset, read_biodistribution, read_data  # noqa: E402
+from ldpk.data import Dataset, read_biodistribution, read_data, read_study  # noqa: E402
 from ldpk.dosing import (  # noqa: E402
     Bolus,
     EventTable,
@@ -30,6 +30,7 @@ from ldpk.model import (  # noqa: E402
     physiology,  # noqa: E402
 )
 from ldpk.paramsets import ParameterTable, grid, sample, virtual_subjects  # noqa: E402
+from ldpk.population import read_config  # noqa: E402
 from ldpk.solve import ODEOptions, Simulation, Simulator, prepare, simulate  # noqa: E402
 from ldpk.sweep import regimens, sweep  # noqa: E402  (the function: the module is sys.modules["ldpk.sweep"])
 
@@ -57,6 +58,7 @@ __all__ = [
     "build_model",
     "builtin_models",
     "check_model",
+    "configure",
     "example_regimen",
     "exposure",
     "fit",
@@ -69,7 +71,9 @@ __all__ = [
     "plots",
     "prepare",
     "read_biodistribution",
+    "read_config",
     "read_data",
+    "read_study",
     "regimens",
     "report",
     "sample",

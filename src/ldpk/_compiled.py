@@ -20,20 +20,33 @@ cache's key changed) is loaded from there, lowered as before, and enters this ca
 once JAX's entry is gone (pruned, or the cache folder deleted): storing it would take a
 fresh compilation, seconds per program where loading takes a tenth of that. Entries are
 written whole (a temporary file renamed) in ``LDPK_CACHE_DIR/executables`` (off with
-``LDPK_NO_CACHE=1``) and pruned with JAX's. CPU only, so far: on a GPU, where lowering
+``LDPK_NO_CACHE=1``, or whenever :func:`ldpk._config.configure` left the caches off) and
+pruned with JAX's.
+
+Loading an entry unpickles it, which can run any code: so an entry is loaded only from a
+folder private to the user (mode 0700, see :func:`ldpk._config.private_dir`), only if it is
+a regular file owned by the user and not writable by group or others, and only if its
+HMAC-SHA256 verifies (each entry is ``MAGIC``, the 32-byte tag, then the pickled payload;
+the key is 32 random bytes in the folder's ``.key``, mode 0600, made by the first process
+that needs it). Anything else is never unpickled: the entry is deleted and the program
+compiled again. CPU only, so far: on a GPU, where lowering
 initialises solver kernels that loading would skip, nothing has been checked, and programs
 are compiled as by ``jax.jit``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 import enum
 import hashlib
+import hmac
 import os
 import pickle
+import stat
 import tempfile
 import threading
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,7 +58,11 @@ from jax.extend import core as jcore
 
 #: Changes whenever what the key covers or what an entry holds changes: old entries are then
 #: never read.
-KEY_VERSION = 2
+KEY_VERSION = 3
+#: The first bytes of an entry (then its HMAC-SHA256 tag and the pickled payload).
+MAGIC = b"LDPK-EXE\x01"
+#: The HMAC key's file name in the executables folder (hidden: never pruned).
+KEY_FILE = ".key"
 #: Primitives whose lowering does more than emit code (GPU eig initialises hybrid kernels):
 #: a program with one is compiled as by jax.jit. (LAPACK, which CPU linear algebra's lowering
 #: initialises, is initialised before any executable is loaded: see _prepared.)
@@ -109,12 +126,107 @@ def _count_hits(event: str, **_: Any) -> None:
 
 
 def executables_dir() -> Path | None:
-    """Where executables are cached, or None when the persistent cache is off."""
-    if os.environ.get("LDPK_NO_CACHE", "") in ("1", "true") or not _prepared():
-        return None
-    from ldpk._config import cache_dir
+    """Where executables are cached (made on first store), or None when the caches are off."""
+    from ldpk._config import cache_dir, cache_enabled
 
+    if not cache_enabled() or not _prepared():
+        return None
     return cache_dir() / "executables"
+
+
+#: The HMAC key of each executables folder used by this process (None: not usable).
+_keys: dict[Path, bytes | None] = {}
+
+
+def _secret(folder: Path) -> bytes | None:
+    """The HMAC key of ``folder``, made private (0700) and given a key (0600) on first use;
+    None, with a warning, where that fails (the cache is then not used)."""
+    if folder in _keys:
+        return _keys[folder]
+    from ldpk._config import private_dir
+
+    key = None
+    try:
+        if private_dir(folder):
+            key = _read_key(folder / KEY_FILE)
+            if key is None:
+                _new_key(folder)
+                key = _read_key(folder / KEY_FILE)
+    except OSError as exc:
+        warnings.warn(f"ldpk: executables cache {folder} not used: {exc}", stacklevel=3)
+    _keys[folder] = key
+    return key
+
+
+def _read_key(path: Path) -> bytes | None:
+    """The key in ``path``, or None where there is none; a key file that is not a regular
+    file of this user, private to it and 32 bytes long is deleted (a new key then makes
+    every entry written with the old one fail to verify)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:  # a link (O_NOFOLLOW), or unreadable
+        path.unlink(missing_ok=True)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        key = f.read(64)
+        if _trusted(os.fstat(f.fileno()), private=True) and len(key) == 32:
+            return key
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _new_key(folder: Path) -> None:
+    """Write a random key to ``folder/KEY_FILE`` (mode 0600) unless another process just did:
+    written whole and linked into place, which fails if the file exists."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        with contextlib.suppress(FileExistsError):  # another process's key: use that one
+            os.link(tmp, folder / KEY_FILE)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _trusted(st: os.stat_result, private: bool = False) -> bool:
+    """Whether a file with status ``st`` may be trusted: a regular file owned by this user,
+    not writable by group or others (``private``: nor readable by them). Always true where
+    there are no user ids (not POSIX)."""
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    if not hasattr(os, "getuid"):
+        return True
+    mask = 0o077 if private else 0o022
+    return st.st_uid == os.getuid() and not stat.S_IMODE(st.st_mode) & mask
+
+
+def _seal(key: bytes, payload: bytes) -> bytes:
+    """An entry: ``MAGIC``, the HMAC-SHA256 of ``payload`` under ``key``, then ``payload``."""
+    return MAGIC + hmac.new(key, payload, hashlib.sha256).digest() + payload
+
+
+def _read_entry(path: Path, key: bytes) -> bytes | None:
+    """The payload of the entry at ``path`` if it is trusted (see :func:`_trusted`) and its
+    tag verifies; None if there is no entry. Raises ``ValueError`` for an untrusted or
+    damaged one (never to be unpickled)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a link (O_NOFOLLOW), or unreadable
+        raise ValueError(f"unreadable entry: {exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not _trusted(os.fstat(f.fileno())):
+            raise ValueError("entry not owned by this user, or writable by others")
+        data = f.read()
+    n = len(MAGIC)
+    tag, payload = data[n : n + 32], data[n + 32 :]
+    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    if data[:n] != MAGIC or not hmac.compare_digest(tag, expected):
+        raise ValueError("entry fails its checksum")
+    return payload
 
 
 class _Hasher:
@@ -290,10 +402,13 @@ class jit:  # noqa: N801  (a drop-in for jax.jit)
             stats["uncached"] += 1
             return traced.lower().compile()  # as jax.jit would
         path = folder / f"{key}.exe"
-        try:
-            payload = path.read_bytes()
-        except OSError:
-            payload = None
+        payload = None
+        secret = _secret(folder) if folder.is_dir() else None
+        if secret is not None:
+            try:
+                payload = _read_entry(path, secret)
+            except ValueError:  # untrusted or damaged: never unpickled, compiled again
+                path.unlink(missing_ok=True)
         if payload is not None:
             try:  # (the executing devices' ids, the serialised executable)
                 ids, exe = pickle.loads(payload)
@@ -301,17 +416,18 @@ class jit:  # noqa: N801  (a drop-in for jax.jit)
                 loaded = deserialize_and_load(exe, traced.in_tree, traced.out_tree, execution_devices=[devices[i] for i in ids])  # fmt: skip
                 stats["loaded"] += 1
                 return loaded
-            except Exception:  # noqa: BLE001  (a damaged entry: compile again)
+            except Exception:  # noqa: BLE001  (an entry of another JAX: compile again)
                 path.unlink(missing_ok=True)
         before = getattr(_hits, "n", 0)
         compiled = traced.lower().compile()
         if getattr(_hits, "n", 0) != before:  # from JAX's cache: it serialises incompletely
             _supplied.add(key)
         stored = False
-        if key not in _supplied:
+        secret = None if key in _supplied else _secret(folder)
+        if secret is not None:
             try:
                 ids = [d.id for d in compiled.runtime_executable().local_devices()]
-                _write_whole(path, pickle.dumps((ids, serialize(compiled)[0])))
+                _write_whole(path, _seal(secret, pickle.dumps((ids, serialize(compiled)[0]))))
                 stored = True
             except (OSError, ValueError, TypeError, pickle.PicklingError):
                 pass  # not serialisable, or a read-only cache: compiled all the same
@@ -320,8 +436,7 @@ class jit:  # noqa: N801  (a drop-in for jax.jit)
 
 
 def _write_whole(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``payload`` to ``path`` through a temporary file (mode 0600) renamed over it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

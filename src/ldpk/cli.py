@@ -24,7 +24,7 @@ def _times(spec: str | None, path: str | None) -> np.ndarray | None:
     """Output times from --times START:STOP:STEP or --times-file (one number per line):
     finite, non-negative, sorted, at most :data:`MAX_TIMES` of them, counted before any
     array is allocated."""
-    from ldpk.errors import DataError
+    from ldpk import DataError
 
     limit = _max_times()
     if spec and path:
@@ -66,7 +66,7 @@ def _times(spec: str | None, path: str | None) -> np.ndarray | None:
 
 
 def _params(items: Sequence[str]) -> dict[str, float]:
-    from ldpk.errors import DataError
+    from ldpk import DataError
 
     out = {}
     for it in items:
@@ -210,9 +210,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _read_study(model: object, path: str, config: str | None, time_unit: str | None) -> object:
     """The study for ``ldpk fit``: read by :func:`ldpk.data.read_study` (NONMEM-style or tidy
     biodistribution table) with the config's ``data:`` options, ``--time-unit`` overriding."""
-    from ldpk.data import read_study
-    from ldpk.errors import DataError
-    from ldpk.population import read_config
+    from ldpk import DataError, read_config, read_study
 
     options = dict(read_config(config).get("data") or {})
     if time_unit:
@@ -226,9 +224,9 @@ def _print_fit(fit: object, written: Sequence[object]) -> None:
     """The summary table, the convergence warnings and the files written."""
     import pandas as pd
 
-    from ldpk.report import fit_summary_frame
+    import ldpk
 
-    table = fit_summary_frame(fit).drop(columns=["description", "prior"])
+    table = ldpk.report.fit_summary_frame(fit).drop(columns=["description", "prior"])
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     warnings = fit.convergence()  # type: ignore[attr-defined]
@@ -245,10 +243,9 @@ def _print_fit(fit: object, written: Sequence[object]) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     import ldpk
-    from ldpk.report import check_report_folder, write_fit_report
 
     protect = tuple(p for p in (args.data, args.model, args.config) if p)
-    check_report_folder(args.out, protect)
+    ldpk.report.check_report_folder(args.out, protect)
     model = ldpk.load_model(args.model)
     options: dict[str, object] = {}
     for k in ("chains", "warmup", "samples", "seed"):
@@ -266,19 +263,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         flush=True,
     )
     fit = ldpk.fit(model, data, config=args.config, method=args.method, **options)
-    written = write_fit_report(fit, args.out, protect=protect)
+    written = ldpk.report.write_fit_report(fit, args.out, protect=protect)
     _print_fit(fit, written)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ldpk.report import fit_demo, simulation_demo
+    import ldpk
 
-    for p in simulation_demo(args.out):
+    for p in ldpk.report.simulation_demo(args.out):
         print(f"wrote {p}")
     if args.no_fit:
         return 0
-    fit, written = fit_demo(
+    fit, written = ldpk.report.fit_demo(
         Path(args.out) / "fit", method=args.method, progress=not args.no_progress, log=print
     )
     _print_fit(fit, written)
@@ -296,7 +293,7 @@ _TABLE_BYTES = {".csv": 24, ".parquet": 8}
 
 def _items(values: Sequence[str], flag: str) -> list[str]:
     """Repeatable options that also take comma-separated lists: ``--x a --x b,c``."""
-    from ldpk.errors import DataError
+    from ldpk import DataError
 
     out = []
     for v in values:
@@ -311,7 +308,7 @@ def _items(values: Sequence[str], flag: str) -> list[str]:
 
 
 def _unknown_parameter(model: object, name: str, flag: str) -> Exception:
-    from ldpk.errors import DataError
+    from ldpk import DataError
 
     hint = ""
     if name.lower() in _DOSE_WORDS:
@@ -324,7 +321,7 @@ def _unknown_parameter(model: object, name: str, flag: str) -> Exception:
 
 def _sweep_table_spec(args: argparse.Namespace, model: object) -> tuple[dict, dict, dict]:
     """(grid values, distributions, fixed values) of --grid, --sample and --param, checked."""
-    from ldpk.errors import DataError
+    from ldpk import DataError
     from ldpk.paramsets import METHODS, parse_assignment
 
     fixed = _params(args.param)
@@ -384,15 +381,13 @@ def _sweep_regimens(args: argparse.Namespace, model: object) -> tuple[dict, list
     """The named regimens of --dose x --route x --schedule (or the model's example regimen)
     and the distinct dose levels."""
     import ldpk
-    from ldpk.errors import DataError
+    from ldpk import DataError
 
     if not args.dose:
         for flag, given in (("--route", args.route), ("--schedule", args.schedule), ("--duration", args.duration)):  # fmt: skip
             if given:
                 raise DataError(f"{flag} builds regimens with --dose: give --dose AMOUNT too")
-        from ldpk.dosing import example_regimen
-
-        doses, _ = example_regimen(model)  # type: ignore[arg-type]
+        doses, _ = ldpk.example_regimen(model)  # type: ignore[arg-type]
         return {"example": doses}, []
     amounts = []
     for text in _items(args.dose, "--dose"):
@@ -436,7 +431,7 @@ def _sweep_regimens(args: argparse.Namespace, model: object) -> tuple[dict, list
 def _sweep_outputs(args: argparse.Namespace, model: object) -> tuple[list[str], list[str], dict]:
     """The outputs, metrics and metric options (--threshold), checked."""
     import ldpk
-    from ldpk.errors import DataError
+    from ldpk import DataError
     from ldpk.sweep import DEFAULT_METRICS
 
     names = model.output_names  # type: ignore[attr-defined]
@@ -481,7 +476,7 @@ def _check_sweep_paths(
 ) -> list[str]:
     """Refuse --out/--store/--plot paths that would overwrite an input or each other, an unknown
     format, or results too large for their disk. Returns the figure paths --plot writes."""
-    from ldpk.errors import DataError
+    from ldpk import DataError
     from ldpk.sweep import OUTPUT_FORMATS, RESOURCE_FRACTION
 
     written: list[tuple[str, str]] = []
@@ -561,7 +556,7 @@ def _check_sweep_memory(sizes: dict[str, int], time_courses: bool, store: str | 
     (before the table is built; :func:`ldpk.sweep` checks its results again)."""
     import os
 
-    from ldpk.errors import DataError
+    from ldpk import DataError
     from ldpk.sweep import RESOURCE_FRACTION
 
     try:
@@ -583,9 +578,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import math
 
     import ldpk
-    from ldpk.errors import DataError
+    from ldpk import DataError
     from ldpk.sweep import save, summary
 
+    if args.store:  # what Ctrl-C leaves: the finished chunks, which a rerun resumes from
+        args.interrupted = f"interrupted; the finished chunks are kept in {args.store}: run the same command again to resume"  # fmt: skip
     model = ldpk.load_model(args.model)
     grid_values, dists, fixed = _sweep_table_spec(args, model)
     regs, dose_levels = _sweep_regimens(args, model)
@@ -594,9 +591,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if times is None:
         if args.dose:
             raise DataError("--times: give the output times, START:STOP:STEP (model time unit), e.g. --times 0:24:0.5")  # fmt: skip
-        from ldpk.dosing import example_regimen
-
-        _, times = example_regimen(model)
+        _, times = ldpk.example_regimen(model)
     times = np.asarray(times, dtype=float).reshape(-1)
     if times.size < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
         raise DataError(f"{flag}: need at least two finite, strictly increasing times (the metrics are computed on them)")  # fmt: skip
@@ -902,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    from ldpk.errors import LdpkError
+    from ldpk import LdpkError
 
     def fail(text: str, status: int = EXIT_USAGE) -> int:
         print(f"ldpk {args.command}: {text}", file=sys.stderr)

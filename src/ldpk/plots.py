@@ -122,7 +122,8 @@ def plot_simulation(
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a figure atomically (temporary file in the same folder, then rename)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png").close(fig)
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    _detach(fig)
     return Path(path)
 
 

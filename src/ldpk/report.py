@@ -6,6 +6,7 @@ import base64
 import html
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -557,10 +558,11 @@ def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
     failed: list[str] = []
     for name, heading, caption, draw in specs:
         path = out / name
+        before = _pyplot_figures()
         try:
             draw(path)
         except Exception as exc:  # a figure must not cost the user the rest of the report
-            _plt_close_all()
+            _close_new_figures(before)
             msg = f"figure {name} could not be drawn: {type(exc).__name__}: {exc}"
             warnings.warn(msg, stacklevel=2)
             failed.append(msg)
@@ -575,10 +577,18 @@ def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
     return written
 
 
-def _plt_close_all() -> None:
-    import matplotlib.pyplot as plt
+def _pyplot_figures() -> set[int]:
+    """The numbers of the figures pyplot holds (none if pyplot was never imported)."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    return set(plt.get_fignums()) if plt is not None else set()
 
-    plt.close("all")
+
+def _close_new_figures(before: set[int]) -> None:
+    """Close the pyplot figures a failed figure left (an ArviZ plot that raised), not the
+    user's own."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    for num in _pyplot_figures() - before:
+        plt.close(num)  # type: ignore[union-attr]
 
 
 #: The bundled example study the demo fits and its model.

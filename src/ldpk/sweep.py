@@ -707,4 +707,14 @@ def table_of(ds: Any) -> Any:
     return pd.DataFrame(frame)
 
 
-__all__ = ["DEFAULT_METRICS", "STATUS", "regimens", "save", "summary", "sweep", "table_of"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "OUTPUT_FORMATS",
+    "RESOURCE_FRACTION",
+    "STATUS",
+    "regimens",
+    "save",
+    "summary",
+    "sweep",
+    "table_of",
+]
