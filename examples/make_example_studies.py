@@ -39,7 +39,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,19 @@ class Study:
     table: pd.DataFrame
     fit_yaml: str
     truth: dict[str, Any]
+
+
+def _declare_fixed(fit_yaml: str, names: Sequence[str]) -> str:
+    """The config with ``NAME: {fixed: true}`` appended to its ``parameters:`` block for each
+    of ``names``: parameters of the model without a prior that the study does not inform,
+    declared held so that the fit does not warn about them."""
+    lines = fit_yaml.split("\n")
+    j = lines.index("parameters:") + 1
+    while j < len(lines) and lines[j].startswith("  "):
+        j += 1
+    block = ["  # held at the model file's values (not estimated from these data):"]
+    lines[j:j] = block + [f"  {n}: {{fixed: true}}" for n in names]
+    return "\n".join(lines)
 
 
 def _sig(x: float, digits: int = DIGITS) -> str:
@@ -209,7 +222,20 @@ error:
                    "animals": n, "organs": [*organs, "blood"], "sampling": "destructive",
                    "dose": "100 %ID IV bolus at time 0"},
     }  # fmt: skip
-    return Study(name, table, fit_yaml, truth)
+    held = [
+        "FU_BRAIN",
+        "KINT",
+        "KDEG",
+        "KREL",
+        "KDNA",
+        "KREN",
+        "KHEP",
+        "E_IC",
+        "KCOR",
+        "KIM",
+        "MTDNA_DOSE",
+    ]
+    return Study(name, table, _declare_fixed(fit_yaml, held), truth)
 
 
 # ---- 2. EVs: longitudinal 89Zr PET plus blood samples ---------------------------------------
@@ -316,7 +342,8 @@ fit:
                    "pet_times_h": pet_h.tolist(), "organs": [*organs, "plasma"],
                    "sampling": "longitudinal", "dose": "100 %ID IV bolus at time 0"},
     }  # fmt: skip
-    return Study(name, table, fit_yaml, truth)
+    held = ["KDEG", "KRENAL", "KA_IP", "F_IP", "KA_IN", "F_IN", "KA_SC", "F_SC", "GLUC"]
+    return Study(name, table, _declare_fixed(fit_yaml, held), truth)
 
 
 # ---- 3. MSCs: 111In SPECT plus bioluminescence in the same mice -------------------------
@@ -405,7 +432,22 @@ error:
                    "bli_regions": bli, "sampling": "longitudinal",
                    "dose": "1e6 cells IV bolus at time 0"},
     }  # fmt: skip
-    return Study(name, table, fit_yaml, truth)
+    held = [
+        "E_SPLEEN",
+        "E_KIDNEY",
+        "E_REST",
+        "F_HOME",
+        "K_REL_REST",
+        "K_REL_INJ",
+        "T_HALF_DNA",
+        "K_LEAK",
+        "K_FREE",
+        "F_FREE_LIVER",
+        "F_FREE_SPLEEN",
+        "F_FREE_KIDNEY",
+        "F_FREE_REST",
+    ]
+    return Study(name, table, _declare_fixed(fit_yaml, held), truth)
 
 
 # ---- 4. CAR-T: sparse transgene qPCR in patients ----------------------------------------

@@ -95,8 +95,9 @@ def test_cycle_in_derived_quantities_is_shown():
 
 
 def test_self_reference_in_derived_is_refused():
+    # The message says the definition refers to itself (issue #22), not just "unknown name".
     msg = error(spec(derived={"A": "A * 2"}))
-    assert "derived.A" in msg and "unknown name 'A'" in msg
+    assert "derived.A" in msg and "refers to A itself" in msg
 
 
 def test_unknown_top_level_key():

@@ -18,6 +18,7 @@ Structure (NONMEM/nlmixr2 notation in brackets):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,9 +33,11 @@ from jax.scipy.special import log_ndtr
 from numpyro.distributions import constraints
 
 from ldpk.data import Dataset
-from ldpk.errors import ModelError
+from ldpk.errors import DataError, ModelError
 from ldpk.model import Model, Prior
-from ldpk.model._model import make_prior
+from ldpk.model._expr import lookalike_hint
+from ldpk.model._load import read_text_file, read_yaml_file
+from ldpk.model._model import _num, make_prior
 from ldpk.solve import ODEOptions, simulate
 
 #: Top-level sections of a fit config.
@@ -149,7 +152,7 @@ def fit_spec(
 
         parameters:
           KA: {prior: {dist: lognormal, loc: 0.5, scale: 0.5}, iiv: {dist: halfnormal, scale: 1}}
-          F: {fixed: 0.8}           # hold at 0.8
+          F: {fixed: 0.8}           # hold at 0.8 (`fixed: true`: at the model value)
           TLAG: {iiv: none}         # no between-subject variability
         error:
           cp: {model: additive, additive: {dist: halfnormal, scale: 2}}
@@ -179,11 +182,14 @@ def fit_spec(
     for name, over in (cfg.get("parameters") or {}).items():
         at = f"{where}: parameters.{name}"
         if name not in names:
-            raise ModelError(f"{at}: {model.name} has no parameter {name!r}; parameters: {', '.join(model.parameter_names)}")  # fmt: skip
+            hint = lookalike_hint(str(name), model.parameter_names)
+            raise ModelError(f"{at}: {model.name} has no parameter {name!r}{hint}; parameters: {', '.join(model.parameter_names)}")  # fmt: skip
         if not isinstance(over, Mapping) or not set(over) <= {"prior", "iiv", "fixed"}:
             raise ModelError(f"{at}: give a mapping with prior:, iiv: and/or fixed:")
-        if "fixed" in over:
-            fixed[name] = float(over["fixed"])
+        if "fixed" in over and over["fixed"] is not False:
+            # `fixed: true` holds the model's value; `fixed: 0.8` holds 0.8
+            value = over["fixed"]
+            fixed[name] = float(model.parameter(name).value) if value is True else _num(value, f"{at}.fixed")  # fmt: skip
             priors.pop(name, None)
             iiv.pop(name, None)
             continue
@@ -225,7 +231,10 @@ def fit_spec(
 
 
 def read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
-    """A fit config as a dict: a mapping as given, or a YAML (or ``.toml``) file."""
+    """A fit config as a dict: a mapping as given, or a YAML (or ``.toml``) file, read with the
+    model files' bounds (``ldpk.model._load.MAX_FILE_BYTES``, alias expansion, nesting) and
+    encodings (UTF-8 with or without a byte-order mark, UTF-16, UTF-32); every problem is a
+    ModelError naming the file and, where known, the line."""
     if config is None:
         return {}
     if isinstance(config, Mapping):
@@ -233,21 +242,106 @@ def read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     path = Path(config)
     if not path.exists():
         raise ModelError(f"{path}: no such fit config")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
+    if path.suffix.lower() == ".toml":
+        import tomllib
 
+        text = read_text_file(path, "fit config")
+        try:
             out = tomllib.loads(text)
-        else:
-            import yaml
-
-            out = yaml.safe_load(text) or {}
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot parse: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ModelError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ModelError(f"{path}: not valid TOML: nested too deeply to read") from None
+    else:
+        out = read_yaml_file(path, "fit config")
+        out = {} if out is None else out
     if not isinstance(out, Mapping):
         raise ModelError(f"{path}: a fit config is a mapping at top level")
     return dict(out)
+
+
+class UnestimatedParameterWarning(UserWarning):
+    """Parameters of a fit that have neither a prior nor ``fixed:``: held at their model values
+    without being declared fixed (see :func:`check_fit_inputs`)."""
+
+
+#: Error models whose likelihood needs positive observations (log scale, or an SD proportional
+#: to the value): a zero or negative uncensored observation has no density there.
+POSITIVE_ERROR_MODELS = ("proportional", "lognormal")
+
+
+def unestimated_parameters(model: Model, spec: FitSpec) -> tuple[str, ...]:
+    """Parameters that are neither estimated (a prior) nor declared fixed (``fixed:`` in the
+    config, or ``prior: {dist: fixed}`` in the model file, or taken from the species'
+    physiology tables, whose values are cited constants): a fit holds them at their values."""
+    declared = {
+        p.name
+        for p in model.parameters
+        if (p.prior is not None and p.prior.dist == "fixed") or p.physiology is not None
+    }
+    return tuple(
+        n
+        for n in model.parameter_names
+        if n not in spec.priors and n not in spec.fixed and n not in declared
+    )
+
+
+def check_fit_inputs(
+    model: Model, data: Dataset | None, spec: FitSpec, where: str | None = None
+) -> tuple[str, ...]:
+    """Checks of a fit's inputs made before anything is compiled; :func:`ldpk.fit` calls it.
+
+    - Parameters with neither a prior nor ``fixed:`` are held at their model values: one
+      :class:`UnestimatedParameterWarning` names them (returned too).
+    - An uncensored observation <= 0 of an output with a proportional or log-normal error
+      model has no likelihood: DataError naming the output and the rows, pointing to
+      censoring (BLQ/LLOQ) for values below a quantification limit."""
+    where = where or model.source
+    held = unestimated_parameters(model, spec)
+    if held:
+        warnings.warn(
+            f"{where}: parameter(s) {', '.join(held)} have neither a prior nor `fixed:`, so the "
+            "fit holds them at their model values ("
+            + ", ".join(
+                f"{n}={model.parameter(n).value:g}"
+                for n in held[:10]
+                if _is_number(model.parameter(n).value)
+            )  # fmt: skip
+            + "). Give each a `prior:` to estimate it, or declare it fixed: `fixed: true` (or a "
+            "value) under `parameters:` in the fit config, or `prior: {dist: fixed}` in the "
+            "model file",
+            UnestimatedParameterWarning,
+            stacklevel=3,
+        )
+    if data is not None:
+        names = model.output_names
+        for out, err in spec.errors.items():
+            if err.kind not in POSITIVE_ERROR_MODELS:
+                continue
+            sel = (np.asarray(data.output) == names.index(out)) & (np.asarray(data.censored) == 0)
+            bad = np.flatnonzero(sel & ~(np.asarray(data.dv, dtype=float) > 0))
+            if bad.size:
+                rows = [int(r) for r in np.asarray(data.row)[bad]]
+                vals = [float(v) for v in np.asarray(data.dv, dtype=float)[bad]]
+                shown = ", ".join(f"row {r} ({v:g})" for r, v in zip(rows[:10], vals[:10], strict=True))  # fmt: skip
+                more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+                raise DataError(
+                    f"{data.source}: output {out!r} has a {err.kind} error model, which needs "
+                    f"observations > 0, but {len(rows)} uncensored observation(s) are zero or "
+                    f"negative: {shown}{more}. If these are below a limit of quantification, "
+                    "mark them censored (a BLQ column with 1, or CENS/LIMIT or LLOQ columns) so "
+                    "they enter as P(value < limit); otherwise use an additive or combined "
+                    f"error model for {out!r} (`error: {{{out}: {{model: combined}}}}`)"
+                )
+    return held
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _covariate_effect(c: Any, model: Model, priors: dict, where: str, i: int) -> CovariateEffect:
@@ -271,7 +365,8 @@ def _error_models(model: Model, data: Dataset | None, cfg: Mapping, where: str) 
     outs = data.outputs_observed() if data is not None else model.output_names
     unknown = set(cfg) - set(model.output_names)
     if unknown:
-        raise ModelError(f"{where}: error: {sorted(unknown)} are not outputs of {model.name}; outputs: {', '.join(model.output_names)}")  # fmt: skip
+        hint = "".join(lookalike_hint(str(u), model.output_names) for u in sorted(unknown, key=str)[:1])  # fmt: skip
+        raise ModelError(f"{where}: error: {sorted(unknown, key=str)} are not outputs of {model.name}{hint}; outputs: {', '.join(model.output_names)}")  # fmt: skip
     errors = {}
     for o in outs:
         c = dict(cfg.get(o) or {})

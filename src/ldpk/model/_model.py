@@ -4,15 +4,30 @@ routes, outputs and references. A JAX pytree whose leaves are the parameter valu
 from __future__ import annotations
 
 import dataclasses
+import keyword
+import math
+import numbers
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import numpy as np
 
 from ldpk.errors import LdpkError, ModelError
-from ldpk.model._expr import Expr, compile_expr, piecewise_linear_in
+from ldpk.model._expr import (
+    CONSTANTS,
+    FUNCTIONS,
+    Expr,
+    _short,
+    check_unit_text,
+    compile_expr,
+    describe_char,
+    lookalike_hint,
+    piecewise_linear_in,
+)
 
 PRIOR_DISTRIBUTIONS = {
     "normal": ("loc", "scale"),
@@ -240,16 +255,19 @@ class Model:
         for p in self.parameters:
             if p.name == name:
                 return p
+        hint = lookalike_hint(str(name), self.parameter_names)
         raise ModelError(
-            f"{self.source}: no parameter {name!r}; parameters: {', '.join(self.parameter_names)}"
+            f"{self.source}: no parameter {name!r}{hint}; parameters: "
+            f"{', '.join(self.parameter_names)}"
         )
 
     def with_values(self, **values: Any) -> Model:
         """A copy with some parameter values replaced."""
         unknown = set(values) - set(self.parameter_names)
         if unknown:
+            hint = lookalike_hint(str(sorted(unknown)[0]), self.parameter_names)
             raise ModelError(
-                f"{self.source}: unknown parameter(s) {sorted(unknown)}; "
+                f"{self.source}: unknown parameter(s) {sorted(unknown)}{hint}; "
                 f"parameters: {', '.join(self.parameter_names)}"
             )
         params = tuple(
@@ -314,51 +332,159 @@ jax.tree_util.register_pytree_node(Model, _flatten, _unflatten)
 
 
 # ---- validation --------------------------------------------------------------------------
-def _names_in_order(items: Sequence[Derived]) -> list[Derived]:
-    """Topological order of derived quantities; raises on cycles."""
+def _names_in_order(items: Sequence[Derived], src: str = "<python>") -> list[Derived]:
+    """Topological order of derived quantities; raises on cycles (iteratively: a chain of any
+    length never exhausts Python's recursion limit)."""
     by_name = {d.name: d for d in items}
     order: list[Derived] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        s = state.get(name, 0)
-        if s == 2:
-            return
-        if s == 1:
-            cycle = " -> ".join([*path[path.index(name) :], name])
-            raise ModelError(f"derived quantities form a cycle: {cycle}; break the cycle")
-        state[name] = 1
-        for dep in sorted(by_name[name].expr.names):
-            if dep in by_name:
-                visit(dep, [*path, name])
-        state[name] = 2
-        order.append(by_name[name])
-
-    for d in items:
-        visit(d.name, [])
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in items:
+        if state.get(root.name):
+            continue
+        path = [root.name]
+        state[root.name] = 1
+        todo = [iter(sorted(by_name[root.name].expr.names & by_name.keys()))]
+        while todo:
+            dep = next(todo[-1], None)
+            if dep is None:
+                todo.pop()
+                done = path.pop()
+                state[done] = 2
+                order.append(by_name[done])
+                continue
+            s = state.get(dep, 0)
+            if s == 2:
+                continue
+            if s == 1:
+                loop = [*path[path.index(dep) :], dep]
+                if len(loop) > 12:
+                    loop = [*loop[:5], f"... ({len(loop) - 10} more) ...", *loop[-5:]]
+                cycle = " -> ".join(loop)
+                raise ModelError(
+                    f"{src}: derived.{dep}: derived quantities form a cycle: {cycle}; each is "
+                    "defined through the others, so none has a value: break the cycle"
+                )
+            state[dep] = 1
+            path.append(dep)
+            todo.append(iter(sorted(by_name[dep].expr.names & by_name.keys())))
     return order
+
+
+#: Names no compartment, parameter, covariate, derived quantity or output may take, in any
+#: letter case: the columns and dimensions ldpk's tables and results use (simulation tables,
+#: ``Simulation.to_xarray``, sweeps, fits), with what uses them.
+RESERVED_NAMES: dict[str, str] = {
+    "time": "the time column of simulation tables and the time dimension of results",
+    "time_of": "the time coordinate of simulations of several subjects",
+    "id": "the subject ID column of data files",
+    "subject": "the subject dimension of results and posteriors",
+    "set": "the parameter-set column of simulation tables and dimension of sweeps",
+    "regimen": "the regimen dimension of sweeps",
+    "status": "the per-set status variable of sweeps",
+    "trial": "the trial dimension of virtual trials",
+    "chain": "the chain dimension of posteriors",
+    "draw": "the draw dimension of posteriors",
+    "obs": "the observation dimension of fits",
+    "pred": "the predictions stored in a fit's posterior",
+}
+_SUFFIX = {"compartment": "_cmt", "parameter": "_par", "covariate": "_cov", "derived quantity": "_der", "output": "_out"}  # fmt: skip
+_RESERVED_PATTERN = re.compile(r"^set\d+$", re.IGNORECASE)  # set0, set1...: simulation tables
+_SECTIONS = {
+    "compartment": "compartments", "parameter": "parameters", "covariate": "covariates",
+    "derived quantity": "derived", "output": "outputs",
+}  # fmt: skip
+
+
+def _check_names(src: str, groups: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Every compartment, parameter, covariate, derived quantity and output needs a name that
+    is a valid identifier as Python reads it, is not reserved, and differs from every other
+    such name also when letter case is ignored (output tables have one column per compartment
+    and per output, data columns are matched ignoring case, and expressions see one namespace).
+    ``groups``: (kind, names) with kind a key of ``_SECTIONS``."""
+    seen: dict[str, tuple[str, str]] = {}  # casefolded name -> (kind, name)
+    for kind, names in groups:
+        section = _SECTIONS[kind]
+        for n in names:
+            at = f"{src}: {section}.{n}"
+            if not isinstance(n, str):
+                raise ModelError(
+                    f"{src}: {section}: the {kind} name {n!r} is not text; names are "
+                    "identifiers that start with a letter or '_'"
+                )
+            if not n.isidentifier() or keyword.iskeyword(n):
+                raise ModelError(
+                    f"{at}: {kind} name {n!r} is not a valid identifier (letters, digits and "
+                    "'_', not starting with a digit, and not a Python keyword such as 'in' or "
+                    "'lambda')"
+                )
+            norm = unicodedata.normalize("NFKC", n)
+            if norm != n:
+                odd = [describe_char(c) for c in n if unicodedata.normalize("NFKC", c) != c]
+                raise ModelError(
+                    f"{at}: {kind} name {n!r} contains {', '.join(odd)}, which expressions read "
+                    f"as {norm!r} (Python normalises names): name it {norm!r}"
+                )
+            if n == "t":
+                raise ModelError(f"{at}: {kind} name 't' is reserved (it is time in expressions); rename it")  # fmt: skip
+            low = n.casefold()
+            if low in RESERVED_NAMES or _RESERVED_PATTERN.match(n):
+                what = RESERVED_NAMES.get(low, "a parameter-set column of simulation tables")
+                raise ModelError(
+                    f"{at}: {kind} name {n!r} is reserved in any letter case ({what}); rename "
+                    f"it, e.g. {n + _SUFFIX[kind]!r}. Reserved: "
+                    f"{', '.join(RESERVED_NAMES)}, set0, set1, ... and t"
+                )
+            if n in FUNCTIONS or n in CONSTANTS:
+                what = f"function {n}()" if n in FUNCTIONS else f"constant {n}"
+                raise ModelError(f"{at}: {kind} name {n!r} is the expression {what}; rename it")
+            if low in seen:
+                other_kind, other = seen[low]
+                case = "" if other == n else " (ignoring letter case)"
+                raise ModelError(
+                    f"{at}: the name {n!r} is used twice{case}: as {kind} and as {other_kind} "
+                    f"{other!r} ({_SECTIONS[other_kind]}.{other}); every compartment, parameter, "
+                    "covariate, derived quantity and output needs its own name, also ignoring "
+                    "letter case (output tables have one column per compartment and per output, "
+                    "and data columns are matched ignoring case): rename one of them"
+                )
+            seen[low] = (kind, n)
 
 
 def validate(m: Model) -> None:
     """Structural checks; raises ModelError naming the source, the entry and the fix."""
     src = m.source
-    seen: dict[str, str] = {}
-    groups = [
-        ("compartment", m.compartment_names),
-        ("parameter", m.parameter_names),
-        ("covariate", m.covariate_names),
-        ("derived quantity", tuple(d.name for d in m.derived)),
-    ]
-    reserved = {"t"}
-    for kind, names in groups:
-        for n in names:
-            if not n.isidentifier():
-                raise ModelError(f"{src}: {kind} name {n!r} is not a valid identifier")
-            if n in reserved:
-                raise ModelError(f"{src}: {kind} name {n!r} is reserved (it is time); rename it")
-            if n in seen:
-                raise ModelError(f"{src}: name {n!r} is used twice (as {seen[n]} and {kind})")
-            seen[n] = kind
+    for kind, names in (("output", m.output_names), ("route", m.route_names)):
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ModelError(f"{src}: {kind} name(s) {dup} appear twice in {list(names)}")
+    _check_names(
+        src,
+        [
+            ("compartment", m.compartment_names),
+            ("parameter", m.parameter_names),
+            ("covariate", m.covariate_names),
+            ("derived quantity", tuple(d.name for d in m.derived)),
+            ("output", m.output_names),
+        ],
+    )
+    cmt_fold = {c.casefold(): c for c in m.compartment_names}
+    for o in m.output_names:
+        if o.casefold().startswith("amount_") and o.casefold()[7:] in cmt_fold:
+            raise ModelError(
+                f"{src}: outputs.{o}: the name {o!r} is the variable that holds the amount in "
+                f"compartment {cmt_fold[o.casefold()[7:]]!r} in results (Simulation.to_xarray); "
+                "rename the output"
+            )
+    for where, unit in (
+        ("time_unit", m.time_unit),
+        ("amount_unit", m.amount_unit),
+        *((f"compartments.{c.name}.unit", c.unit) for c in m.compartments),
+        *((f"parameters.{p.name}.unit", p.unit) for p in m.parameters),
+        *((f"covariates.{c.name}.unit", c.unit) for c in m.covariates),
+        *((f"derived.{d.name}.unit", d.unit) for d in m.derived),
+        *((f"outputs.{o.name}.unit", o.unit) for o in m.outputs),
+    ):
+        check_unit_text(str(unit), f"{src}: {where}")
     if not m.compartments:
         raise ModelError(f"{src}: a model needs at least one compartment")
     for p in m.parameters:
@@ -367,16 +493,14 @@ def validate(m: Model) -> None:
                 f"{src}: parameters.{p.name} has no unit; add e.g. `unit: 1/h` "
                 "(use `unit: '1'` for dimensionless quantities)"
             )
-    for kind, names in (("output", m.output_names), ("route", m.route_names)):
-        if len(set(names)) != len(names):
-            raise ModelError(f"{src}: duplicate {kind} names in {list(names)}")
     cmts = set(m.compartment_names)
     for i, f in enumerate(m.flows):
         for end, name in (("from", f.source), ("to", f.target)):
             if name is not None and name not in cmts:
+                hint = lookalike_hint(str(name), m.compartment_names)
                 raise ModelError(
-                    f"{src}: flows[{i}].{end} names compartment {name!r}, which does not exist; "
-                    f"compartments: {', '.join(m.compartment_names)}"
+                    f"{src}: flows[{i}].{end} names compartment {name!r}, which does not "
+                    f"exist{hint}; compartments: {', '.join(m.compartment_names)}"
                 )
         if (f.k is None) == (f.rate is None):
             raise ModelError(f"{src}: flows[{i}] needs exactly one of `k:` and `rate:`")
@@ -389,9 +513,10 @@ def validate(m: Model) -> None:
             )
     for r in m.routes:
         if r.target not in cmts:
+            hint = lookalike_hint(str(r.target), m.compartment_names)
             raise ModelError(
-                f"{src}: routes.{r.name}.target is {r.target!r}, which is not a compartment; "
-                f"compartments: {', '.join(m.compartment_names)}"
+                f"{src}: routes.{r.name}.target is {r.target!r}, which is not a "
+                f"compartment{hint}; compartments: {', '.join(m.compartment_names)}"
             )
     if m.tracer is not None:
         from ldpk.tracer import nuclide
@@ -406,7 +531,7 @@ def validate(m: Model) -> None:
                 f"{src}: outputs.{o.name} has `decay: true` but the model declares no "
                 "`tracer:` nuclide (e.g. `tracer: 111In`)"
             )
-    order = _names_in_order(m.derived)  # raises on cycles
+    order = _names_in_order(m.derived, src)  # raises on cycles
     # Name scopes: what each kind of expression may refer to.
     static = set(m.parameter_names) | set(m.covariate_names)
     available: set[str] = set(static)
@@ -455,20 +580,45 @@ def scope(m: Model, kind: str) -> dict[str, str]:
 
 
 def derived_order(m: Model) -> list[Derived]:
-    return _names_in_order(m.derived)
+    return _names_in_order(m.derived, m.source)
 
 
 # ---- construction helpers used by the loader and by Python users --------------------------
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _num(value: Any, where: str) -> float:
-    # YAML 1.1 reads 1.0e11 (no exponent sign) as a string: accept plain numeric literals.
+def _num(value: Any, where: str, finite: bool = True) -> float:
+    """``value`` as a float: a number (Python or NumPy) or a numeric string (YAML 1.1 reads
+    1.0e11, without an exponent sign, as a string). NaN is refused, and so is ±inf unless
+    ``finite`` is False (bounds)."""
     if isinstance(value, str) and _NUMBER.match(value.strip()):
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ModelError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+        value = value.strip()
+    elif isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ModelError(f"{where}: expected a number, got {_short(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond the float64 range
+        out = math.inf
+    if math.isnan(out) or (finite and math.isinf(out)):
+        if isinstance(value, numbers.Integral):
+            shown = f"an integer of about {int(int(value).bit_length() * 0.30103) + 1} digits"
+        else:
+            shown = _short(value) if isinstance(value, str) else repr(out)
+        raise ModelError(
+            f"{where}: {shown} is not a finite number; give a finite value "
+            "(float64: at most about 1.8e308 in magnitude)"
+        )
+    return out
+
+
+def _iiv(value: Any, where: str) -> float | None:
+    """The SD of log P between subjects (>= 0), or None."""
+    if value is None:
+        return None
+    out = _num(value, where)
+    if out < 0:
+        raise ModelError(f"{where}: {out!r} is negative; the between-subject SD is >= 0")
+    return out
 
 
 def _discontinuities(raw: Any, scope: set[str], source: str) -> tuple[Expr, ...]:
@@ -566,6 +716,18 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     cnames = list(mapping("covariates"))
     dnames = list(mapping("derived"))
     states = list(mapping("compartments"))
+    # Names first: a reserved, invalid or colliding name is reported as such, not as an
+    # unknown name in some expression.
+    _check_names(
+        source,
+        [
+            ("compartment", states),
+            ("parameter", pnames),
+            ("covariate", cnames),
+            ("derived quantity", dnames),
+            ("output", list(mapping("outputs"))),
+        ],
+    )
     static_scope = set(pnames) | set(cnames) | set(dnames)
     dynamic_scope = static_scope | set(states) | {"t"}
 
@@ -589,11 +751,13 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
                 prior=make_prior(v["prior"], f"{source}: parameters.{n}.prior")
                 if "prior" in v
                 else None,
-                iiv=_num(v["iiv"], f"{source}: parameters.{n}.iiv")
-                if v.get("iiv") is not None
+                iiv=_iiv(v.get("iiv"), f"{source}: parameters.{n}.iiv"),
+                lower=_num(v["lower"], f"{source}: parameters.{n}.lower", finite=False)
+                if "lower" in v
                 else None,
-                lower=_num(v["lower"], f"{source}: parameters.{n}.lower") if "lower" in v else None,
-                upper=_num(v["upper"], f"{source}: parameters.{n}.upper") if "upper" in v else None,
+                upper=_num(v["upper"], f"{source}: parameters.{n}.upper", finite=False)
+                if "upper" in v
+                else None,
             )
         )
     covariates = []
@@ -613,10 +777,17 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
         if not isinstance(v, Mapping):
             v = {"expr": v}
         v = entry("derived", n, v, {"expr", "unit", "description"})
+        expr = compile_expr(v.get("expr"), static_scope, f"{source}: derived.{n}")
+        if n in expr.names:
+            raise ModelError(
+                f"{source}: derived.{n}: {expr.source!r} refers to {n} itself, so {n} has no "
+                f"value; a derived quantity is defined by parameters, covariates and other "
+                "derived quantities, never by itself"
+            )
         derived.append(
             Derived(
                 n,
-                compile_expr(v.get("expr"), static_scope - {n}, f"{source}: derived.{n}"),
+                expr,
                 str(v.get("unit", "")),
                 str(v.get("description", "")),
             )
