@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 import ldpk
-from ldpk.dosing import event_table, records_from_table, stack_tables
+from ldpk.data import records_from_table
+from ldpk.dosing import event_table, stack_tables
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "models" / "nmtest_advan2.yaml"

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import ldpk
-from ldpk.data import nonmem_table, read_biodistribution, read_data, read_table
-from ldpk.dosing import Bolus, make_records, parse_dose, records_from_table
+from ldpk.data import nonmem_table, read_biodistribution, read_data, read_table, records_from_table
+from ldpk.dosing import Bolus, make_records, parse_dose
 from ldpk.errors import DataError
 
 

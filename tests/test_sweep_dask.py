@@ -74,7 +74,7 @@ def test_dask_sweep_survives_a_killed_worker(cluster):
     # Kill one worker process (SIGKILL) once the sweep's tasks are running on it.
     deadline = time.time() + 120
     while time.time() < deadline and not any(
-        "_task" in str(k) for k in client.processing().get(next(iter(pids)), ())
+        "_run_chunk" in str(k) for k in client.processing().get(next(iter(pids)), ())
     ):
         time.sleep(0.05)
     running = th.is_alive()

@@ -8,6 +8,7 @@ from ldpk._config import configure
 configure()
 
 from ldpk import exposure, plots, report, sensitivity, tracer  # noqa: E402
+from ldpk._version import __version__  # noqa: E402
 from ldpk.data import Dataset, read_biodistribution, read_data, read_study  # noqa: E402
 from ldpk.dosing import (  # noqa: E402
     Bolus,
@@ -33,8 +34,6 @@ from ldpk.paramsets import ParameterTable, grid, sample, virtual_subjects  # noq
 from ldpk.population import read_config  # noqa: E402
 from ldpk.solve import ODEOptions, Simulation, Simulator, prepare, simulate  # noqa: E402
 from ldpk.sweep import regimens, sweep  # noqa: E402  (the function: the module is sys.modules["ldpk.sweep"])
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Bolus",

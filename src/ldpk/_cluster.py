@@ -67,21 +67,18 @@ class DeviceCount(WorkerPlugin):
         os.environ["LDPK_HOST_DEVICES"] = str(n)
 
 
-def _task(plan: Any, theta: np.ndarray) -> dict[str, np.ndarray]:
-    from ldpk.sweep import _run_chunk
-
-    return _run_chunk(plan, theta)
-
-
 def run_on_cluster(
     scheduler: Any,
     plan: Any,
     theta: Any,
     starts: Sequence[int],
     done: Callable[[int, dict[str, np.ndarray]], None],
+    task: Callable[[Any, np.ndarray], dict[str, np.ndarray]],
 ) -> None:
-    """Submit one task per chunk at ``starts`` and call ``done(start, result)`` as each
-    completes (in any order), at most twice the workers' threads in flight."""
+    """Submit one task per chunk at ``starts``, ``task(plan, chunk of theta)`` (a module-level
+    function, pickled by reference: the sweep's chunk runner, passed in so that this module
+    does not import the sweep), and call ``done(start, result)`` as each completes (in any
+    order), at most twice the workers' threads in flight."""
     from distributed import as_completed
 
     client, opened = _client(scheduler)
@@ -94,7 +91,7 @@ def run_on_cluster(
 
         def submit() -> Any:
             s = pending.pop()
-            f = client.submit(_task, plan_f, theta[s : s + plan.chunk], pure=False, retries=RETRIES)
+            f = client.submit(task, plan_f, theta[s : s + plan.chunk], pure=False, retries=RETRIES)
             futures[f] = s
             return f
 

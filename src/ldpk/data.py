@@ -523,7 +523,7 @@ def nonmem_table(
     problems: _Problems | None = None, need: tuple[str, ...] = ("time",),
 ) -> NonmemTable:  # fmt: skip
     """Parse and validate a NONMEM-style table: the one parser behind :func:`read_data`
-    (``ldpk fit``) and :func:`~ldpk.dosing.records_from_table` (``ldpk simulate --data``).
+    (``ldpk fit``) and :func:`records_from_table` (``ldpk simulate --data``).
 
     ``data``: a DataFrame (or a path, read by :func:`read_table`). Column names are
     case-insensitive (two equal up to case are refused); ``.`` and blanks are missing. Missing
@@ -1526,3 +1526,17 @@ def read_study(model: Model, data: str | Path | Any, **options: Any) -> Dataset:
     if bad:
         raise DataError(f"{reader.__name__}() does not take {sorted(bad)}; valid: format, {', '.join(valid)}")  # fmt: skip
     return reader(model, data, **options)
+
+
+def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict[Any, Records]:
+    """Split a NONMEM-style table (pandas DataFrame) into validated Records per ID (what
+    ``ldpk simulate --data`` predicts).
+
+    The table is parsed by :func:`nonmem_table`, the one parser of NONMEM-style tables
+    (``ldpk fit`` reads the same columns the same way through :func:`read_data`). Column
+    names are case-insensitive: ID (optional: one subject), TIME, EVID, AMT, CMT (number or
+    name), ROUTE (route name, optional), RATE, II, ADDL, SS, MDV and covariate columns named
+    as in the model; '.' and blanks are missing. Without EVID, rows with AMT > 0 are doses and
+    the others observations (EVID 0; MDV = 1 makes them EVID 2). Every problem is reported at
+    once; row numbers in messages are 1-based data rows (the header is row 0)."""
+    return nonmem_table(model, table, where).records()

@@ -656,30 +656,6 @@ def stack_tables(tables: Sequence[EventTable]) -> EventTable:
     return EventTable(out, tuple(int(t.n_obs) for t in tables))
 
 
-# ---- NONMEM-style tables ------------------------------------------------------------------
-def read_table(path: str | Any, max_bytes: int | None = None) -> Any:
-    """Read a CSV or Parquet table into a pandas DataFrame: :func:`ldpk.data.read_table` (size
-    limit, encodings, duplicate columns refused)."""
-    from ldpk.data import read_table as _read_table
-
-    return _read_table(path, max_bytes=max_bytes)
-
-
-def records_from_table(model: Model, table: Any, where: str = "<table>") -> dict[Any, Records]:
-    """Split a NONMEM-style table (pandas DataFrame) into validated Records per ID.
-
-    The table is parsed by :func:`ldpk.data.nonmem_table`, the one parser of NONMEM-style
-    tables (``ldpk fit`` reads the same columns the same way through :func:`ldpk.data.read_data`).
-    Column names are case-insensitive: ID (optional: one subject), TIME, EVID, AMT, CMT (number
-    or name), ROUTE (route name, optional), RATE, II, ADDL, SS, MDV and covariate columns named
-    as in the model; '.' and blanks are missing. Without EVID, rows with AMT > 0 are doses and
-    the others observations (EVID 0; MDV = 1 makes them EVID 2). Every problem is reported at
-    once; row numbers in messages are 1-based data rows (the header is row 0)."""
-    from ldpk.data import nonmem_table
-
-    return nonmem_table(model, table, where).records()
-
-
 _DOSE_HELP = (
     'a dose is "AMOUNT ROUTE at TIME [over DURATION | rate RATE] [every II for N] [ss]", '
     'e.g. "100 iv at 0", "500 iv at 0 over 1", "320 oral at 0 every 12 for 6"'

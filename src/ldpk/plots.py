@@ -323,7 +323,7 @@ def observation_units(fit: Any) -> np.ndarray:
 
 def _source_column(source: str, name: str) -> np.ndarray | None:
     """A column (case-insensitive) of the study table at ``source``, or None."""
-    from ldpk.dosing import read_table
+    from ldpk.data import read_table
 
     try:
         frame = read_table(source)

@@ -93,7 +93,8 @@ def predict_data(model: Model, params: Any, data: str | Path) -> Any:
     ``params`` (mapping name -> value; None: the model's values): the table as read, plus one
     column per model output (``cp [mg/L]``) holding the prediction on observation rows (EVID
     0 and 2) and NaN elsewhere. Every record is validated before anything compiles."""
-    from ldpk.dosing import event_table, read_table, records_from_table, stack_tables
+    from ldpk.data import read_table, records_from_table
+    from ldpk.dosing import event_table, stack_tables
     from ldpk.solve import simulate
 
     table = read_table(data)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldpk import exposure
+import ldpk.exposure as exposure
 from ldpk.dosing import Bolus, Infusion
 from ldpk.errors import DataError
 from ldpk.model import Expr, Model
@@ -403,7 +403,7 @@ def _execute(
     else:
         from ldpk._cluster import run_on_cluster
 
-        run_on_cluster(scheduler, plan, theta, starts, finished)
+        run_on_cluster(scheduler, plan, theta, starts, finished, _run_chunk)
 
 
 def _dataset(plan: _Plan, table: ParameterTable, values: Mapping[str, np.ndarray]) -> Any:
@@ -447,7 +447,7 @@ def _coords(plan: _Plan, table: ParameterTable) -> dict[str, Any]:
 
 
 def _finish_attrs(ds: Any, plan: _Plan, table: ParameterTable, sims: Sequence[Simulator]) -> None:
-    import ldpk
+    from ldpk._version import __version__
 
     status = np.asarray(ds["status"])
     failed = {STATUS[c]: int(np.sum(status == c)) for c in STATUS if c}
@@ -457,7 +457,7 @@ def _finish_attrs(ds: Any, plan: _Plan, table: ParameterTable, sims: Sequence[Si
     ds.attrs.update(
         model=m.name,
         model_source=m.source,
-        ldpk_version=ldpk.__version__,
+        ldpk_version=__version__,
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         kernel=",".join(sorted({s.kernel for s in sims})),
         sampling=str(prov.get("method", "table")),
