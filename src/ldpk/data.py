@@ -650,10 +650,9 @@ def nonmem_table(
     return table
 
 
-def _cmt_value(v: Any) -> Any:
-    """A CMT cell: None if missing, a float if a number, else the name (stripped)."""
-    if _missing(v):
-        return None
+def _number_or_name(v: Any) -> float | str:
+    """A cell that holds a number or a name: a float if it reads as a number, else the text
+    (stripped)."""
     if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
         return float(v)
     text = str(v).strip()
@@ -661,6 +660,11 @@ def _cmt_value(v: Any) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def _cmt_value(v: Any) -> Any:
+    """A CMT cell: None if missing, a float if a number, else the name (stripped)."""
+    return None if _missing(v) else _number_or_name(v)
 
 
 def _targets_help(model: Model) -> str:
@@ -835,13 +839,8 @@ def _observed_outputs(
 def _dvid_key(v: Any) -> Any:
     """A DVID value or ``dvid=`` key as compared: a float if a number, else stripped text
     (case-insensitive matching is done against output names)."""
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return float(v)
-    text = str(v).strip()
-    try:
-        return float(text)
-    except ValueError:
-        return text.lower()
+    key = _number_or_name(v)
+    return key.lower() if isinstance(key, str) else key
 
 
 def _rename(frame: Any, columns: Mapping[str, str], where: str) -> Any:
