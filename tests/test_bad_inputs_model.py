@@ -24,6 +24,7 @@ from ldpk.population import (
     read_config,
     unestimated_parameters,
 )
+from tests.test_model_validation import MODEL_YAML  # the same small model file
 
 BASE = {
     "name": "base",
@@ -41,21 +42,6 @@ BASE = {
     "routes": {"oral": {"target": "depot"}, "iv": {"target": "central"}},
     "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
 }
-
-MODEL_YAML = """\
-name: filemodel
-compartments:
-  central: {unit: mg}
-parameters:
-  CL: {value: 2.0, unit: L/h}
-  V: {value: 10.0, unit: L}
-flows:
-  - {from: central, k: CL / V}
-routes:
-  iv: central
-outputs:
-  cp: {expr: central / V, unit: mg/L}
-"""
 
 
 def spec(**changes):

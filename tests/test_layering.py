@@ -18,7 +18,7 @@ SRC = ROOT / "src" / "ldpk"
 
 #: Modules below everything DESIGN.md lists (it does not name them): errors, the version,
 #: atomic files, global JAX settings and the compilation cache. In this order.
-FOUNDATION = ["errors", "_version", "_io", "_config", "_compiled"]
+FOUNDATION = ["errors", "_limits", "_version", "_io", "_config", "_compiled"]
 #: The order of DESIGN.md's "Layout" (src/ldpk/, top to bottom; "plots.py, report.py" in
 #: that order), ``__init__.py`` and ``cli.py`` aside. ``design`` is planned.
 DESIGN_ORDER = [

@@ -139,14 +139,8 @@ def _check_outputs(args: argparse.Namespace, inputs: Sequence[str | None]) -> No
     suffix: checked before anything is computed or written."""
     import ldpk
 
-    given = [p for p in inputs if p]
-    targets = [(flag, getattr(args, flag)) for flag in ("out", "plot") if getattr(args, flag, None)]  # fmt: skip
-    for flag, path in targets:
-        for src in given:
-            if _same_path(path, src):
-                raise ldpk.DataError(f"--{flag} {path}: that is an input file; refusing to overwrite it")  # fmt: skip
-    if len(targets) == 2 and _same_path(targets[0][1], targets[1][1]):
-        raise ldpk.DataError(f"--out and --plot name the same file {args.out}")
+    targets = [(f"--{flag}", getattr(args, flag)) for flag in ("out", "plot") if getattr(args, flag, None)]  # fmt: skip
+    _refuse_overlaps(targets, [p for p in inputs if p])
     if getattr(args, "out", None) and Path(args.out).suffix.lower() not in (".csv", ".parquet"):
         raise ldpk.DataError(f"--out {args.out}: the table is written as FILE.csv or FILE.parquet")
     if getattr(args, "plot", None) and Path(args.plot).suffix.lower() not in _PLOT_FORMATS:
@@ -460,6 +454,20 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+def _refuse_overlaps(written: Sequence[tuple[str, str]], inputs: Sequence[str | Path]) -> None:
+    """Refuse an output (flag, path) that is one of the existing ``inputs`` or the same path
+    as an earlier output: checked before anything is computed or written."""
+    import ldpk
+
+    for i, (flag, path) in enumerate(written):
+        for inp in inputs:
+            if Path(inp).exists() and _same_path(path, inp):
+                raise ldpk.DataError(f"{flag} {path}: is an input file; refusing to overwrite it, choose another path")  # fmt: skip
+        for other_flag, other in written[:i]:
+            if _same_path(path, other):
+                raise ldpk.DataError(f"{flag} {path}: the same path as {other_flag}; the same file cannot hold both, give each output its own path")  # fmt: skip
+
+
 def _free_disk(path: Path) -> tuple[int, int]:
     """(free bytes, device) of the disk that ``path`` (existing or not) would be written to."""
     import os
@@ -499,14 +507,7 @@ def _check_sweep_paths(
             raise DataError(f"--plot {args.plot}: unknown figure format {p.suffix or '(no suffix)'}; give a path ending in {', '.join(_PLOT_FORMATS)}")  # fmt: skip
         figures = [str(p)] + [str(p.with_name(f"{p.stem}-{k}{p.suffix}")) for k in ("metrics", "dose")]  # fmt: skip
         written += [("--plot", f) for f in figures]
-    for flag, path in written:
-        for inp in inputs:
-            if Path(inp).exists() and _same_path(path, inp):
-                raise DataError(f"{flag} {path}: is an input of this sweep; choose another path (inputs are never overwritten)")  # fmt: skip
-    for i, (flag, path) in enumerate(written):
-        for other_flag, other in written[:i]:
-            if _same_path(path, other):
-                raise DataError(f"{flag} {path}: the same path as {other_flag}; give each output its own path")  # fmt: skip
+    _refuse_overlaps(written, inputs)
     need: dict[int, list[tuple[str, int, int]]] = {}
     for flag, key in (("--out", "out"), ("--store", "store")):
         path = getattr(args, key)

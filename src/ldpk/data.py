@@ -14,7 +14,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ldpk._limits import limit_from_env
 from ldpk.dosing import (
     _EVID_HELP,
     EventTable,
@@ -182,13 +182,7 @@ _BOMS = (
 def _max_file_bytes(max_bytes: int | None) -> int:
     if max_bytes is not None:
         return int(max_bytes)
-    env = os.environ.get("LDPK_MAX_FILE_BYTES", "").strip()
-    if not env:
-        return MAX_FILE_BYTES
-    try:
-        return int(float(env))
-    except ValueError:
-        raise DataError(f"LDPK_MAX_FILE_BYTES={env!r} is not a number of bytes") from None
+    return limit_from_env("LDPK_MAX_FILE_BYTES", MAX_FILE_BYTES, "bytes")
 
 
 def _decode(raw: bytes, where: str) -> str:

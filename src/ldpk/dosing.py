@@ -26,13 +26,13 @@ Python users build the same records with :class:`Bolus`, :class:`Infusion` and :
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ldpk._limits import limit_from_env
 from ldpk.errors import DataError
 from ldpk.model import Model
 
@@ -146,16 +146,7 @@ MAX_DOSES_PER_SUBJECT = 100_000
 
 def max_doses() -> int:
     """The dose limit per subject: ``LDPK_MAX_DOSES`` if set, else :data:`MAX_DOSES_PER_SUBJECT`."""
-    env = os.environ.get("LDPK_MAX_DOSES", "").strip()
-    if not env:
-        return MAX_DOSES_PER_SUBJECT
-    try:
-        value = int(float(env))
-    except ValueError:
-        raise DataError(f"LDPK_MAX_DOSES={env!r} is not a whole number of doses") from None
-    if value < 1:
-        raise DataError(f"LDPK_MAX_DOSES={env!r} must be >= 1")
-    return value
+    return limit_from_env("LDPK_MAX_DOSES", MAX_DOSES_PER_SUBJECT, "doses")
 
 
 def _too_many_doses(n: float, limit: int) -> str:

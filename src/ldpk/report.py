@@ -26,9 +26,7 @@ def write_table(frame: Any, path: str | Path, protect: tuple[str | Path, ...] = 
     """Write a pandas DataFrame as CSV or Parquet (by suffix), atomically. Refuses to write
     over any of ``protect`` (the user's inputs)."""
     path = Path(path)
-    for p in protect:
-        if Path(p).exists() and path.exists() and path.resolve() == Path(p).resolve():
-            raise DataError(f"{path}: refusing to overwrite an input file; choose another --out")
+    _refuse_inputs([path], protect)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise DataError(f"{path}: output must end in .csv or .parquet")
