@@ -76,6 +76,28 @@ def test_param_that_varies_between_virtual_subjects_is_refused(tmp_path, capsys)
     refused(argv, capsys, tmp_path, "--param CL", "--n")
 
 
+@pytest.mark.parametrize(
+    ("dose", "says"),
+    [
+        ("320 oral at 0 every 12", '"every 12 for N"'),  # a repeat needs its count
+        ("100 iv at 0 over 1 over 2", "'over' is given twice"),
+        ("100 iv at 0 every 12 for 2 every 24 for 3", "'every' is given twice"),
+        ("100 iv at 0 over 1 rate 5", "not both"),
+        ("100 iv at 0 ss", "needs the dosing interval"),
+        ("100 iv at 0 every 12 for 0", "at least 1"),
+        ("100 iv at 0 every 12 for 2.5", "whole number"),
+    ],
+)
+def test_contradicting_or_incomplete_dose_clauses_are_refused(dose, says, tmp_path, capsys):
+    argv = ["simulate", "one_compartment", "--dose", dose]
+    refused(argv, capsys, tmp_path, dose, says)
+
+
+def test_complete_repeated_dose_gives_every_dose():
+    dose = ldpk.parse_dose("320 oral at 0 every 12 for 6 ss")
+    assert (dose.every, dose.count, dose.ss) == (12.0, 6, 1)
+
+
 # ---- outputs that would overwrite an input or each other ---------------------------------------
 @pytest.mark.parametrize("which", ["model", "data", "times"])
 def test_out_never_overwrites_an_input(which, events, tmp_path, capsys):
@@ -231,7 +253,9 @@ def test_show_lists_value_unit_prior_and_variability(capsys):
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["CL"])
     # value, unit, prior with its median exp(1.0116) = 2.750, SD of log 0.3 = CV 31 %
     assert row[1:4] == ["2.75", "L/h", "lognormal(loc=1.012,"] and "2.75)" in row
-    assert "SD(log) 0.3 (CV 31 %)" in out and "none (held at its value in a fit)" in out
+    assert "SD(log) 0.3 (CV 31 %)" in out
+    f_row = next(line for line in out.splitlines() if line.split()[:1] == ["F"])
+    assert "fixed (held at its value in a fit)" in f_row  # `prior: {dist: fixed}` in the file
 
 
 def test_new_writes_a_valid_commented_model_and_never_overwrites(tmp_path, capsys):

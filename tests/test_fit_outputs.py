@@ -71,7 +71,7 @@ def test_every_file_is_written(report):
 
 def test_netcdf_round_trips(report, tiny_fit):
     out, _ = report
-    back = ldpk.load_fit(out / "posterior.nc")
+    back = ldpk.load_fit(out / "posterior.nc").posterior
     groups = set(tiny_fit.posterior.children)
     assert groups == set(back.children)
     for g in groups:
@@ -115,6 +115,24 @@ def test_summary_csv_lists_the_population_parameters(report, tiny_fit):
     assert list(s["parameter"]) == tiny_fit.parameter_names()
     assert {"mean", "sd", "eti90_lb", "eti90_ub", "prior", "unit"} <= set(s.columns)
     assert s.set_index("parameter").loc["CL", "unit"] == "L/h"
+
+
+def test_summary_has_every_digit_and_the_median_and_rse(report, tiny_fit):
+    """summary.csv keeps full precision (numbers equal to NumPy's of the draws to 1e-12, not
+    rounded), with the median beside the mean and RSE % = 100 sd / |mean|; display rounds."""
+    out, _ = report
+    s = pd.read_csv(out / "summary.csv").set_index("parameter")
+    for name in tiny_fit.parameter_names():
+        d = tiny_fit.draws(name)
+        np.testing.assert_allclose(s.loc[name, "mean"], d.mean(), rtol=1e-12)
+        np.testing.assert_allclose(s.loc[name, "median"], np.median(d), rtol=1e-12)
+        np.testing.assert_allclose(s.loc[name, "sd"], d.std(ddof=1), rtol=1e-6)
+        np.testing.assert_allclose(s.loc[name, "rse_pct"], 100 * d.std(ddof=1) / abs(d.mean()), rtol=1e-6)  # fmt: skip
+        lo, hi = np.quantile(d, [0.05, 0.95])
+        np.testing.assert_allclose([s.loc[name, "eti90_lb"], s.loc[name, "eti90_ub"]], [lo, hi], rtol=1e-6)  # fmt: skip
+    shown = ldpk.report.summary_for_display(s.reset_index())
+    cl = shown.set_index("parameter").loc["CL"]
+    assert cl["mean"] == f"{s.loc['CL', 'mean']:.4g}" and cl["rse_pct"] == f"{s.loc['CL', 'rse_pct']:.1f}"  # fmt: skip
 
 
 def test_report_html_is_self_contained(report, tiny_fit):
@@ -208,8 +226,13 @@ def test_cli_fit_end_to_end(theo, tmp_path, capsys):
     assert main([*args, "--method", "laplace", "--seed", "3", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "method laplace" in text
-    back = ldpk.load_fit(out / "posterior.nc")
-    assert back.attrs["ldpk_method"] == "laplace" and back["posterior"].sizes["draw"] == 100
+    back = ldpk.load_fit(out)  # the folder: its posterior.nc, read back as a Fit
+    assert back.method == "laplace" and back.options.draws == 100 and back.options.seed == 3
+    assert back.posterior.attrs["ldpk_method"] == "laplace"
+    assert back.posterior["posterior"].sizes["draw"] == 100
+    assert back.dataset.source == str(theo) and back.config["error"] == {"cp": {"model": "additive"}}  # fmt: skip
+    s, written = back.summary(), pd.read_csv(out / "summary.csv", index_col="parameter")
+    np.testing.assert_allclose(written.loc[s.index, ["mean", "sd"]], s[["mean", "sd"]], rtol=1e-12)
     for word in ("CL", "omega_V", "sigma_add_cp", "convergence warning", "wrote"):
         assert word in text
     for name in FIT_REPORT_FILES:

@@ -69,7 +69,8 @@ def test_laplace_is_reproducible_and_round_trips(model, theo, tmp_path):
     np.testing.assert_array_equal(tree["observed_data"]["obs_cp"].values, theo.dv)
     path = a.save(tmp_path / "fit.nc")
     back = ldpk.load_fit(path)
-    np.testing.assert_array_equal(back["posterior"]["CL"].values, tree["posterior"]["CL"].values)
+    np.testing.assert_array_equal(back.posterior["posterior"]["CL"].values, tree["posterior"]["CL"].values)  # fmt: skip
+    pd.testing.assert_frame_equal(back.summary(), a.summary())
     summary = a.summary()
     assert {"CL", "V", "KA", "omega_KA", "sigma_add_cp"} <= set(summary.index)
 

@@ -202,13 +202,13 @@ def test_fit_spec_defaults_and_overrides(tmp_path):
             "valid: power, linear, categorical",
         ),  # fmt: skip
         ({"study": ["F"]}, "not an estimated parameter"),
-        (  # 4 weights: one β cannot stand for 3 non-reference levels
+        (  # the reference must be one of the data's levels
             {
                 "covariates": [
-                    {"parameter": "CL", "covariate": "WT", "kind": "categorical", "reference": 70}
+                    {"parameter": "CL", "covariate": "WT", "kind": "categorical", "reference": 75}
                 ]
             },
-            "the data have 4 levels .50, 60, 70, 80.*indicator column",
+            "reference 75 is not a level of WT; levels: 50, 60, 70, 80",
         ),  # fmt: skip
         ({"priors": {}}, "unknown entries"),
     ],

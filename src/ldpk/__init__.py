@@ -20,7 +20,7 @@ from ldpk.dosing import (  # noqa: E402
     parse_dose,
 )
 from ldpk.errors import DataError, LdpkError, ModelError, SolverError  # noqa: E402
-from ldpk.inference import Fit, FitOptions, fit, load_fit  # noqa: E402
+from ldpk.inference import Fit, FitOptions, WeaklyInformedWarning, fit, load_fit  # noqa: E402
 from ldpk.model import (  # noqa: E402
     Model,
     build_model,
@@ -63,6 +63,7 @@ __all__ = [
     "fit",
     "grid",
     "load_fit",
+    "WeaklyInformedWarning",
     "load_model",
     "model_template",
     "parse_dose",

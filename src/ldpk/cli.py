@@ -221,8 +221,8 @@ def _print_fit(fit: object, written: Sequence[object]) -> None:
     import ldpk
 
     table = ldpk.report.fit_summary_frame(fit).drop(columns=["description", "prior"])
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(ldpk.report.summary_for_display(table).to_string(index=False))
     warnings = fit.convergence()  # type: ignore[attr-defined]
     if warnings:
         print(f"\n{len(warnings)} convergence warning{'s' if len(warnings) > 1 else ''}:")

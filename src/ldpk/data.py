@@ -463,7 +463,8 @@ class NonmemTable:
     Per row (table order): ``ids`` (subject; 0 for all rows without an ID column), ``evid``
     (0-4, after inferring it from AMT/MDV and reading rxode2's EVID 100·c + 1), ``time`` (model
     time unit), ``mdv`` (0 where blank), ``num`` (every numeric NONMEM column as read, file
-    units), ``route`` and ``cmt`` (the dose target as given; None where missing). ``subjects``
+    units), ``route`` and ``cmt`` (the dose target as given; None where missing, except that a
+    dose row without either has the model's ``default_route`` as its route). ``subjects``
     maps each ID, in order of appearance, to its row indices."""
 
     model: Model
@@ -525,7 +526,8 @@ def nonmem_table(
     naming the rows; missing RATE, II, ADDL, SS, MDV are 0. Without EVID a row with AMT > 0 is a
     dose (EVID 1), with MDV 1 EVID 2, else EVID 0; rxode2's EVID 100·c + 1 is EVID 1 into CMT c.
     CMT is a compartment number or name, ROUTE a route name; a dose without either goes to the
-    model's route if it has exactly one. Negative TIME and times out of order within a subject
+    model's ``default_route`` (model file ``default_route:``), else to its route if it has
+    exactly one. Negative TIME and times out of order within a subject
     are errors. ``time_factor`` converts TIME and II (RATE divides by it) to the model's unit.
 
     Problems go to ``problems`` (the caller raises them, with its own), else are raised here,
@@ -597,9 +599,12 @@ def nonmem_table(
     targets = _targets_help(model)
     target_problem: dict[tuple[Any, Any], str | None] = {}
     for i in np.flatnonzero(is_dose):
-        if route[i] is None and cmt[i] is None and len(model.routes) != 1:
-            probs.add(i + 1, "CMT", f"missing on a dose row, and no ROUTE; {model.name} has {len(model.routes)} routes, so each dose needs one: give CMT or ROUTE ({targets})")  # fmt: skip
-            continue
+        if route[i] is None and cmt[i] is None:
+            if model.default_route is not None:
+                route[i] = model.default_route
+            elif len(model.routes) != 1:
+                probs.add(i + 1, "CMT", f"missing on a dose row, and no ROUTE; {model.name} has {len(model.routes)} routes and no `default_route:`, so each dose needs one: give CMT or ROUTE ({targets}), or declare `default_route: NAME` in the model file")  # fmt: skip
+                continue
         key = (route[i], cmt[i])
         if key not in target_problem:
             try:
@@ -1209,7 +1214,7 @@ def read_biodistribution(
         e.g. 100 for a model whose amounts are %ID, 1e6 for 1e6 cells of a model in cells). It
         also converts amount outputs to the %ID of the rows (see below).
     route: the route of every animal without a ROUTE value (a route name of the model); not
-        needed for a model with one route.
+        needed for a model with one route or a ``default_route`` (used when this is None).
 
     Columns (case-insensitive): ID (animal), TIME (time of the measurement, on the same clock as
     DOSE_TIME), ORGAN, VALUE (or DV), and optionally UNIT (of VALUE: '%ID', '%ID/g',
@@ -1268,8 +1273,10 @@ def read_biodistribution(
             f"missing; add a DOSE column or pass dose= (the amount given, in the model's amount "
             f"unit {model.amount_unit!r})"
         )))  # fmt: skip
-    if "route" not in cols and route is None and len(model.routes) != 1:
-        problems.add(None, "ROUTE", f"missing; add a ROUTE column or pass route=; routes of {model.name}: {', '.join(model.route_names) or '(none)'}")  # fmt: skip
+    # The route of an animal without a ROUTE value: route=, else the model's default_route.
+    fallback = route if route is not None else model.default_route
+    if "route" not in cols and fallback is None and len(model.routes) != 1:
+        problems.add(None, "ROUTE", f"missing; add a ROUTE column or pass route=; routes of {model.name}: {', '.join(model.route_names) or '(none)'} (or declare `default_route: NAME` in the model file)")  # fmt: skip
     names = list(model.output_names)
     by_organ: dict[str, int] = {}
     by_pair: dict[tuple[str, str], int] = {}
@@ -1355,10 +1362,10 @@ def read_biodistribution(
             amount[a] = float(dose)
         elif "dose" in cols:
             dose_problems.append((a, first_row[a] + 1, f"missing for ID {a}; give the dose (model amount unit {model.amount_unit!r}) on its rows or pass dose="))  # fmt: skip
-        r = route_of[a][0] if a in route_of else route
+        r = route_of[a][0] if a in route_of else fallback
         if r is None and len(model.routes) != 1:
             if "route" in cols:
-                problems.add(first_row[a] + 1, "ROUTE", f"missing for ID {a}; routes: {', '.join(model.route_names)}")  # fmt: skip
+                problems.add(first_row[a] + 1, "ROUTE", f"missing for ID {a}; routes: {', '.join(model.route_names)} (or pass route=, or declare `default_route: NAME` in the model file)", kind=f"missing for these animals; routes: {', '.join(model.route_names)} (or pass route=, or declare `default_route: NAME` in the model file)")  # fmt: skip
             continue
         route_name[a] = None if r is None else str(r).strip()
         if route_name[a] not in route_problem:

@@ -27,7 +27,15 @@ def convergence_warnings(fit: Any) -> list[str]:
     between-subject effect (with chains whose means split by more than ``MODE_GAP``
     within-chain SDs named as sampling different modes), no divergent transitions, E-BFMI ≥ 0.3 in every chain, at most 5 %
     of iterations at the maximum tree depth. Fits by SVI, MAP or Laplace carry no MCMC
-    diagnostics; for them the list says so."""
+    diagnostics; for them the list says so. Every method's list starts with the typical
+    values the data hardly inform, judged from the curvature at the mode (the posterior's
+    ``ldpk_weakly_informed`` attribute)."""
+    weak = [w for w in str(fit.posterior.attrs.get("ldpk_weakly_informed", "")).split("\n") if w]
+    return weak + _sampler_warnings(fit)
+
+
+def _sampler_warnings(fit: Any) -> list[str]:
+    """:func:`convergence_warnings` from the sampler's diagnostics."""
     import arviz as az
 
     if fit.method != "nuts":

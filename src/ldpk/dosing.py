@@ -272,7 +272,8 @@ def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
     """Route index for a dose given by route name, or by compartment (name or 1-based number).
 
     A dose into a compartment uses the declared route targeting it when there is exactly one
-    (so its lag and bioavailability apply, as NONMEM's ALAGn/Fn do), else a plain route."""
+    (so its lag and bioavailability apply, as NONMEM's ALAGn/Fn do), else a plain route. A
+    dose with neither goes to the model's only route, or else its ``default_route``."""
     names = list(model.route_names)
     cmts = list(model.compartment_names)
     n_declared = len(names)
@@ -286,8 +287,10 @@ def resolve_route(model: Model, route: Any, cmt: Any, where: str) -> int:
     if not _given(cmt):
         if len(names) == 1:
             return 0
+        if model.default_route is not None:
+            return names.index(model.default_route)
         raise DataError(
-            f"{where}: a dose needs a route or CMT; routes: {', '.join(names) or '(none)'}, "
+            f"{where}: a dose needs a route or CMT (or the model's `default_route:`); routes: {', '.join(names) or '(none)'}, "
             f"compartments: {', '.join(f'{i + 1}={c}' for i, c in enumerate(cmts))}"
         )
     if isinstance(cmt, str) and not _is_number(cmt):
@@ -655,8 +658,11 @@ _DOSE_HELP = (
 
 def parse_dose(text: str, model: Model | None = None) -> Bolus | Infusion:
     """Parse a dose written as ``AMOUNT ROUTE at TIME [over D | rate R] [every II for N] [ss]``
-    (model units). ``over``/``rate`` make it an infusion; ``ss`` makes it a steady-state dose."""
+    (model units). ``over``/``rate`` make it an infusion; ``ss`` makes it a steady-state dose
+    (it needs ``every``, the dosing interval). Each clause at most once; ``every`` always with
+    its count ``for N`` (a dose repeated "until the end" would depend on the output times)."""
     words = text.replace(",", " ").split()
+    problem = None
     try:
         amount = float(words[0])
         route = words[1]
@@ -665,26 +671,41 @@ def parse_dose(text: str, model: Model | None = None) -> Bolus | Infusion:
         time = float(words[3])
         rest = words[4:]
         opts: dict[str, Any] = {}
+        seen: list[str] = []
         while rest:
             w = rest.pop(0)
+            if w in seen:
+                problem = f"the clause {w!r} is given twice"
+                raise ValueError
+            seen.append(w)
             if w == "over":
                 opts["duration"] = float(rest.pop(0))
             elif w == "rate":
                 opts["rate"] = float(rest.pop(0))
             elif w == "every":
                 opts["every"] = float(rest.pop(0))
-                if rest[:1] == ["for"]:
-                    rest.pop(0)
-                    n = float(rest.pop(0))
-                    if not np.isfinite(n) or n != int(n):
-                        raise ValueError
-                    opts["count"] = int(n)
+                if rest[:1] != ["for"]:
+                    problem = f'"every {opts["every"]:g}" needs the number of doses: "every {opts["every"]:g} for N"'  # fmt: skip
+                    raise ValueError
+                rest.pop(0)
+                n = float(rest.pop(0))
+                if not np.isfinite(n) or n != int(n) or n < 1:
+                    problem = "the count after 'for' must be a whole number of doses, at least 1"
+                    raise ValueError
+                opts["count"] = int(n)
             elif w == "ss":
                 opts["ss"] = 1
             else:
                 raise ValueError
+        if "duration" in opts and "rate" in opts:
+            problem = "give 'over' (a duration) or 'rate', not both"
+            raise ValueError
+        if "ss" in opts and "every" not in opts:
+            problem = "'ss' (steady state) needs the dosing interval: \"every II for N ss\""
+            raise ValueError
     except (ValueError, IndexError):
-        raise DataError(f"cannot read dose {text!r}: {_DOSE_HELP}") from None
+        why = f"{problem}; " if problem else ""
+        raise DataError(f"cannot read dose {text!r}: {why}{_DOSE_HELP}") from None
     if opts.get("count", 1) > max_doses():  # before any dose is expanded
         raise DataError(f"dose {text!r}: {_too_many_doses(opts['count'], max_doses())}")
     if model is not None and route not in model.route_names:

@@ -8,8 +8,9 @@ Structure (NONMEM/nlmixr2 notation in brackets):
 - log-normal between-subject variability, non-centred: ``P_i = θ_p · c_i · exp(ω_p z_ip)``
   with ``z_ip ~ N(0, 1)`` [ETA = ω z], ``ω_p`` the SD of log P_i [sqrt(OMEGA)];
 - optional study-level random effects ``exp(ω_s,p z_s,p)`` shared by a study's subjects;
-- covariate factors ``c_i``: power (allometric) ``(X_i / ref)^β``, linear ``1 + β (X_i − ref)``
-  and categorical ``exp(β)`` for the level that is not the reference (two levels);
+- covariate factors ``c_i``: power (allometric) ``(X_i / ref)^β``, linear ``1 + β (X_i − ref)``,
+  exponential ``exp(β (X_i − ref))`` and categorical, one ``β_k`` per level ``k`` other than the
+  reference: ``exp(β_k)`` or, proportional, ``1 + β_k`` [``(1 + THETA)``];
 - residual error per output, each with its own parameters: additive, proportional, combined
   (SD = sqrt(a² + b² f²)), log-normal (SD b of log DV) and Student-t (combined scale, ν degrees of
   freedom); left- or right-censored observations by the M3 likelihood (probability mass beyond
@@ -44,7 +45,14 @@ from ldpk.solve import ODEOptions, simulate
 CONFIG_SECTIONS = {"parameters", "error", "covariates", "study", "data", "fit", "ode"}
 
 ERROR_MODELS = ("additive", "proportional", "combined", "lognormal", "student_t")
-COVARIATE_EFFECTS = ("power", "linear", "categorical")
+COVARIATE_EFFECTS = ("power", "linear", "categorical", "exponential")
+#: Forms of a categorical effect: the factor of a subject at level k is exp(β_k) or 1 + β_k.
+CATEGORICAL_FORMS = ("exponential", "proportional")
+#: Entries of one effect in a fit config's ``covariates:`` list.
+COVARIATE_KEYS = ("parameter", "covariate", "kind", "reference", "beta", "form", "levels")
+#: Prior of a categorical β (each level) when the config gives none; with the proportional form
+#: it is truncated to β > −1, so that 1 + β > 0.
+DEFAULT_CATEGORICAL_PRIOR = Prior("normal", (("loc", 0.0), ("scale", 0.5)))
 
 #: Smallest prediction used in proportional and log-normal error (guards log(0) and SD = 0).
 TINY = 1e-12
@@ -98,21 +106,76 @@ class ErrorModel:
 
 @dataclass(frozen=True)
 class CovariateEffect:
-    """A covariate effect on a parameter's individual values. ``kind``: power (allometric;
-    ``(X/reference)^beta``), linear (``1 + beta (X - reference)``) or categorical (a factor
-    ``exp(beta)`` for subjects whose value is not ``reference``: two levels; a covariate with
-    more levels takes one 0/1 indicator column per non-reference level). ``beta`` is a fixed
-    number or a prior (estimated)."""
+    """A covariate effect on a parameter's individual values: the parameter is multiplied by a
+    factor of the subject's covariate value X. ``kind``: power (allometric;
+    ``(X/reference)^beta``), linear (``1 + beta (X - reference)``), exponential
+    (``exp(beta (X - reference))``) or categorical: one ``beta`` per level in ``levels`` (the
+    levels other than ``reference``), the factor of a subject at level k being ``exp(beta_k)``
+    (``form`` exponential) or ``1 + beta_k`` (``form`` proportional, NONMEM's ``(1 + THETA)``);
+    the reference level and any value not in ``levels`` have factor 1. With ``levels`` empty,
+    every value other than the reference shares one ``beta`` (two levels).
+
+    ``beta`` is a fixed number or a prior (estimated), or for a categorical effect with more
+    than one level a tuple of them, one per level. The numpyro sites are ``site_names``:
+    ``beta_<parameter>_<covariate>`` and, with more than one level,
+    ``beta_<parameter>_<covariate>_<level>`` per level (the level written with ``:g``, ``-`` as
+    ``m`` and ``.`` as ``_``: ``beta_CL_RACE_2``, ``beta_CL_DOSE_0_5``)."""
 
     parameter: str
     covariate: str
     kind: str = "power"
     reference: float = 1.0
-    beta: float | Prior = 1.0
+    beta: float | Prior | tuple[float | Prior, ...] = 1.0
+    form: str = "exponential"
+    levels: tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
         return f"beta_{self.parameter}_{self.covariate}"
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        """Names of the effect's β, one per level of a categorical effect with several."""
+        if self.kind != "categorical" or len(self.levels) <= 1:
+            return (self.name,)
+        return tuple(f"{self.name}_{level_name(v)}" for v in self.levels)
+
+    @property
+    def betas(self) -> tuple[float | Prior, ...]:
+        """The β of each of ``site_names``: a fixed number or a prior."""
+        if isinstance(self.beta, tuple):
+            return self.beta
+        return (self.beta,) * len(self.site_names)
+
+    def factor(self, x: Any, values: Mapping[str, Any]) -> Any:
+        """The factor at covariate values ``x``; ``values``: estimated β by site name."""
+        b = [values[s] if isinstance(v, Prior) else v for s, v in zip(self.site_names, self.betas, strict=True)]  # fmt: skip
+        match self.kind:
+            case "power":
+                return (x / self.reference) ** b[0]
+            case "linear":
+                return 1.0 + b[0] * (x - self.reference)
+            case "exponential":
+                return jnp.exp(b[0] * (x - self.reference))
+        if self.levels:  # a static tuple: one select per level, traced once
+            shift = sum(jnp.where(x == v, bk, 0.0) for v, bk in zip(self.levels, b, strict=True))
+        else:
+            shift = jnp.where(x == self.reference, 0.0, b[0])
+        return 1.0 + shift if self.form == "proportional" else jnp.exp(shift)
+
+    def prior_distribution(self, p: Prior) -> dist.Distribution:
+        """The numpyro distribution of one of the effect's β priors: with the proportional
+        form a normal prior is truncated to β > −1 (factor 1 + β > 0)."""
+        if self.form == "proportional" and p.dist == "normal":
+            a = dict(p.args)
+            return dist.TruncatedNormal(a["loc"], a["scale"], low=-1.0)
+        return prior_distribution(p)
+
+
+def level_name(v: float) -> str:
+    """A level of a categorical covariate as part of a site name: ``:g``, with ``-`` as ``m``,
+    ``.`` as ``_`` and no ``+`` (2 → ``2``, 0.5 → ``0_5``, -1 → ``m1``)."""
+    return f"{v:g}".replace("-", "m").replace("+", "").replace(".", "_")
 
 
 @dataclass(frozen=True)
@@ -158,13 +221,33 @@ def fit_spec(
           cp: {model: additive, additive: {dist: halfnormal, scale: 2}}
         covariates:
           - {parameter: CL, covariate: WT, kind: power, reference: 70, beta: 0.75}
+          - {parameter: V, covariate: AGE, kind: exponential, reference: 40,
+             beta: {dist: normal, loc: 0, scale: 0.02}}      # exp(beta (AGE - 40))
+          - {parameter: CL, covariate: RACE, kind: categorical, form: proportional,
+             reference: 1, beta: {2: -0.2, 3: {dist: normal, loc: 0, scale: 0.3}}}
         study: [CL]                 # study-level random effect on CL
         data: {time_unit: min, outputs: {lung: pct_lung}}   # options of the data reader
         fit: {chains: 4, warmup: 1000, samples: 1000}       # FitOptions
         ode: {solver: tsit5, rtol: 1.0e-6}                  # ODEOptions (ODE kernel)
 
     Default residual error: combined, with SD priors half-normal(scale = SD of the output's
-    observations) for the additive part and half-normal(0.5) for the proportional part."""
+    observations) for the additive part and half-normal(0.5) for the proportional part.
+
+    Covariate effects multiply a parameter's individual values by a factor of the subject's
+    covariate X (its first value, a numeric column of the data): ``power`` ``(X/ref)^beta``
+    (reference default 70, beta default 1), ``linear`` ``1 + beta (X - ref)``, ``exponential``
+    ``exp(beta (X - ref))`` (reference default 0, beta default 0) and ``categorical``: one beta
+    per level other than the reference, the factor of a subject at level k being
+    ``exp(beta_k)`` (``form: exponential``, the default) or ``1 + beta_k`` (``form:
+    proportional``, NONMEM's ``(1 + THETA)``). The levels are the data's values of X, or
+    ``levels: [...]`` (needed without data; the data's values must be among them); the
+    reference defaults to the smallest level and must be one that some subject has. ``beta``
+    is a number (fixed), a prior (estimated; default normal(0, 0.5) for each level), or a
+    mapping level → number or prior (levels left out take the default). The proportional form
+    needs beta > -1: a normal prior is truncated there and a fixed value or uniform prior
+    below it is refused. The β sites are ``beta_<P>_<X>`` with two levels and
+    ``beta_<P>_<X>_<level>`` per level with more (``beta_CL_RACE_2``; see
+    :attr:`CovariateEffect.site_names`)."""
     cfg = read_config(config)
     where = where or (str(config) if isinstance(config, (str, Path)) else "fit config")
     unknown = set(cfg) - CONFIG_SECTIONS
@@ -215,15 +298,16 @@ def fit_spec(
         if data is not None and data.study is None:
             raise ModelError(f"{where}: study: random effects between studies need a STUDY column in the data")  # fmt: skip
         study_iiv[name] = Prior("halfnormal", (("scale", 0.5),))
-    covs = tuple(_covariate_effect(c, model, priors, where, i) for i, c in enumerate(cfg.get("covariates") or ()))  # fmt: skip
-    for c in covs:
-        if data is not None and c.covariate not in data.covariates:
-            raise ModelError(f"{where}: covariate effect on {c.parameter}: the data have no numeric column {c.covariate!r}; columns: {', '.join(data.covariates) or '(none)'}")  # fmt: skip
-        if data is not None and c.kind == "categorical":
-            levels = np.unique(np.asarray(data.covariates[c.covariate], dtype=float))
-            others = levels[levels != c.reference]
-            if others.size > 1:  # one β for every non-reference level would be silently wrong
-                raise ModelError(f"{where}: categorical effect of {c.covariate} on {c.parameter}: the data have {levels.size} levels ({', '.join(f'{v:g}' for v in levels)}), and a categorical effect has one β for the level other than the reference ({c.reference:g}); add one 0/1 indicator column per non-reference level, each with its own categorical effect (reference 0)")  # fmt: skip
+    entries = cfg.get("covariates") or ()
+    if isinstance(entries, (str, Mapping)) or not isinstance(entries, (list, tuple)):
+        raise ModelError(f"{where}: covariates: give a list of effects, each {{parameter: P, covariate: X, kind: {'|'.join(COVARIATE_EFFECTS)}, ...}}")  # fmt: skip
+    covs = tuple(_covariate_effect(c, model, data, where, i) for i, c in enumerate(entries))
+    seen: dict[str, int] = {}
+    for i, c in enumerate(covs):
+        for site in c.site_names:
+            if site in seen:
+                raise ModelError(f"{where}: covariates[{i}]: its β {site!r} is also that of covariates[{seen[site]}]; give each parameter and covariate one effect")  # fmt: skip
+            seen[site] = i
     errors = _error_models(model, data, cfg.get("error") or {}, where)
     if not priors:
         raise ModelError(f"{model.source}: no parameter has a prior, so nothing is estimated; add `prior:` to parameters in the model file or a fit config")  # fmt: skip
@@ -260,6 +344,11 @@ def read_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]
     return dict(out)
 
 
+class UninformativeDataWarning(UserWarning):
+    """An output whose observations are all zero or all censored (see
+    :func:`check_fit_inputs`)."""
+
+
 class UnestimatedParameterWarning(UserWarning):
     """Parameters of a fit that have neither a prior nor ``fixed:``: held at their model values
     without being declared fixed (see :func:`check_fit_inputs`)."""
@@ -293,6 +382,8 @@ def check_fit_inputs(
 
     - Parameters with neither a prior nor ``fixed:`` are held at their model values: one
       :class:`UnestimatedParameterWarning` names them (returned too).
+    - An output whose observations are all censored, or whose uncensored observations are all
+      exactly 0, informs nothing: one :class:`UninformativeDataWarning` per output.
     - An uncensored observation <= 0 of an output with a proportional or log-normal error
       model has no likelihood: DataError naming the output and the rows, pointing to
       censoring (BLQ/LLOQ) for values below a quantification limit."""
@@ -315,6 +406,25 @@ def check_fit_inputs(
         )
     if data is not None:
         names = model.output_names
+        for out in spec.errors:
+            sel = np.asarray(data.output) == names.index(out)
+            if not sel.any():
+                continue
+            dv, cens = np.asarray(data.dv, dtype=float)[sel], np.asarray(data.censored)[sel]
+            what = None
+            if np.all(cens != 0):
+                what = "every one is censored (below or above a limit)"
+            elif np.all(dv[cens == 0] == 0):
+                what = "every uncensored one is exactly 0"
+            if what is not None:
+                warnings.warn(
+                    f"{data.source}: of the {int(sel.sum())} observations of output {out!r}, "
+                    f"{what}: they carry almost no information on its level, so the parameters "
+                    "that set it are estimated by their priors (the fit's curvature check names "
+                    "them). Check the units and the DV column, or fit without this output",
+                    UninformativeDataWarning,
+                    stacklevel=3,
+                )
         for out, err in spec.errors.items():
             if err.kind not in POSITIVE_ERROR_MODELS:
                 continue
@@ -344,21 +454,130 @@ def _is_number(v: Any) -> bool:
     return True
 
 
-def _covariate_effect(c: Any, model: Model, priors: dict, where: str, i: int) -> CovariateEffect:
+def _covariate_effect(
+    c: Any, model: Model, data: Dataset | None, where: str, i: int
+) -> CovariateEffect:
+    """One entry of a fit config's ``covariates:`` list, checked against the model and, for
+    its levels and values, the data."""
     at = f"{where}: covariates[{i}]"
+    usage = f"give {{parameter: P, covariate: X, kind: {'|'.join(COVARIATE_EFFECTS)}, reference: R, beta: number or prior}} (categorical also form: {'|'.join(CATEGORICAL_FORMS)} and levels: [...])"  # fmt: skip
     if not isinstance(c, Mapping) or not {"parameter", "covariate"} <= set(c):
-        raise ModelError(f"{at}: give {{parameter: P, covariate: X, kind: power|linear|categorical, reference: R, beta: number or prior}}")  # fmt: skip
+        raise ModelError(f"{at}: {usage}")
+    unknown = sorted(map(str, set(c) - set(COVARIATE_KEYS)))
+    if unknown:
+        raise ModelError(f"{at}: unknown {unknown}; valid: {', '.join(COVARIATE_KEYS)}")
     if c["parameter"] not in model.parameter_names:
-        raise ModelError(f"{at}: {c['parameter']!r} is not a parameter of {model.name}")
+        hint = lookalike_hint(str(c["parameter"]), model.parameter_names)
+        raise ModelError(f"{at}: {c['parameter']!r} is not a parameter of {model.name}{hint}; parameters: {', '.join(model.parameter_names)}")  # fmt: skip
+    parameter, covariate = str(c["parameter"]), str(c["covariate"])
     kind = c.get("kind", "power")
     if kind not in COVARIATE_EFFECTS:
         raise ModelError(f"{at}: kind {kind!r}; valid: {', '.join(COVARIATE_EFFECTS)}")
-    beta = c.get("beta", 1.0 if kind == "power" else 0.0)
-    if kind == "categorical" and not isinstance(beta, Mapping):
-        beta = {"dist": "normal", "loc": 0.0, "scale": 0.5}
-    beta = float(beta) if isinstance(beta, (int, float)) else make_prior(beta, f"{at}.beta")
-    ref = c.get("reference", 70.0 if kind == "power" else 0.0)
-    return CovariateEffect(str(c["parameter"]), str(c["covariate"]), kind, float(ref), beta)
+    x = None
+    if data is not None:
+        if covariate not in data.covariates:
+            coded = " (text categories must be coded as numbers, e.g. 1, 2, 3)" if kind == "categorical" else ""  # fmt: skip
+            raise ModelError(f"{at}: effect on {parameter}: the data have no numeric column {covariate!r}{coded}; columns: {', '.join(data.covariates) or '(none)'}")  # fmt: skip
+        x = np.asarray(data.covariates[covariate], dtype=float)
+        blank = np.flatnonzero(~np.isfinite(x))
+        if blank.size:
+            raise ModelError(f"{at}: effect of {covariate} on {parameter}: subject(s) {_subjects(data, blank)} have no numeric {covariate} (blank or text in their first row); every subject needs a value{' (categories coded as numbers)' if kind == 'categorical' else ''}")  # fmt: skip
+    if kind != "categorical":
+        bad = sorted({"form", "levels"} & set(c))
+        if bad:
+            raise ModelError(f"{at}: {' and '.join(bad)} belong to kind: categorical, not {kind}")  # fmt: skip
+        beta = _beta_value(c.get("beta", 1.0 if kind == "power" else 0.0), f"{at}.beta")
+        ref = _num(c.get("reference", 70.0 if kind == "power" else 0.0), f"{at}.reference")
+        if kind == "power" and ref <= 0:
+            raise ModelError(f"{at}: a power effect (X/reference)^beta needs reference > 0, got {ref:g}")  # fmt: skip
+        if kind == "power" and x is not None and (x <= 0).any():
+            raise ModelError(f"{at}: a power effect (X/reference)^beta needs {covariate} > 0, but subject(s) {_subjects(data, np.flatnonzero(x <= 0))} have {covariate} <= 0; use kind: linear or exponential")  # fmt: skip
+        return CovariateEffect(parameter, covariate, kind, ref, beta)
+    form = c.get("form", "exponential")
+    if form not in CATEGORICAL_FORMS:
+        raise ModelError(f"{at}: form {form!r}; valid: {', '.join(CATEGORICAL_FORMS)} (factor exp(beta) or 1 + beta for a subject at a level other than the reference)")  # fmt: skip
+    levels = _categorical_levels(c, x, data, at, covariate)
+    ref = _num(c["reference"], f"{at}.reference") if "reference" in c else levels[0]
+    if ref not in levels:
+        raise ModelError(f"{at}: reference {ref:g} is not a level of {covariate}; levels: {', '.join(f'{v:g}' for v in levels)}")  # fmt: skip
+    if x is not None and not (x == ref).any():
+        raise ModelError(f"{at}: no subject has the reference level {covariate} = {ref:g}, so the typical value and the β of every level cannot be told apart; choose a reference among {', '.join(f'{v:g}' for v in np.unique(x))}")  # fmt: skip
+    others = tuple(v for v in levels if v != ref)
+    if not others:
+        raise ModelError(f"{at}: {covariate} has the one level {ref:g}, so there is nothing to estimate; remove the effect or list the levels with levels: [...]")  # fmt: skip
+    names = [level_name(v) for v in others]
+    if len(set(names)) < len(names):
+        raise ModelError(f"{at}: levels {', '.join(f'{v!r}' for v in others)} of {covariate} are too close to be named apart (:g); recode them")  # fmt: skip
+    betas = _categorical_betas(c.get("beta"), others, ref, form, at)
+    beta = betas[0] if len(betas) == 1 else betas
+    return CovariateEffect(parameter, covariate, kind, ref, beta, form, others)
+
+
+def _subjects(data: Dataset, idx: np.ndarray, limit: int = 10) -> str:
+    shown = ", ".join(str(data.subjects[j]) for j in idx[:limit])
+    return shown + (f" and {idx.size - limit} more" if idx.size > limit else "")
+
+
+def _categorical_levels(
+    c: Mapping, x: np.ndarray | None, data: Dataset | None, at: str, covariate: str
+) -> tuple[float, ...]:
+    """The levels of a categorical covariate, sorted: ``levels:`` of the entry, or those of the
+    data; the data's values must all be among the given ones."""
+    if "levels" not in c:
+        if x is None:
+            raise ModelError(f"{at}: a categorical effect without data needs its levels: give levels: [...] (every value of {covariate}, the reference among them)")  # fmt: skip
+        return tuple(float(v) for v in np.unique(x))
+    given = c["levels"]
+    if isinstance(given, (str, Mapping)) or not isinstance(given, (list, tuple)) or not given:
+        raise ModelError(f"{at}.levels: give a list of the numeric values of {covariate}, e.g. [1, 2, 3]")  # fmt: skip
+    levels = [_num(v, f"{at}.levels[{j}]") for j, v in enumerate(given)]
+    if len(set(levels)) < len(levels):
+        raise ModelError(f"{at}.levels: {', '.join(f'{v:g}' for v in levels)} repeats a level")
+    if x is not None:
+        extra = ~np.isin(x, levels)
+        if extra.any():
+            values = ", ".join(f"{v:g}" for v in np.unique(x[extra]))
+            raise ModelError(f"{at}.levels: the data have {covariate} = {values}, not among the levels {', '.join(f'{v:g}' for v in levels)}: subject(s) {_subjects(data, np.flatnonzero(extra))}; add the level(s) or recode those subjects")  # fmt: skip
+    return tuple(sorted(levels))
+
+
+def _beta_value(v: Any, at: str) -> float | Prior:
+    """A covariate β: a number (fixed) or a prior mapping (estimated)."""
+    if not isinstance(v, Mapping):
+        return _num(v, at)
+    p = make_prior(v, at)
+    if p.dist == "fixed":
+        raise ModelError(f"{at}: give a number to hold beta fixed, or a prior to estimate it")
+    return p
+
+
+def _categorical_betas(
+    beta: Any, others: tuple[float, ...], ref: float, form: str, at: str
+) -> tuple[float | Prior, ...]:
+    """The β of every non-reference level: ``beta`` is a number or a prior for all of them, or
+    a mapping level → number or prior (levels left out take the default prior)."""
+    if beta is None or (isinstance(beta, Mapping) and "dist" in beta):
+        value = DEFAULT_CATEGORICAL_PRIOR if beta is None else _beta_value(beta, f"{at}.beta")
+        per = dict.fromkeys(others, value)
+    elif isinstance(beta, Mapping):
+        per = dict.fromkeys(others, DEFAULT_CATEGORICAL_PRIOR)
+        for k, v in beta.items():
+            level = _num(k, f"{at}.beta: level {k!r}")
+            if level not in per:
+                why = "the reference" if level == ref else "not a level"
+                raise ModelError(f"{at}.beta: {level:g} is {why}; give a β for the levels {', '.join(f'{v:g}' for v in others)} (reference {ref:g}), each a number or a prior")  # fmt: skip
+            per[level] = _beta_value(v, f"{at}.beta[{k}]")
+    elif isinstance(beta, (list, tuple, str)) and not _is_number(beta):
+        raise ModelError(f"{at}.beta: give a number, a prior, or a mapping level → number or prior, e.g. {{{others[-1]:g}: -0.2}}")  # fmt: skip
+    else:
+        per = dict.fromkeys(others, _beta_value(beta, f"{at}.beta"))
+    if form == "proportional":  # a normal prior is truncated at -1; other priors are positive
+        for level, b in per.items():
+            low = b if not isinstance(b, Prior) else dict(b.args).get("low", 0.0)
+            if low <= -1 and not (isinstance(b, Prior) and (b.dist == "normal" or low == -1)):
+                shown = f"{b:g}" if not isinstance(b, Prior) else f"uniform(low={low:g})"
+                raise ModelError(f"{at}.beta: with form: proportional the factor of level {level:g} is 1 + beta, which must be > 0, so beta > -1; got {shown}")  # fmt: skip
+    return tuple(per[v] for v in others)
 
 
 def _error_models(model: Model, data: Dataset | None, cfg: Mapping, where: str) -> dict:
@@ -544,13 +763,7 @@ class PopulationModel:
             out[name] = v
         for c in spec.covariates:
             x = jnp.broadcast_to(jnp.asarray(covs.get(c.covariate, c.reference), dtype=float), (n,))
-            beta = pop[c.name] if isinstance(c.beta, Prior) else c.beta
-            if c.kind == "power":
-                f = (x / c.reference) ** beta
-            elif c.kind == "linear":
-                f = 1.0 + beta * (x - c.reference)
-            else:
-                f = jnp.exp(jnp.where(x == c.reference, 0.0, beta))
+            f = c.factor(x, pop)
             base = out.get(c.parameter, jnp.full(n, self.model.parameter(c.parameter).value))
             out[c.parameter] = base * f
         return out
@@ -578,8 +791,9 @@ class PopulationModel:
         for name, pr in spec.study_iiv.items():
             pop[f"omega_study_{name}"] = numpyro.sample(f"omega_study_{name}", prior_distribution(pr))  # fmt: skip
         for c in spec.covariates:
-            if isinstance(c.beta, Prior):
-                pop[c.name] = numpyro.sample(c.name, prior_distribution(c.beta))
+            for site, b in zip(c.site_names, c.betas, strict=True):
+                if isinstance(b, Prior):
+                    pop[site] = numpyro.sample(site, c.prior_distribution(b))
         z: dict[str, Any] = {}
         if spec.iiv:
             with numpyro.plate("subject", ds.n_subjects):

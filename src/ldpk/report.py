@@ -127,7 +127,8 @@ def _prior_words(prior: Any) -> str:
 def describe_model(model: Model) -> str:
     """What ``ldpk show`` prints: the model's description, then every parameter with its
     value, unit, prior, between-subject variability (SD of log, and the CV it implies) and
-    description, then compartments, routes, outputs (with units) and references."""
+    description, then compartments, routes (and the default route), outputs (with units) and
+    references."""
     lines = [f"{model.name} ({model.source})"]
     if model.description:
         lines.append("  " + " ".join(model.description.split()))
@@ -148,6 +149,8 @@ def describe_model(model: Model) -> str:
     lines.append("")
     lines.append("  compartments: " + ", ".join(f"{c.name} [{c.unit or '-'}]" for c in model.compartments))  # fmt: skip
     lines.append("  routes:       " + (", ".join(f"{r.name} -> {r.target}" for r in model.routes) or "(none)"))  # fmt: skip
+    if model.default_route is not None:
+        lines.append(f"  default route: {model.default_route} (doses in data files without CMT or ROUTE)")  # fmt: skip
     lines.append("  outputs:      " + (", ".join(f"{o.name} [{o.unit or '-'}]" for o in model.outputs) or "(none)"))  # fmt: skip
     for ref in model.references:
         lines.append(f"  reference: {ref}")
@@ -288,6 +291,8 @@ def _prior_text(prior: Any) -> str:
         return ""
     if isinstance(prior, (int, float)):
         return f"fixed {prior:g}"
+    if prior.dist == "fixed":
+        return "fixed (held at its value in a fit)"
     args = ", ".join(f"{k}={v:.4g}" for k, v in prior.args)
     return f"{prior.dist}({args})"
 
@@ -315,8 +320,9 @@ def _parameter_info(fit: Any, name: str) -> tuple[str, str, str]:
         if name == f"nu_{out}":
             return f"Student-t degrees of freedom of {out}", "", _prior_text(err.nu)
     for c in spec.covariates:
-        if name == c.name:
-            return f"{c.kind} effect of {c.covariate} on {c.parameter}", "", _prior_text(c.beta)
+        for site, beta in zip(c.site_names, c.betas, strict=True):
+            if name == site:
+                return f"{c.kind} effect of {c.covariate} on {c.parameter}", "", _prior_text(beta)
     return "", "", ""
 
 
@@ -330,6 +336,26 @@ def fit_summary_frame(fit: Any) -> Any:
     s.insert(2, "unit", [i[1] for i in info])
     s.insert(3, "prior", [i[2] for i in info])
     return s
+
+
+#: How :func:`summary_for_display` writes each column of a posterior summary: estimates and
+#: their intervals to 4 significant digits, RSE % to one decimal, effective sample sizes as
+#: whole draws, R-hat to 3 decimals, Monte-Carlo errors to 2 significant digits.
+_DISPLAY = {"rse_pct": "{:.1f}", "ess_bulk": "{:.0f}", "ess_tail": "{:.0f}", "r_hat": "{:.3f}", "mcse_mean": "{:.2g}", "mcse_sd": "{:.2g}"}  # fmt: skip
+
+
+def summary_for_display(frame: Any) -> Any:
+    """A posterior summary (:meth:`~ldpk.Fit.summary` or :func:`fit_summary_frame`) with its
+    numbers as rounded text for a screen or a page; files keep full precision."""
+
+    def text(col: str, v: Any) -> Any:
+        if not isinstance(v, (float, np.floating)):
+            return v
+        if not np.isfinite(v):
+            return "–"
+        return _DISPLAY.get(col, "{:.4g}").format(v)
+
+    return frame.apply(lambda c: c.map(lambda v: text(str(c.name), v)))
 
 
 def _fmt(v: Any) -> str:
@@ -425,12 +451,13 @@ def _fit_html(
     else:
         parts.append("<div class='ok'>No convergence problems found (R-hat, effective sample size, divergences, E-BFMI).</div>")  # fmt: skip
     parts.append("<h2>Population parameters</h2>")
-    parts.append(_html_table(summary))
+    parts.append(_html_table(summary_for_display(summary)))
     parts.append(
-        "<p class='sub'>mean, sd and the 90 % equal-tailed credible interval (eti90) of each "
-        "typical value (θ), between-subject SD of the log parameter (ω) and residual-error "
-        "parameter (σ); with NUTS also the effective sample sizes, R-hat and Monte Carlo "
-        "standard errors.</p>"
+        "<p class='sub'>mean, median, sd, the 90 % equal-tailed credible interval (eti90) and "
+        "the relative standard error (rse_pct = 100 sd / |mean|) of each typical value (θ), "
+        "between-subject SD of the log parameter (ω) and residual-error parameter (σ); with "
+        "NUTS also the effective sample sizes, R-hat and Monte Carlo standard errors. "
+        "Rounded here; summary.csv has every digit.</p>"
     )
     settings = ", ".join(f"{k}={getattr(opts, k)}" for k in _SETTINGS.get(fit.method, ()) if getattr(opts, k) is not None)  # fmt: skip
     if "ldpk_centred" in fit.posterior.attrs:  # what parameterization='auto' chose
@@ -485,8 +512,9 @@ def write_fit_report(
 ) -> list[Path]:
     """Write everything about a :class:`~ldpk.Fit` into ``out_dir`` and return the paths:
 
-    - ``posterior.nc``: the posterior DataTree (:meth:`~ldpk.Fit.save`; read with
-      :func:`ldpk.load_fit`);
+    - ``posterior.nc``: the posterior DataTree with the model file, data file and settings
+      the fit is rebuilt from (:meth:`~ldpk.Fit.save`; ``ldpk.load_fit(out_dir)`` reads it
+      back as a :class:`~ldpk.Fit`);
     - ``summary.csv``: the population parameters (:func:`fit_summary_frame`);
     - ``predictions.csv``: one row per observation (:func:`ldpk.plots.observation_table`);
     - figures: ``goodness_of_fit.png``, ``vpc.png``, ``posterior_predictive.png``, and for

@@ -32,7 +32,7 @@ One concern per private module, each importing only those listed before it:
 # imports parts of numpyro, loads the whole package first.
 import numpyro  # noqa: F401  isort: skip
 
-from ldpk.inference._driver import fit
+from ldpk.inference._driver import WeaklyInformedWarning, fit
 from ldpk.inference._fit import Fit, load_fit
 from ldpk.inference._settings import FitOptions
 
@@ -60,4 +60,4 @@ from ldpk.inference._settings import PARAMETERIZATIONS as PARAMETERIZATIONS
 from ldpk.inference._variational import MIN_START_OMEGA as MIN_START_OMEGA
 from ldpk.inference._variational import _moment_start as _moment_start
 
-__all__ = ["Fit", "FitOptions", "fit", "load_fit"]
+__all__ = ["Fit", "FitOptions", "WeaklyInformedWarning", "fit", "load_fit"]

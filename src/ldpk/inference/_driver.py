@@ -18,7 +18,14 @@ from ldpk.inference._datatree import _to_datatree
 from ldpk.inference._fit import Fit
 from ldpk.inference._hmc import _nuts
 from ldpk.inference._marginal import _laplace, _marginal_laplace
-from ldpk.inference._mode import PRIOR_TAIL, _map, _prior_extremes
+from ldpk.inference._mode import (
+    PRIOR_TAIL,
+    _coordinate_names,
+    _map,
+    _prior_extremes,
+    _prior_hessian,
+    _weakly_informed,
+)
 from ldpk.inference._predict import _with_deterministic
 from ldpk.inference._settings import METHODS, FitOptions, _ode_options, _options
 from ldpk.inference._variational import _svi
@@ -73,7 +80,7 @@ def fit(
     if ode is None and cfg.get("ode"):
         ode = _ode_options(cfg["ode"], where)
     if isinstance(data, Dataset):
-        ds = data
+        ds, read_opts = data, None
     else:
         read_opts = dict(cfg.get("data") or {})
         if time_unit is not None:
@@ -100,12 +107,18 @@ def fit(
     # that only start from the mode start from a non-degenerate one (see _map).
     point = method == "map" or (method == "laplace" and not marginal)
     hessian = None if marginal else "fd" if method == "nuts" else "exact"
-    mode = _map(pm, data, k_init, hessian=hessian, hold_extremes=not point)
+    mode = _map(pm, data, k_init, hessian=hessian, hold_extremes=not point, progress=opts.progress)
     timings["map_s"] = time.perf_counter() - t0
     if point and (extremes := _prior_extremes(pm, mode.values)):
         import warnings
 
         warnings.warn(f"the posterior mode puts {', '.join(extremes)} where the prior has less than {PRIOR_TAIL:g} of its mass (a residual or between-subject SD collapsed to 0?): the joint mode is degenerate and not a useful estimate; use method='laplace' (subject effects integrated out) or 'nuts'", stacklevel=2)  # fmt: skip
+    judged = set(spec.priors) | {n for c in spec.covariates for n in c.site_names}
+    weak: list[str] = []
+    if mode.hessian is not None and mode.cov is not None:  # before sampling: said early
+        names = _coordinate_names(mode.unravel, mode.flat.size)
+        weak = _weakly_informed(mode.hessian, _prior_hessian(pm, mode.flat, mode.unravel), names, judged)  # fmt: skip
+        _warn_weak(weak)
     values = mode.values
     t0 = time.perf_counter()
     if method == "nuts":
@@ -114,12 +127,13 @@ def fit(
     elif method == "svi":
         samples, stats = _svi(pm, data, k_run, opts, mode)
     elif marginal:
-        samples, values, more = _marginal_laplace(pm, data, k_run, opts, mode)
+        samples, values, more, curvature = _marginal_laplace(pm, data, k_run, opts, mode)
+        if curvature is not None:
+            weak = _weakly_informed(*curvature, judged)
+            _warn_weak(weak)
         stats = {}
         timings.update(more)
     elif method == "laplace":  # no subject effects: the Laplace approximation at the MAP
-        if mode.cov is None:
-            raise DataError("the Hessian at the MAP is not positive definite, so there is no Laplace approximation; try method='nuts'")  # fmt: skip
         samples, stats = _laplace(pm, k_run, opts, mode)
     else:  # the mode with its deterministic sites (P_i, predictions), as one draw
         samples, stats = _with_deterministic(pm, {k: jnp.asarray(v)[None] for k, v in mode.values.items()}, k_run), {}  # fmt: skip
@@ -128,7 +142,21 @@ def fit(
     tree = _to_datatree(pm, data, samples, stats, k_pred, method)
     if method == "nuts":
         tree.attrs["ldpk_centred"] = ",".join(centred)  # parameters sampled centred
+    if weak:  # read by Fit.convergence() and shown in the report
+        tree.attrs["ldpk_weakly_informed"] = "\n".join(weak)
     if mode.held:  # sites held at prior medians in the start (degenerate joint mode)
         tree.attrs["ldpk_start_held"] = ",".join(mode.held)
     map_values = {k: np.asarray(v).tolist() for k, v in values.items()}
-    return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel)
+    return Fit(model, ds, spec, method, tree, map_values, opts, ode, timings, kernel, config=cfg, data_options=read_opts)  # fmt: skip
+
+
+class WeaklyInformedWarning(UserWarning):
+    """Typical values (or combinations of them) that the data do not inform: the posterior's
+    curvature at the mode is the prior's (see ``ldpk.inference._mode._weakly_informed``)."""
+
+
+def _warn_weak(sentences: list[str]) -> None:
+    import warnings
+
+    for text in sentences:
+        warnings.warn(text, WeaklyInformedWarning, stacklevel=3)

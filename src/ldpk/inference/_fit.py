@@ -3,7 +3,9 @@ parameter tables; and :func:`load_fit`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldpk.data import Dataset
-from ldpk.errors import DataError
+from ldpk.errors import DataError, LdpkError
 from ldpk.exposure import compute as compute_exposure
 from ldpk.inference._predict import _with_times
 from ldpk.inference._settings import FitOptions
@@ -29,7 +31,9 @@ class Fit:
     posterior_predictive, log_likelihood, observed_data, sample_stats (NUTS) and constant_data.
     ``method`` says how it was obtained; ``map_values`` holds the mode: the joint MAP (methods
     'map', 'nuts', 'svi'), or for 'laplace' the marginal mode of the population parameters
-    with the subject effects at their conditional mode given it."""
+    with the subject effects at their conditional mode given it. ``config`` and
+    ``data_options`` are the fit config and the data reader's options, which :meth:`save`
+    stores so that :func:`load_fit` can rebuild the fit."""
 
     model: Model
     dataset: Dataset
@@ -41,6 +45,15 @@ class Fit:
     ode: ODEOptions | None = None
     timings: dict[str, float] = field(default_factory=dict)
     kernel: str = "auto"
+    #: The fit config as read (:func:`ldpk.population.read_config`), kept so that
+    #: :meth:`save` can store it and :func:`load_fit` rebuild ``spec`` from it.
+    config: Mapping[str, Any] = field(default_factory=dict)
+    #: The options the data file was read with (:func:`ldpk.data.read_study`); None when
+    #: :func:`ldpk.fit` was given a :class:`~ldpk.data.Dataset` already read.
+    data_options: Mapping[str, Any] | None = None
+    #: The model file's text and the data file's bytes of a fit read by :func:`load_fit`, so
+    #: that saving it again needs neither file (not copied by ``dataclasses.replace``).
+    _stored: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def population(self) -> PopulationModel:
@@ -75,13 +88,27 @@ class Fit:
         return ParameterTable.from_mapping(values, provenance=prov)
 
     def summary(self, var_names: list[str] | None = None, ci_prob: float = 0.9) -> Any:
-        """Posterior summary table (pandas): mean, sd, credible interval, MCSE, ESS, R-hat of
-        the population parameters (typical values, ω, residual error, covariate effects)."""
+        """Posterior summary table (pandas, one row per population parameter, or per element
+        of ``var_names``) at full precision (round for display only): ``mean``, ``median``,
+        ``sd``, the central ``ci_prob`` equal-tailed credible interval (``eti90_lb``,
+        ``eti90_ub`` for 0.9), ``rse_pct`` (relative standard error, 100 sd / |mean|, as
+        NONMEM reports it), and for NUTS the bulk and tail ESS, R-hat and the Monte-Carlo
+        standard errors of the mean and sd (``ess_bulk``, ``ess_tail``, ``r_hat``,
+        ``mcse_mean``, ``mcse_sd``; Vehtari et al. 2021). Values in model units."""
         import arviz as az
 
         names = var_names or self.parameter_names()
         kind = "all" if self.method == "nuts" else "stats"
-        return az.summary(self.posterior, var_names=names, ci_prob=ci_prob, kind=kind)
+        s = az.summary(self.posterior, var_names=names, ci_prob=ci_prob, kind=kind, round_to="none")  # fmt: skip
+        post = self.posterior["posterior"]
+        median = np.concatenate([np.median(np.asarray(post[n].values, dtype=float), axis=(0, 1)).reshape(-1) for n in names])  # fmt: skip
+        if median.size != len(s):  # arviz's rows are the variables' elements in C order
+            raise RuntimeError(f"summary: {len(s)} rows for {median.size} elements")
+        s.insert(1, "median", median)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rse = 100.0 * s["sd"].to_numpy() / np.abs(s["mean"].to_numpy())
+        s.insert(list(s.columns).index("sd") + 3, "rse_pct", rse)
+        return s
 
     def parameter_names(self) -> list[str]:
         """Names of the population-level variables in the posterior."""
@@ -89,12 +116,33 @@ class Fit:
         return [n for n in post.data_vars if "subject" not in post[n].dims and "study" not in post[n].dims and n != "pred" and not n.startswith("eta_")]  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
-        """Write the posterior DataTree to netCDF (atomically; refuses to overwrite inputs)."""
+        """Write the fit to the netCDF-4 file ``path`` (HDF5, through h5netcdf; atomically, so
+        a half-written file never appears under ``path``) and return ``path``.
+
+        The posterior DataTree's groups are written unchanged, so ``arviz.from_netcdf(path)``
+        reads the posterior as before. The child group ``ldpk_inputs`` holds what
+        :func:`load_fit` needs to rebuild the :class:`Fit`: the model file's YAML text with
+        the fitted parameter values (a model changed by :meth:`~ldpk.Model.with_values` is
+        rebuilt with its values), the data file's bytes and name, and, as JSON, the fit
+        config, the data reader options, the method, :class:`FitOptions`,
+        :class:`~ldpk.ODEOptions`, the kernel, ``map_values`` and ``timings``. Before writing,
+        the model, data set and fit spec are rebuilt from these as :func:`load_fit` will and
+        compared with the fit's own. A fit that cannot be rebuilt (a model built in Python,
+        with no file; data given as a DataFrame, or as a Dataset read with options the fit
+        does not know; a model changed in Python in more than its parameter values) is still
+        written, with the reason in the group's ``reload_error`` attribute, which
+        :func:`load_fit` reports."""
         from ldpk._io import atomic_path
 
         path = Path(path)
+        inputs = _inputs_group(self)
+        encoding = {k: {"zlib": True, "complevel": 4} for k in inputs.data_vars}
+        tree = self.posterior
+        if INPUTS_GROUP in tree.children:  # a tree read by arviz from a saved fit
+            tree = _without_inputs(tree)
         with atomic_path(path) as tmp:
-            self.posterior.to_netcdf(tmp, engine="h5netcdf")
+            tree.to_netcdf(tmp, engine="h5netcdf")
+            inputs.to_netcdf(tmp, mode="a", group=INPUTS_GROUP, engine="h5netcdf", encoding=encoding)  # fmt: skip
         return path
 
     def convergence(self) -> list[str]:
@@ -217,8 +265,300 @@ class Fit:
         return pd.DataFrame(rows)
 
 
-def load_fit(path: str | Path) -> Any:
-    """Read a posterior DataTree written by :meth:`Fit.save`."""
-    import arviz as az
+# ---- saving and loading ----------------------------------------------------------------
+#: The child group of a saved fit's netCDF file with what :func:`load_fit` rebuilds it from.
+INPUTS_GROUP = "ldpk_inputs"
+#: ``format`` and ``version`` attributes of that group; a later ldpk that changes what is stored
+#: raises the version, and this one refuses versions it does not know.
+SAVE_FORMAT = "ldpk fit"
+SAVE_VERSION = 1
+#: Model fields besides the parameter values that :meth:`Model.for_species` and
+#: ``dataclasses.replace`` may change, stored where they differ from the model file's.
+_MODEL_FIELDS = ("name", "description", "time_unit", "amount_unit", "notes", "tracer", "species", "default_route")  # fmt: skip
+#: JSON has string keys only: a mapping with other keys is stored as ``{_ITEMS: [[k, v], ...]}``.
+_ITEMS = "__ldpk_items__"
 
-    return az.from_netcdf(str(path), engine="h5netcdf")
+
+class _NotReloadable(Exception):
+    """Why a fit cannot be rebuilt from what :meth:`Fit.save` can store."""
+
+
+def _jsonable(x: Any, where: str) -> Any:
+    """``x`` as JSON types (tuples and arrays as lists, numpy scalars as numbers, mappings with
+    non-string keys as item lists); anything else raises _NotReloadable naming ``where``."""
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray | jax.Array):
+        return np.asarray(x).tolist()
+    if isinstance(x, Mapping):
+        if all(isinstance(k, str) for k in x) and _ITEMS not in x:
+            return {k: _jsonable(v, where) for k, v in x.items()}
+        return {_ITEMS: [[_jsonable(k, where), _jsonable(v, where)] for k, v in x.items()]}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v, where) for v in x]
+    raise _NotReloadable(f"{where} holds {x!r} (a {type(x).__name__}), which cannot be stored")
+
+
+def _key(k: Any) -> Any:
+    return tuple(_key(v) for v in k) if isinstance(k, list) else k
+
+
+def _json_object(d: dict[str, Any]) -> Any:
+    return {_key(k): v for k, v in d[_ITEMS]} if set(d) == {_ITEMS} else d
+
+
+def _dumps(x: Any) -> str:
+    import json
+
+    return json.dumps(x, allow_nan=True)
+
+
+def _loads(text: str) -> Any:
+    import json
+
+    return json.loads(text, object_hook=_json_object)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, recursively through dataclasses, mappings and sequences; arrays element by
+    element (NaN equal to NaN)."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a) if f.compare
+        )  # fmt: skip
+    if isinstance(a, Mapping):
+        return isinstance(b, Mapping) and set(a) == set(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray | jax.Array | np.generic | float) or isinstance(b, np.ndarray | jax.Array | np.generic | float):  # fmt: skip
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            return False
+        try:
+            return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # not numeric
+            return bool(np.array_equal(x, y))
+    return bool(a == b)
+
+
+def _same_dataset(a: Dataset, b: Dataset) -> bool:
+    """The same observations, doses and covariates (the model and source aside)."""
+    skip = {"model", "source"}
+    return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Dataset) if f.name not in skip)  # fmt: skip
+
+
+def _model_from_text(text: str, source: str, folder: Path) -> Model:
+    from ldpk.model._load import build_model, read_yaml_file
+
+    file = folder / "model.yaml"
+    file.write_text(text, encoding="utf-8")
+    return build_model(read_yaml_file(file, "model file"), source=source)
+
+
+def _rebuild(state: Mapping[str, Any], model_text: str, data_name: str, data: bytes, where: str) -> tuple[Model, Dataset, FitSpec]:  # fmt: skip
+    """The model, data set and fit spec of a saved fit, from the model file's text, the data
+    file's bytes (written to a temporary file of the same name for the reader) and ``state``
+    (see :func:`_inputs_group`); ``where`` names the config in fit_spec's messages."""
+    from ldpk.data import read_study
+    from ldpk.population import fit_spec
+
+    with _temp_folder() as tmp:
+        model = _model_from_text(model_text, state["model_source"], tmp)
+        values = {k: np.asarray(v) if isinstance(v, list) else v for k, v in state["model_values"].items()}  # fmt: skip
+        model = model.with_values(**values)
+        if state["model_fields"]:
+            model = dataclasses.replace(model, **state["model_fields"])
+        folder = tmp / "data"
+        folder.mkdir()
+        name = Path(data_name).name
+        file = folder / (name if name not in ("", ".", "..") else "data.csv")
+        file.write_bytes(data)
+        ds = read_study(model, file, **state["data_options"])
+    # the original path, not the temporary file's, in the data set and its records' messages
+    src, tmp_src = state["data_source"], str(file)
+    records = tuple(dataclasses.replace(r, where=src + r.where[len(tmp_src) :]) if r.where.startswith(tmp_src) else r for r in ds.records)  # fmt: skip
+    ds = dataclasses.replace(ds, source=src, records=records)
+    return model, ds, fit_spec(model, ds, state["config"], where)
+
+
+def _input_files(fit: Fit) -> tuple[str, str, bytes]:
+    """The model file's text, the data file's name and its bytes (from the files, or for a fit
+    read by :func:`load_fit`, as they were stored)."""
+    from ldpk.model._load import read_text_file
+
+    stored, m, ds = fit._stored or {}, fit.model, fit.dataset
+    if stored.get("model_source") == m.source:
+        text = stored["model_text"]
+    elif not m.source or m.source.startswith("<"):
+        raise _NotReloadable(f"its model was built in Python (source {m.source!r}), not read from a model file, and ldpk cannot store a Python-built model")  # fmt: skip
+    elif not Path(m.source).is_file():
+        raise _NotReloadable(f"its model file {m.source} no longer exists")
+    else:
+        text = read_text_file(m.source, "model file")
+    if stored.get("data_source") == ds.source:
+        return text, stored["data_name"], stored["data_bytes"]
+    if not ds.source or ds.source.startswith("<"):
+        raise _NotReloadable(f"its data were not read from a file (source {ds.source!r}); read them from a file to make the fit reloadable")  # fmt: skip
+    if not Path(ds.source).is_file():
+        raise _NotReloadable(f"its data file {ds.source} no longer exists")
+    return text, Path(ds.source).name, Path(ds.source).read_bytes()
+
+
+def _inputs_group(fit: Fit) -> Any:
+    """The ``ldpk_inputs`` group of a saved fit (see :meth:`Fit.save`): uint8 variables
+    ``model_file`` (UTF-8 YAML), ``data_file`` (the file's bytes) and ``state`` (UTF-8 JSON:
+    method, kernel, options, ode, config, data_options, map_values, timings, model_values,
+    model_fields, model_source, data_source); attributes ``format``, ``version``,
+    ``ldpk_version``, ``method``, ``model_source``, ``data_source``, ``data_name``, or
+    ``reload_error`` saying why the fit cannot be rebuilt."""
+    import warnings
+
+    import xarray as xr
+
+    from ldpk._version import __version__
+
+    m, ds = fit.model, fit.dataset
+    attrs = {"format": SAVE_FORMAT, "version": SAVE_VERSION, "ldpk_version": __version__, "method": fit.method, "model_source": m.source, "data_source": ds.source}  # fmt: skip
+    try:
+        try:
+            text, data_name, data = _input_files(fit)
+            with warnings.catch_warnings(), _temp_folder() as tmp:
+                warnings.simplefilter("ignore")
+                base = _model_from_text(text, m.source, tmp)
+        except (LdpkError, OSError) as exc:
+            raise _NotReloadable(f"its model or data file cannot be read: {exc}") from exc
+        if base.parameter_names != m.parameter_names:
+            raise _NotReloadable(f"its model differs from its model file {m.source} in its parameters")  # fmt: skip
+        fields = {f: getattr(m, f) for f in _MODEL_FIELDS if getattr(m, f) != getattr(base, f)}
+        read_opts = fit.data_options if fit.data_options is not None else fit.config.get("data") or {}  # fmt: skip
+        state = {
+            "method": fit.method,
+            "kernel": fit.kernel,
+            "options": {
+                f.name: getattr(fit.options, f.name) for f in dataclasses.fields(fit.options)
+            },
+            "ode": None if fit.ode is None else dataclasses.asdict(fit.ode),
+            "config": fit.config,
+            "data_options": read_opts,
+            "map_values": fit.map_values,
+            "timings": fit.timings,
+            "model_values": {p.name: p.value for p in m.parameters},
+            "model_fields": fields,
+            "model_source": m.source,
+            "data_source": ds.source,
+        }
+        blob = _dumps(_jsonable(state, "the fit"))
+        where = "the fit config"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                m2, ds2, spec2 = _rebuild(_loads(blob), text, data_name, data, where)
+            except Exception as exc:  # noqa: BLE001  any failure only makes the fit not reloadable
+                raise _NotReloadable(f"rebuilding it from its files failed: {type(exc).__name__}: {exc}") from exc  # fmt: skip
+        if m2.structure != m.structure or not _same(tuple(p.value for p in m2.parameters), tuple(p.value for p in m.parameters)):  # fmt: skip
+            raise _NotReloadable(f"its model differs from its model file {m.source} in more than parameter values (changed in Python)")  # fmt: skip
+        if not _same_dataset(ds2, ds):
+            if fit.data_options is None:
+                raise _NotReloadable(f"fit() was given the data already read, and reading {ds.source} with the fit config's data: options gives other data; give fit() the file's path (reader options in the config's data: section) to make the fit reloadable")  # fmt: skip
+            raise _NotReloadable(f"reading {ds.source} again gives other data than were fitted (was it changed since the fit?)")  # fmt: skip
+        if not _same(spec2, fit.spec):
+            raise _NotReloadable("its fit config, stored, gives another fit spec")
+    except _NotReloadable as exc:
+        return xr.Dataset(attrs={**attrs, "reload_error": str(exc)})
+    attrs["data_name"] = data_name
+    as_bytes = lambda b: np.frombuffer(b, dtype=np.uint8)  # noqa: E731
+    return xr.Dataset(
+        {
+            "model_file": ("model_file_byte", as_bytes(text.encode("utf-8"))),
+            "data_file": ("data_file_byte", as_bytes(data)),
+            "state": ("state_byte", as_bytes(blob.encode("utf-8"))),
+        },
+        attrs=attrs,
+    )
+
+
+@contextlib.contextmanager
+def _temp_folder() -> Iterator[Path]:
+    """A temporary folder, removed afterwards."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ldpk-fit-") as tmp:
+        yield Path(tmp)
+
+
+def _without_inputs(tree: Any) -> Any:
+    """A copy of the DataTree ``tree`` without its ``ldpk_inputs`` group."""
+    tree = tree.copy()
+    del tree[INPUTS_GROUP]
+    return tree
+
+
+def _fit_file(path: Path) -> Path:
+    """The netCDF file of a saved fit: ``path`` itself, or ``path/posterior.nc`` for a folder."""
+    if path.is_dir():
+        file = path / "posterior.nc"
+        if not file.is_file():
+            raise DataError(f"{path}: a folder without posterior.nc; give a folder written by `ldpk fit --out` or a file written by Fit.save")  # fmt: skip
+        return file
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    return path
+
+
+def _read_tree(file: Path) -> Any:
+    """The whole netCDF file as a DataTree in memory (file closed); DataError when it is not
+    netCDF-4/HDF5."""
+    import h5py
+    import xarray as xr
+
+    try:
+        hdf5 = h5py.is_hdf5(file)
+    except OSError as exc:
+        raise DataError(f"{file}: cannot be read: {exc}") from None
+    if not hdf5:
+        raise DataError(f"{file}: not a netCDF-4 (HDF5) file, so not a fit saved by ldpk (Fit.save or `ldpk fit --out`)")  # fmt: skip
+    try:
+        with xr.open_datatree(file, engine="h5netcdf") as tree:
+            return tree.load()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{file}: an HDF5 file that cannot be read as netCDF: {exc}") from None
+
+
+def load_fit(path: str | Path) -> Fit:
+    """Read a fit saved by :meth:`Fit.save` or ``ldpk fit --out``: ``path`` is the netCDF file
+    or the folder holding ``posterior.nc``. Returns a :class:`Fit` whose summary,
+    convergence, predictions, exposure, parameter tables and draws are those of the fit that
+    was saved: the model is rebuilt from the stored model file text (with the fitted parameter
+    values), the data set by reading the stored data file's bytes with the stored reader
+    options (``dataset.source`` is the original path), the spec from the stored fit config.
+
+    Raises :class:`~ldpk.errors.DataError` naming ``path`` when there is no such file or
+    folder, a folder has no ``posterior.nc``, the file is not netCDF-4/HDF5, or it has no
+    stored inputs (written by arviz or by an older ldpk, or a fit that could not be
+    stored, e.g. of a model built in Python); ``arviz.from_netcdf(path)`` reads the posterior
+    of any of these."""
+    file = _fit_file(Path(path))
+    tree = _read_tree(file)
+    bare = f"arviz.from_netcdf({str(file)!r}) reads its posterior DataTree"
+    if INPUTS_GROUP not in tree.children:
+        raise DataError(f"{file}: netCDF without ldpk's stored fit inputs (the group {INPUTS_GROUP}: saved by arviz or by an older ldpk), so it cannot be read as a Fit; {bare}")  # fmt: skip
+    inputs = tree[INPUTS_GROUP].to_dataset()
+    attrs = inputs.attrs
+    if attrs.get("format") != SAVE_FORMAT or not isinstance(attrs.get("version"), int | np.integer) or attrs["version"] > SAVE_VERSION:  # fmt: skip
+        raise DataError(f"{file}: fit inputs of format {attrs.get('format')!r} version {attrs.get('version')!r}, which this ldpk ({SAVE_FORMAT!r} up to version {SAVE_VERSION}) cannot read; {bare}")  # fmt: skip
+    if attrs.get("reload_error"):
+        raise DataError(f"{file}: this fit cannot be rebuilt as a Fit: {attrs['reload_error']}; {bare}")  # fmt: skip
+    try:
+        state = _loads(bytes(inputs["state"].values).decode("utf-8"))
+        text = bytes(inputs["model_file"].values).decode("utf-8")
+        data = bytes(inputs["data_file"].values)
+        model, ds, spec = _rebuild(state, text, str(attrs["data_name"]), data, f"{file} (stored fit config)")  # fmt: skip
+        options = FitOptions(**{k: v for k, v in state["options"].items() if k in FitOptions.__dataclass_fields__})  # fmt: skip
+        ode = None if state["ode"] is None else ODEOptions(**state["ode"])
+    except (LdpkError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{file}: the stored fit inputs cannot be rebuilt: {exc}; {bare}") from exc  # fmt: skip
+    out = Fit(model, ds, spec, state["method"], _without_inputs(tree), state["map_values"], options, ode, state["timings"], state["kernel"], config=state["config"], data_options=state["data_options"])  # fmt: skip
+    out._stored = {"model_source": model.source, "model_text": text, "data_source": ds.source, "data_name": str(attrs["data_name"]), "data_bytes": data}  # fmt: skip
+    return out

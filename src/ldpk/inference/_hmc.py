@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import NUTS
 from numpyro.infer.hmc import hmc
 
 from ldpk._compiled import jit
@@ -23,24 +22,42 @@ from ldpk.population import PopulationModel
 from ldpk.solve import choose_kernel
 
 
-class _FlatNUTS(NUTS):
-    """NUTS on one flat vector of the unconstrained parameters, with the data as arguments of
-    the potential (``potential_fn_gen(*data)``, compiled once per design). numpyro's model
-    path keeps a dict of sites, whose per-site bookkeeping in every leapfrog step took as
-    long as the gradient itself on small models (one-compartment benchmark: 7.0 s against
-    3.7 s for 4 × 2000 iterations)."""
+class _Kernel(NamedTuple):
+    """NUTS on one flat vector of the unconstrained parameters, through numpyro's public
+    functional API (:func:`numpyro.infer.hmc.hmc` with ``potential_fn_gen``): the data are
+    arguments of the potential (``potential_fn_gen(*data)``, compiled once per design), not
+    constants. numpyro's model path keeps a dict of sites, whose per-site bookkeeping in every
+    leapfrog step took as long as the gradient itself on small models (one-compartment
+    benchmark: 7.0 s against 3.7 s for 4 x 2000 iterations). ``init(key, warmup, x, data)``
+    starts a chain at ``x``; ``sample(state, data)`` advances it one iteration (warm-up
+    adaptation included while ``state.i < warmup``). ``hmc`` keeps the warm-up schedule in
+    its closure, set by ``init``: trace ``init`` before ``sample``."""
 
-    def __init__(self, potential_fn_gen: Any, **kw: Any) -> None:
-        super().__init__(potential_fn=potential_fn_gen, **kw)  # a placeholder, never called
-        self._gen = potential_fn_gen
+    init: Any
+    sample: Any
 
-    def _init_state(self, rng_key: Any, model_args: Any, model_kwargs: Any, init_params: Any) -> Any:  # fmt: skip
-        if self._init_fn is None:
-            self._init_fn, self._sample_fn = hmc(
-                potential_fn_gen=self._gen, kinetic_fn=self._kinetic_fn, algo=self._algo
-            )
-        self._potential_fn_gen = self._gen
-        return init_params
+
+def _kernel(potential_fn_gen: Any, opts: FitOptions, inverse_mass_matrix: Any) -> _Kernel:
+    """The NUTS kernel of ``opts`` (target acceptance, tree depths, diagonal or dense
+    metric) over the potential of ``potential_fn_gen``, started from
+    ``inverse_mass_matrix`` (None: the identity)."""
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
+    depth = opts.max_tree_depth
+    if opts.warmup_max_tree_depth is not None:
+        depth = (opts.warmup_max_tree_depth, opts.max_tree_depth)
+
+    def init(key: Any, warmup: int, x: Any, data: tuple) -> Any:
+        key, _ = jax.random.split(key)  # as numpyro's NUTS.init: the same draws as before
+        return init_kernel(
+            x, warmup, inverse_mass_matrix=inverse_mass_matrix, dense_mass=opts.dense_mass,
+            target_accept_prob=opts.target_accept, max_tree_depth=depth, model_args=data,
+            rng_key=key,
+        )  # fmt: skip
+
+    def sample(state: Any, data: tuple) -> Any:
+        return sample_kernel(state, model_args=data)
+
+    return _Kernel(init, sample)
 
 
 def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
@@ -63,14 +80,7 @@ def _nuts(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _M
             return potential
         return lambda w: potential(centring.to_noncentred(w)) + centring.log_det(w)
 
-    depth = opts.max_tree_depth
-    if opts.warmup_max_tree_depth is not None:
-        depth = (opts.warmup_max_tree_depth, opts.max_tree_depth)
-    kernel = _FlatNUTS(
-        potential_fn_gen, target_accept_prob=opts.target_accept,
-        max_tree_depth=depth, dense_mass=opts.dense_mass,
-        inverse_mass_matrix=_initial_inverse_mass(mode, centring, opts.dense_mass),
-    )  # fmt: skip
+    kernel = _kernel(potential_fn_gen, opts, _initial_inverse_mass(mode, centring, opts.dense_mass))  # fmt: skip
     k_init, k_run = jax.random.split(key)
     init = _dispersed(mode, k_init, opts.chains)
     if centring is not None:
@@ -123,7 +133,7 @@ _STAT_FIELDS = {
 }
 
 
-def _run_chains(pm: PopulationModel, kernel: NUTS, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
+def _run_chains(pm: PopulationModel, kernel: _Kernel, key: Any, init: Any, data: tuple, opts: FitOptions, parallel: bool) -> tuple:  # fmt: skip
     """Run ``opts.chains`` chains of ``kernel`` from the starting points ``init`` (chains,
     unconstrained size): ``opts.warmup`` iterations of warm-up (step size and mass matrix
     adaptation), then ``opts.samples`` draws. Chains run in parallel, one per device, when
@@ -145,7 +155,7 @@ def _run_chains(pm: PopulationModel, kernel: NUTS, key: Any, init: Any, data: tu
     size = init.shape[-1]
 
     def start(key: Any, x: Any, data: tuple) -> tuple:
-        state = kernel.init(key, opts.warmup, x, data, {})
+        state = kernel.init(key, opts.warmup, x, data)
         record = {"z": jnp.zeros((n, size), x.dtype)}
         record |= {k: jnp.zeros(n, jnp.result_type(get(state))) for k, get in _STAT_FIELDS.items()}  # fmt: skip
         return state, record
@@ -153,7 +163,7 @@ def _run_chains(pm: PopulationModel, kernel: NUTS, key: Any, init: Any, data: tu
     def advance(state: Any, record: dict, data: tuple, steps: Any) -> tuple:
         def body(_: Any, carry: tuple) -> tuple:
             state, record = carry
-            state = kernel.sample(state, data, {})
+            state = kernel.sample(state, data)
             row = {"z": state.z} | {k: get(state) for k, get in _STAT_FIELDS.items()}
             record = {k: record[k].at[state.i - 1].set(row[k]) for k in record}
             return state, record

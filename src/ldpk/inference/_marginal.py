@@ -16,15 +16,35 @@ from numpyro.infer.util import potential_energy
 
 from ldpk._compiled import jit
 from ldpk.errors import DataError
-from ldpk.inference._mode import _Mode, _to_latent
+from ldpk.inference._mode import (
+    _coordinate_names,
+    _directions,
+    _Mode,
+    _prior_hessian,
+    _Progress,
+    _to_latent,
+)
 from ldpk.inference._predict import _with_deterministic
 from ldpk.inference._settings import FitOptions
 from ldpk.population import PopulationModel
 
 
 def _laplace(pm: PopulationModel, key: Any, opts: FitOptions, mode: _Mode) -> tuple:
-    """Draws of the normal approximation at the MAP (unconstrained space), transformed."""
-    x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(mode.cov), (opts.draws,))
+    """Draws of the normal approximation at the MAP (unconstrained space), transformed. Where
+    the Hessian there is not positive definite, the prior's curvature stands in along the
+    flat directions, with a warning naming them (see :func:`_with_prior_curvature`)."""
+    import warnings
+
+    cov = mode.cov
+    if cov is None:
+        if mode.hessian is None:
+            raise DataError("no Hessian at the MAP, so there is no Laplace approximation; try method='nuts'")  # fmt: skip
+        prior = _prior_hessian(pm, mode.flat, mode.unravel)
+        hess, flat = _with_prior_curvature(np.asarray(mode.hessian), prior)
+        names = _coordinate_names(mode.unravel, mode.flat.size)
+        warnings.warn(_flat_text("the posterior", "the MAP", flat, names), stacklevel=3)
+        cov = np.linalg.inv(hess)
+    x = jax.random.multivariate_normal(key, mode.flat, jnp.asarray(cov), (opts.draws,))
     latent = jit(jax.vmap(lambda v: _to_latent(pm)(mode.unravel(v))))(x)
     return _with_deterministic(pm, latent, key), {}
 
@@ -77,6 +97,11 @@ class _Marginal:
 
     def potential(self, th: Any, eta: Any, data: tuple) -> Any:
         return potential_energy(self.pm, data, {}, self.params(th, eta))
+
+    def prior_potential(self, th: Any) -> Any:
+        """The priors' part of the potential at theta (subject effects at 0): its Hessian is
+        the prior's curvature in the unconstrained space."""
+        return potential_energy(self.pm.priors, (), {}, self.params(th, jnp.zeros_like(self.eta0)))  # fmt: skip
 
     def grad_eta(self, th: Any, eta: Any, data: tuple) -> Any:
         return jax.grad(self.potential, argnums=1)(th, eta, data)
@@ -209,7 +234,17 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     """Marginal Laplace: theta_hat = argmin U_m by BFGS (JAX gradients) from the joint MAP's
     theta, the covariance H_m^-1 from central differences of the gradient of U_m, and draws
     theta_s ~ N(theta_hat, H_m^-1), eta_s ~ N(eta_hat(theta_s), H_etaeta(theta_s)^-1).
-    Returns (draws as for _with_deterministic, values at the mode, timings)."""
+    Returns (draws as for _with_deterministic, values at the mode, timings, and the
+    curvature at the mode: (Hessian, the priors' Hessian, coordinate names)) ."""
+    bar = _Progress(opts.progress, "Laplace: marginal mode")
+    try:
+        return _marginal_laplace_run(pm, data, key, opts, mode, bar)
+    finally:
+        bar.close()
+
+
+def _marginal_laplace_run(pm: PopulationModel, data: tuple, key: Any, opts: FitOptions, mode: _Mode, bar: _Progress) -> tuple:  # fmt: skip
+    """:func:`_marginal_laplace`'s work, reporting to ``bar``."""
     import warnings
 
     m = _Marginal(pm, mode)
@@ -225,9 +260,11 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
         v, g = value_and_grad(x, eta, data)
         v = float(v)
         if not np.isfinite(v):
+            bar.step()
             return np.inf, np.zeros(x.size)
         if keep and v < best["value"]:
             best.update(value=v, eta=eta)
+        bar.step(best["value"] if keep else None)
         return v, np.asarray(g, dtype=float)
 
     # started from the joint MAP's theta, the subject effects from the joint MAP's
@@ -238,17 +275,31 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     x = np.asarray(res.x)
     eta_hat, _, ok = conditional(jnp.asarray(x), best["eta"], zero, data)
     p = x.size
-    hess = np.empty((p, p))
-    for j in range(p):
-        step = _HESSIAN_STEP * max(1.0, abs(x[j]))
-        e = np.zeros(p)
-        e[j] = step
-        hess[:, j] = (host(x + e, keep=False)[1] - host(x - e, keep=False)[1]) / (2 * step)
-    hess = 0.5 * (hess + hess.T)
-    try:
-        chol = np.linalg.cholesky(hess)
-    except np.linalg.LinAlgError:
-        raise DataError("the Hessian of the marginal posterior (subject effects integrated out) is not positive definite at its mode, so there is no Laplace approximation; try method='nuts'") from None  # fmt: skip
+    bar.phase("Laplace: Hessian", total=2 * p)
+
+    def fd_hessian(rel: float) -> np.ndarray:  # central differences of the marginal gradient
+        hess = np.empty((p, p))
+        for j in range(p):
+            step = rel * max(1.0, abs(x[j]))
+            e = np.zeros(p)
+            e[j] = step
+            hess[:, j] = (host(x + e, keep=False)[1] - host(x - e, keep=False)[1]) / (2 * step)
+        return 0.5 * (hess + hess.T)
+
+    hess = fd_hessian(_HESSIAN_STEP)
+    if not _positive_definite(hess):
+        # The inner Newton solves' tolerance makes the gradient slightly noisy: differences
+        # over a 10x longer step average the noise out before the curvature is doubted.
+        bar.phase("Laplace: Hessian (longer steps)", total=2 * p)
+        hess = fd_hessian(10 * _HESSIAN_STEP)
+    prior = np.asarray(jit(jax.hessian(m.prior_potential))(jnp.asarray(x)))
+    names = _coordinate_names(m.unravel_theta, p)
+    curvature = (hess, prior, names)
+    if not _positive_definite(hess):
+        curvature = None  # the warning below names the flat directions
+        hess, flat = _with_prior_curvature(hess, prior)
+        warnings.warn(_flat_text("the marginal posterior (subject effects integrated out)", "its mode", flat, names), stacklevel=3)  # fmt: skip
+    chol = np.linalg.cholesky(hess)
     if not bool(ok):
         warnings.warn(f"marginal Laplace: the subject effects' conditional mode did not converge at the population mode for {m.trouble(jnp.asarray(x), eta_hat, data) or 'some subject'}; the approximation is doubtful there: compare with method='nuts'", stacklevel=3)  # fmt: skip
     timings = {"laplace_s": time.perf_counter() - t0}
@@ -261,7 +312,11 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     # and line searches (while loops) run every draw as long as the slowest and were several
     # times slower on CPU (theophylline: 26 s for 1000 draws against 4 s one by one).
     xs_host, zs_host = np.asarray(xs), np.asarray(zs)  # (indexing jax arrays dispatches)
-    out = [conditional(xs_host[i], eta_hat, zs_host[i], data) for i in range(opts.draws)]
+    bar.phase("Laplace: draws", total=opts.draws)
+    out = []
+    for i in range(opts.draws):
+        out.append(conditional(xs_host[i], eta_hat, zs_host[i], data))
+        bar.step()
     etas = jnp.stack([o[1] for o in out])
     bad = int(np.sum(~np.asarray([o[2] for o in out])))
     if bad:
@@ -270,4 +325,42 @@ def _marginal_laplace(pm: PopulationModel, data: tuple, key: Any, opts: FitOptio
     samples = _with_deterministic(pm, latent, k_det)
     timings["sampling_s"] = time.perf_counter() - t0
     values = jit(m.constrained)(jnp.asarray(x), eta_hat)
-    return samples, values, timings
+    return samples, values, timings, curvature
+
+
+def _positive_definite(h: np.ndarray) -> bool:
+    if not np.all(np.isfinite(h)):
+        return False
+    try:
+        np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
+#: An eigenvalue of the marginal Hessian below this fraction of the largest counts as flat.
+FLAT_CURVATURE = 1e-8
+
+
+def _with_prior_curvature(hess: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``hess`` with each eigenvalue that is not clearly positive (below
+    :data:`FLAT_CURVATURE` times the largest) replaced by the prior's curvature along its
+    eigenvector (1 where the prior has none): along those directions the data say nothing,
+    or the mode is a saddle, and the approximation takes the prior's width. Returns the
+    matrix and the replaced eigenvectors (columns)."""
+    w, v = np.linalg.eigh(np.where(np.isfinite(hess), hess, 0.0))
+    flat = w <= FLAT_CURVATURE * max(float(np.max(np.abs(w))), 1e-300)
+    curv = np.einsum("ik,ij,jk->k", v, prior, v)
+    w = np.where(flat, np.where(curv > 0, curv, 1.0), w)
+    return (v * w) @ v.T, v[:, flat]
+
+
+def _flat_text(what: str, where: str, flat: np.ndarray, names: list[str]) -> str:
+    """The warning for a Laplace approximation regularised by :func:`_with_prior_curvature`."""
+    return (
+        f"Laplace: {what} is flat or curved the wrong way at {where} along "
+        f"{_directions(flat, names)} (sampler's coordinates: logs of positive parameters): the "
+        "data do not determine these parameters (or their combination) apart. The "
+        "approximation uses the prior's width along those directions; give them informative "
+        "priors or fix them (`fixed: true`), or use method='nuts'"
+    )

@@ -29,6 +29,39 @@ from ldpk.population import PopulationModel
 PRIOR_TAIL = 1e-6
 
 
+class _Progress:
+    """A progress bar for a phase of the fit without a known length (an optimiser's
+    evaluations), or with one (``total``): the evaluations done and, for searches, the best
+    potential so far. Each phase reads "(compiling)" until its first step. Does nothing unless
+    ``enabled``."""
+
+    def __init__(self, enabled: bool, desc: str, total: int | None = None, unit: str = " evaluations") -> None:  # fmt: skip
+        self.bar, self.desc = None, desc
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"{desc} (compiling)", unit=unit, leave=False)
+
+    def phase(self, desc: str, total: int | None = None) -> None:
+        """Start the next phase on the same bar (its count restarts)."""
+        self.desc = desc
+        if self.bar is not None:
+            self.bar.reset(total=total)
+            self.bar.set_description(f"{desc} (compiling)")
+
+    def step(self, best: float | None = None) -> None:
+        if self.bar is not None:
+            if self.bar.n == 0:
+                self.bar.set_description(self.desc, refresh=False)
+            self.bar.update(1)
+            if best is not None and np.isfinite(best) and self.bar.n % 10 == 1:
+                self.bar.set_postfix_str(f"-log posterior {best:.6g}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @dataclass(frozen=True)
 class _Mode:
     """The MAP in the unconstrained space (``flat``, ``unravel``), its constrained ``values``,
@@ -84,6 +117,7 @@ def _map(
     key: Any,
     hessian: str | None = "exact",
     hold_extremes: bool = False,
+    progress: bool = False,
 ) -> _Mode:
     """MAP estimate by BFGS on the unconstrained potential, started from the prior medians
     (standardised between-subject effects at 0) and searched in two stages (the SDs of the
@@ -98,7 +132,17 @@ def _map(
     NUTS started there adapted a step size of 5e-9 and never moved. With ``hold_extremes``,
     sites that the mode puts in a prior tail of mass < :data:`PRIOR_TAIL` are held at the
     start's values (medians of 31 prior draws) and the rest searched again, while more run
-    off: a starting point and scales for samplers. ``_Mode.held`` names them."""
+    off: a starting point and scales for samplers. ``_Mode.held`` names them. ``progress``
+    shows the search's evaluations and best potential, then the Hessian's columns."""
+    bar = _Progress(progress, "MAP search")
+    try:
+        return _search_mode(pm, data, key, hessian, hold_extremes, bar)
+    finally:
+        bar.close()
+
+
+def _search_mode(pm: PopulationModel, data: tuple, key: Any, hessian: str | None, hold_extremes: bool, bar: _Progress) -> _Mode:  # fmt: skip
+    """:func:`_map`'s work, reporting to ``bar``."""
 
     # Starting values from the priors alone (pm.priors, no solve) in one compiled function:
     # numpyro's initialize_model runs the model op by op, and each operation compiled on its
@@ -140,9 +184,11 @@ def _map(
         # overflow) is +inf for the line search, which then steps back; it used to end the
         # search with a NaN value, reported as no finite density at all.
         if not (np.isfinite(v) and np.all(np.isfinite(g))):
+            bar.step()
             return np.inf, np.zeros_like(g)
         if v < best["value"]:
             best.update(value=v, x=np.array(x))
+        bar.step(best["value"])
         return v, g
 
     pos = unravel(jnp.arange(flat0.size, dtype=float))  # each site's positions in flat0
@@ -199,12 +245,18 @@ def _map(
     postprocess = partial(constrain_fn, pm, data, {}, return_deterministic=True)
     cov = h = None
     if hessian == "exact":
+        bar.phase("MAP Hessian", total=1)
         h = np.asarray(jit(jax.hessian(potential))(x, data))
+        bar.step()
     elif hessian == "fd":
-        # the raw gradient: host() turns non-finite values into +inf with a zero gradient
-        h = _fd_hessian(
-            lambda v: np.asarray(value_and_grad(jnp.asarray(v), data)[1]), np.asarray(x)
-        )
+        bar.phase("MAP Hessian", total=2 * x.size)
+
+        def grad(v: np.ndarray) -> np.ndarray:
+            # the raw gradient: host() turns non-finite values into +inf with a zero gradient
+            bar.step()
+            return np.asarray(value_and_grad(jnp.asarray(v), data)[1])
+
+        h = _fd_hessian(grad, np.asarray(x))
     if hessian is not None:
         h = 0.5 * (h + h.T)
         try:
@@ -224,3 +276,91 @@ def _fd_hessian(grad: Any, x: np.ndarray, rel: float = 1e-5) -> np.ndarray:
         e[i] = step
         h[:, i] = (grad(x + e) - grad(x - e)) / (2 * step)
     return h
+
+
+#: Data information along a direction below this fraction of the prior's marks a parameter
+#: (or combination) the data do not inform: its posterior SD there is at least
+#: 1/sqrt(1 + 0.05) = 98 % of the prior's.
+WEAK_DATA_INFORMATION = 0.05
+
+
+def _prior_hessian(pm: PopulationModel, flat: Any, unravel: Any) -> np.ndarray:
+    """The priors' Hessian at ``flat`` (unconstrained, every latent site of ``unravel``)."""
+    return np.asarray(jit(jax.hessian(lambda v: potential_energy(pm.priors, (), {}, unravel(v))))(flat))  # fmt: skip
+
+
+def _weakly_informed(hessian: np.ndarray, prior: np.ndarray, names: list[str], sites: Any) -> list[str]:  # fmt: skip
+    """Sentences naming the typical values (or their combinations, e.g. CL1 + CL2) that the
+    data do not inform, from the curvature at the mode: the posterior's Hessian ``hessian``
+    (unconstrained coordinates named by ``names``, as ``site`` or ``site[i]``; subject
+    effects ``eta_*`` integrated out by the Schur complement when they are among them)
+    against the priors' Hessian ``prior`` there. A
+    direction whose data information (posterior minus prior curvature) is below
+    :data:`WEAK_DATA_INFORMATION` of the prior's is one where the posterior is the prior.
+    Only the sites in ``sites`` (typical values, covariate effects) are judged: between-subject
+    and residual SDs at a joint mode are not a fair test."""
+    h, prior = np.asarray(hessian, dtype=float), np.asarray(prior, dtype=float)
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(prior))):
+        return []
+    site_of = [n.split("[")[0] for n in names]
+    eta = np.array([s.startswith("eta_") for s in site_of])
+    judged = np.array([s in sites for s in site_of])
+    if not judged.any():
+        return []
+    keep = ~eta
+    if eta.any():  # the marginal curvature of the rest: H_kk - H_ke H_ee^-1 H_ek
+        try:
+            h = h[np.ix_(keep, keep)] - h[np.ix_(keep, eta)] @ np.linalg.solve(h[np.ix_(eta, eta)], h[np.ix_(eta, keep)])  # fmt: skip
+        except np.linalg.LinAlgError:
+            return []
+    else:
+        h = h[np.ix_(keep, keep)]
+    prior = prior[np.ix_(keep, keep)]
+    sel = judged[keep]
+    # the judged sites' block, the others' uncertainty integrated out (Schur again)
+    rest = ~sel
+    if rest.any():
+        try:
+            h = h[np.ix_(sel, sel)] - h[np.ix_(sel, rest)] @ np.linalg.solve(h[np.ix_(rest, rest)], h[np.ix_(rest, sel)])  # fmt: skip
+        except np.linalg.LinAlgError:
+            return []
+    else:
+        h = h[np.ix_(sel, sel)]
+    p = prior[np.ix_(sel, sel)]
+    if not np.all(np.linalg.eigvalsh(p) > 0):
+        return []  # a flat or improper prior: no yardstick
+    # generalised eigenproblem (h - p) v = lam p v through p = L L^T
+    chol = np.linalg.cholesky(p)
+    inv = np.linalg.inv(chol)
+    lam, u = np.linalg.eigh(inv @ (h - p) @ inv.T)
+    weak = lam < WEAK_DATA_INFORMATION
+    if not weak.any():
+        return []
+    vectors = inv.T @ u[:, weak]
+    labels = [n for n, j in zip(names, judged, strict=True) if j]
+    return [
+        f"the data hardly inform {_directions(vectors, labels)} (sampler's coordinates: logs of positive parameters; the posterior's curvature at the mode is the prior's, within {WEAK_DATA_INFORMATION:.0%}): the estimate there is the prior's. A sum or product of parameters may be all the design determines (e.g. two parallel clearances), or the observations may carry no signal (all zero, all censored). Give informative priors, fix a parameter, or add data that tell them apart"
+    ]
+
+
+def _coordinate_names(unravel: Any, size: int) -> list[str]:
+    """The name of each coordinate of a flat vector: its site, with an index for arrays."""
+    names = [""] * size
+    for site, pos in unravel(jnp.arange(size, dtype=float)).items():
+        pos = np.atleast_1d(np.asarray(pos).astype(int))
+        for k, i in enumerate(pos.ravel()):
+            names[i] = site if pos.size == 1 else f"{site}[{k}]"
+    return names
+
+
+def _directions(vectors: np.ndarray, names: list[str]) -> str:
+    """Directions (columns of ``vectors``) in words: each as its main coordinates with signs,
+    e.g. 'CL1 + CL2' or 'KA' (unconstrained coordinates: logs of positive parameters)."""
+    out = []
+    for v in vectors.T:
+        big = np.flatnonzero(np.abs(v) >= 0.3 * np.max(np.abs(v)))
+        big = big[np.argsort(-np.abs(v[big]))][:4]
+        sign0 = np.sign(v[big[0]])
+        terms = [("" if k == 0 else (" + " if np.sign(v[i]) == sign0 else " - ")) + names[i] for k, i in enumerate(big)]  # fmt: skip
+        out.append("".join(terms))
+    return "; ".join(f"({d})" if " " in d else d for d in out)

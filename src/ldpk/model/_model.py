@@ -156,6 +156,9 @@ class Model:
     discontinuities: tuple[Expr, ...] = ()
     source: str = "<python>"
     extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    #: The route of a data-file dose without CMT or ROUTE (a name in ``routes``; None: only a
+    #: model with one route has one, its only route).
+    default_route: str | None = None
 
     # ---- names -------------------------------------------------------------------------
     @property
@@ -518,6 +521,13 @@ def validate(m: Model) -> None:
                 f"{src}: routes.{r.name}.target is {r.target!r}, which is not a "
                 f"compartment{hint}; compartments: {', '.join(m.compartment_names)}"
             )
+    if m.default_route is not None and m.default_route not in m.route_names:
+        dr = m.default_route
+        hint = lookalike_hint(str(dr), m.route_names) if isinstance(dr, str) else ""
+        raise ModelError(
+            f"{src}: default_route is {_short(dr)}, which is not a route of the model{hint}; "
+            f"routes: {', '.join(m.route_names) or '(none): declare one under `routes:`'}"
+        )
     if m.tracer is not None:
         from ldpk.tracer import nuclide
 
@@ -684,7 +694,7 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     known = {
         "name", "description", "time_unit", "amount_unit", "compartments", "parameters",
         "covariates", "derived", "flows", "routes", "outputs", "references", "notes",
-        "example", "tracer", "species", "discontinuities",
+        "example", "tracer", "species", "discontinuities", "default_route",
     }  # fmt: skip
     unknown = set(spec) - known
     if unknown:
@@ -883,4 +893,17 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
         discontinuities=_discontinuities(spec.get("discontinuities"), static_scope, source),
         source=source,
         extra=extra,
+        default_route=_default_route(spec.get("default_route"), source),
     )
+
+
+def _default_route(value: Any, source: str) -> str | None:
+    """The `default_route:` entry: a route name (checked against the routes by validate())."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ModelError(
+            f"{source}: default_route is {_short(value)}; give the name of one of the "
+            "model's routes (e.g. `default_route: iv`)"
+        )
+    return value.strip()

@@ -67,6 +67,7 @@ flows:
 
 routes:                   # where a dose goes; optional lag, bioavailability, rate, duration
   iv: {{target: blood, description: intravenous bolus or infusion}}
+# default_route: iv       # with several routes: where a data-file dose without CMT or ROUTE goes
 
 outputs:                  # what is measured; names must differ from compartments/parameters
   blood_conc: {{expr: blood / V_blood, unit: cells/L, description: cells per litre of blood}}
