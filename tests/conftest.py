@@ -10,22 +10,29 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="session")
-def reference_data_dir() -> Path:
-    """Directory of published reference outputs used as test oracles.
-
-    ``$LDPK_REFERENCE_DATA`` if set, else ``<repo>/../shared/data``. Missing data fails
-    the run under CI (``CI=true``) and skips the requesting tests elsewhere.
-    """
-    env = os.environ.get("LDPK_REFERENCE_DATA")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+def _shared_folder(variable: str, name: str, what: str) -> Path:
+    """``$variable`` if set, else ``<repo>/../shared/<name>``. Missing, it fails the run under
+    CI (``CI=true``) and skips the requesting tests elsewhere."""
+    env = os.environ.get(variable)
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / name
     if not path.is_dir():
-        source = "$LDPK_REFERENCE_DATA" if env else "default location"
-        msg = (
-            f"reference data directory not found: {path} ({source}); "
-            "set LDPK_REFERENCE_DATA to the directory holding the reference data"
-        )
+        source = f"${variable}" if env else "default location"
+        msg = f"{what} directory not found: {path} ({source}); set {variable} to the directory holding them"  # fmt: skip
         if os.environ.get("CI") == "true":
             pytest.fail(msg, pytrace=False)
         pytest.skip(msg)
     return path
+
+
+@pytest.fixture(scope="session")
+def reference_data_dir() -> Path:
+    """Directory of published reference outputs used as test oracles:
+    ``$LDPK_REFERENCE_DATA`` or ``<repo>/../shared/data`` (see :func:`_shared_folder`)."""
+    return _shared_folder("LDPK_REFERENCE_DATA", "data", "reference data")
+
+
+@pytest.fixture(scope="session")
+def design_data_dir() -> Path:
+    """Published PopED/PFIM reference values (``fim_cases.yaml``): ``$LDPK_DESIGN_DATA`` or
+    ``<repo>/../shared/design`` (see :func:`_shared_folder`)."""
+    return _shared_folder("LDPK_DESIGN_DATA", "design", "design reference values")

@@ -139,3 +139,19 @@ def test_demo_writes_csv_and_png(tmp_path):
     pop = pd.read_csv(tmp_path / "d" / "population.csv")
     lo, mid, hi = (pop[f"cp_{q} [mg/L]"] for q in ("p05", "median", "p95"))
     assert (lo <= mid).all() and (mid <= hi).all()
+
+
+def test_demo_fit_is_the_pooled_study_with_its_report(tmp_path, capsys):
+    """`ldpk demo`'s fit (what `make demo` shows): the mitochondria study naive-pooled (no
+    between-animal variability) by the Laplace approximation, its report written, its
+    estimates near the simulation's truth (KBL 4 /h, FU_LIVER 0.38: within 15 %)."""
+    out = tmp_path / "d"
+    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "naive-pooled" in text and "omega_KBL" not in text
+    assert (out / "fit" / "report.html").is_file() and (out / "fit" / "vpc.png").is_file()
+    s = pd.read_csv(out / "fit" / "summary.csv").set_index("parameter")
+    assert abs(s.loc["KBL", "median"] / 4.0 - 1) < 0.15
+    assert abs(s.loc["FU_LIVER", "median"] / 0.38 - 1) < 0.15
+    fit = ldpk.load_fit(out / "fit")
+    assert fit.method == "laplace" and not fit.spec.iiv

@@ -122,3 +122,34 @@ def test_run_inside_jit_is_one_call(model):
     f = jax.jit(lambda cl: sim.run({"CL": cl}, chunk_size=2).output("cp"))
     cl = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     np.testing.assert_allclose(f(cl), sim.run({"CL": cl}).output("cp"), rtol=1e-13)
+
+
+def test_progress_bar_counts_every_set_of_a_chunked_simulation(model, sets, monkeypatch):
+    """progress=True: a bar over the parameter sets when the batch runs in several chunks
+    (1100 sets in chunks of 256: 5 updates summing to 1100), the same results as without it;
+    no bar for one chunk."""
+    import tqdm.auto
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, **kw):
+            self.total, self.done, self.closed = total, [], False
+            bars.append(self)
+
+        def update(self, n):
+            self.done.append(n)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    regimen = [ldpk.Bolus(DOSE, route="iv")]
+    quiet = ldpk.simulate(model, sets, regimen, TIMES, chunk_size=256)
+    assert bars == []
+    shown = ldpk.simulate(model, sets, regimen, TIMES, chunk_size=256, progress=True)
+    np.testing.assert_array_equal(quiet.outputs, shown.outputs)
+    (bar,) = bars
+    assert bar.total == 1100 and bar.done == [256, 256, 256, 256, 76] and bar.closed
+    ldpk.simulate(model, {k: v[:10] for k, v in sets.items()}, regimen, TIMES, chunk_size=256, progress=True)  # fmt: skip
+    assert len(bars) == 1

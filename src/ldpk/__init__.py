@@ -7,7 +7,7 @@ from ldpk._config import configure
 
 configure()
 
-from ldpk import exposure, plots, report, sensitivity, tracer  # noqa: E402
+from ldpk import design, exposure, plots, report, sensitivity, tracer  # noqa: E402
 from ldpk._version import __version__  # noqa: E402
 from ldpk.data import Dataset, read_biodistribution, read_data, read_study  # noqa: E402
 from ldpk.dosing import (  # noqa: E402
@@ -58,6 +58,7 @@ __all__ = [
     "builtin_models",
     "check_model",
     "configure",
+    "design",
     "example_regimen",
     "exposure",
     "fit",

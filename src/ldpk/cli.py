@@ -183,7 +183,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             if overlap:
                 raise ldpk.DataError(f"--param {', '.join(overlap)}: these vary between the virtual subjects of --n; fix them by leaving out --n")  # fmt: skip
             params = {**params, **ldpk.virtual_subjects(model, args.n, 0 if args.seed is None else args.seed)}  # fmt: skip
-        sim = ldpk.simulate(model, params or None, doses, times)
+        sim = ldpk.simulate(model, params or None, doses, times, progress=True)  # bar when chunked
         frame = ldpk.report.simulation_frame(sim)
         if args.n:
             frame = frame.rename(columns={"set": "ID"}).assign(ID=lambda f: f["ID"] + 1)
@@ -749,8 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=("laplace", "nuts"),
         default="laplace",
-        help="laplace (default: marginal Laplace approximation, 500 draws, a few minutes) or "
-        "nuts (2 chains x 300 warm-up + 300 draws; much longer)",
+        help="laplace (default: naive-pooled fit, Laplace approximation at the mode, 500 "
+        "draws; under a minute) or nuts (the study's population model, 2 chains x 300 "
+        "warm-up + 300 draws; minutes)",
     )
     p.add_argument("--no-fit", action="store_true", help="only the simulation part")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

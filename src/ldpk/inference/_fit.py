@@ -78,7 +78,7 @@ class Fit:
         :func:`ldpk.sweep`, which knows nothing of fits."""
         if not isinstance(n, int | np.integer) or isinstance(n, bool) or n <= 0:
             raise DataError(f"parameter_table(): n must be a positive number of draws, got {n!r}")  # fmt: skip
-        d = self._population_draws(int(n))
+        d = self.population_draws(int(n))
         k = len(next(iter(d.values())))
         z = {p: jnp.zeros(k) for p in self.spec.iiv}
         covs = {c: np.full(k, float(v)) for c, v in (covariates or {}).items()}
@@ -151,8 +151,11 @@ class Fit:
 
         return convergence_warnings(self)
 
-    def _population_draws(self, n_draws: int) -> dict[str, np.ndarray]:
-        """Evenly spaced posterior draws (flattened over chains) of every latent variable."""
+    def population_draws(self, n_draws: int) -> dict[str, np.ndarray]:
+        """``n_draws`` evenly spaced posterior draws (flattened over chains; all of them if
+        there are fewer) of every latent variable, by name, in model units (typical values;
+        ω as the SD of the log; residual parameters): the draws :meth:`parameter_table` uses,
+        in its order, so callers can pair its rows with, e.g., the ω of the same draw."""
         post = self.posterior["posterior"]
         total = post.sizes["chain"] * post.sizes["draw"]
         idx = np.unique(np.linspace(0, total - 1, min(n_draws, total)).round().astype(int))
@@ -190,7 +193,7 @@ class Fit:
         if times is None:
             raise DataError("predict(): give `times` (model time unit)")
         times = np.asarray(times, dtype=float)
-        d = self._population_draws(n_draws)
+        d = self.population_draws(n_draws)
         n = len(next(iter(d.values())))
         pm = self.population
         corrected = self.dataset.decay_corrected if decay_corrected is None else decay_corrected

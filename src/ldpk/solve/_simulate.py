@@ -283,6 +283,7 @@ def simulate(
     decay_corrected: bool = True,
     outputs: Sequence[str] | None = None,
     chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Simulation:
     """Simulate ``model`` under ``regimen`` and return every compartment and output at ``times``.
 
@@ -318,6 +319,8 @@ def simulate(
         ('analytic') always solves every compartment.
     chunk_size: parameter sets per compiled call (see :meth:`Simulator.run`; default: as many
         as keep one chunk's results within ``CHUNK_BYTES``).
+    progress: a progress bar (parameter sets done, sets/s, time left) when the batch runs in
+        more than one chunk.
 
     ``simulate`` is :func:`prepare` followed by :meth:`Simulator.run`; prepare once and run
     many times to simulate new parameter values without tracing or compiling again.
@@ -326,7 +329,7 @@ def simulate(
         model, regimen, times, covariates=covariates, method=method, ode=ode,
         max_ss_overlap=max_ss_overlap, decay_corrected=decay_corrected, outputs=outputs,
     )  # fmt: skip
-    return sim.run(params, check=check, chunk_size=chunk_size)
+    return sim.run(params, check=check, chunk_size=chunk_size, progress=progress)
 
 
 def prepare(
@@ -464,16 +467,32 @@ class Simulator:
         *,
         check: bool = True,
         chunk_size: int | None = None,
+        progress: bool = False,
     ) -> Simulation:
         """Simulate the parameter sets ``params`` (names to values in model units, broadcast
         together; missing names take the model's values) and return a :class:`Simulation`
         with their batch shape. ``check``: raise :class:`SolverError` naming failed sets
         (else their values are NaN). Batches larger than ``chunk_size`` run chunk by chunk
-        (:meth:`chunks`)."""
+        (:meth:`chunks`), with a progress bar of the sets done when ``progress``."""
         theta, batch = self.parameters(params)
         lead = 2 if self.n_subjects is not None else 1
         flat = theta.reshape(*batch[: lead - 1], -1, theta.shape[-1])
-        parts = list(self.chunks(flat, chunk_size))
+        n = flat.shape[lead - 1]
+        bar = None
+        if progress and not isinstance(flat, jax.core.Tracer) and n > (chunk_size or self.default_chunk()):  # fmt: skip
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, unit=" sets", unit_scale=True, desc="simulate", leave=False)
+        parts = []
+        try:
+            for part in self.chunks(flat, chunk_size):
+                parts.append(part)
+                if bar is not None:
+                    jax.block_until_ready(part[2])
+                    bar.update(part[1] - part[0])
+        finally:
+            if bar is not None:
+                bar.close()
         if len(parts) == 1:
             _, _, x, y, ok = parts[0]
         else:

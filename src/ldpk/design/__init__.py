@@ -1,0 +1,86 @@
+"""Trial design: the population Fisher information matrix of a design (FO approximation,
+by JAX autodiff through the model's prepared simulator) and its criteria (PopED's and
+PFIM's conventions).
+
+One concern per private module, each importing only those listed before it:
+
+- ``_spec``: :class:`Design`, :class:`Group`, :class:`Residual` and their checks
+- ``_fim``: :func:`fisher_information` → :class:`FisherInformation`
+- ``_criteria``: ln det, D-criterion, SE and RSE%, efficiency, Wald power, shrinkage
+- ``_optimise``: :func:`optimise_times` → :class:`OptimisedTimes` (D-optimal sampling times)
+- ``_trials``: :func:`virtual_trial` (trials × subjects through :func:`ldpk.sweep`, dims
+  trial, subject, regimen, time), :func:`population_from_priors` and :func:`attainment`
+  → :class:`Attainment` (probability of target attainment per trial and regimen)
+
+Example (PopED's warfarin design)::
+
+    import ldpk
+    from ldpk import design as dz
+
+    model = ldpk.load_model("one_compartment")
+    d = dz.Design(
+        groups=[dz.Group(n=32, times=[0.5, 1, 2, 6, 24, 36, 72, 120],
+                         regimen=[ldpk.Bolus(70, route="oral")])],
+        output="cp",
+        fixed_effects={"CL": 0.15, "V": 8.0, "KA": 1.0},
+        omega2={"CL": 0.07, "V": 0.02, "KA": 0.6},
+        residual=dz.Residual(proportional=0.01),     # a variance: y = f(1 + ε), Var ε = 0.01
+    )
+    fim = dz.fisher_information(model, d)            # reduced; kind="full" for the full FIM
+    dz.ln_det(fim), dz.rse_percent(fim)
+    best = dz.optimise_times(model, d, windows=(0.5, 120))   # D-optimal times, same k
+    best.design.groups[0].times, best.efficiency
+"""
+
+from ldpk.design._criteria import (
+    RCOND,
+    check_invertible,
+    covariance,
+    d_criterion,
+    efficiency,
+    ln_det,
+    rse_percent,
+    shrinkage,
+    standard_errors,
+    wald_power,
+)
+from ldpk.design._fim import KINDS, FisherInformation, fisher_information
+from ldpk.design._optimise import CRITERIA, METHODS, OptimisedTimes, optimise_times
+from ldpk.design._spec import CONVENTIONS, SCALES, Design, Group, Residual
+from ldpk.design._trials import (
+    OPERATORS,
+    Attainment,
+    attainment,
+    population_from_priors,
+    virtual_trial,
+)
+
+__all__ = [
+    "CONVENTIONS",
+    "CRITERIA",
+    "KINDS",
+    "METHODS",
+    "OPERATORS",
+    "RCOND",
+    "SCALES",
+    "Attainment",
+    "Design",
+    "FisherInformation",
+    "Group",
+    "OptimisedTimes",
+    "Residual",
+    "check_invertible",
+    "covariance",
+    "d_criterion",
+    "efficiency",
+    "fisher_information",
+    "ln_det",
+    "optimise_times",
+    "rse_percent",
+    "shrinkage",
+    "standard_errors",
+    "attainment",
+    "population_from_priors",
+    "virtual_trial",
+    "wald_power",
+]

@@ -1,0 +1,401 @@
+"""Population Fisher information (FO) of a design: ``ldpk.design`` against published PopED and
+PFIM values (``../shared/design/fim_cases.yaml``, conventions in its README.md) and a
+closed-form D-optimal two-point design. Each model is built with ``ldpk.build_model`` and
+its prediction is checked against the case's formula first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+import ldpk
+from ldpk import design as dz
+from ldpk.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def cases(design_data_dir: Path) -> dict[str, Any]:
+    """The published cases, ``fim_cases.yaml`` (see conftest's ``design_data_dir``)."""
+    return yaml.safe_load((design_data_dir / "fim_cases.yaml").read_text())
+
+
+def _param(value: float, unit: str = "1") -> dict[str, Any]:
+    return {"value": value, "unit": unit}
+
+
+def one_compartment(
+    params: dict[str, float], k: str, oral: bool = False, name: str = "pk1"
+) -> ldpk.Model:
+    """A one-compartment model: elimination rate constant ``k`` (an expression of
+    ``params``), a central volume ``V``, first-order absorption rate ``KA``/``ka`` from a
+    depot when ``oral``; output ``cp = central / V``."""
+    comps = {"central": {"unit": "mg"}}
+    flows = [{"from": "central", "k": k}]
+    routes = {"iv": {"target": "central"}}
+    if oral:
+        ka = "KA" if "KA" in params else "ka"
+        comps = {"depot": {"unit": "mg"}, **comps}
+        flows.insert(0, {"from": "depot", "to": "central", "k": ka})
+        routes = {"oral": {"target": "depot"}}
+    return ldpk.build_model({
+        "name": name,
+        "time_unit": "h",
+        "amount_unit": "mg",
+        "compartments": comps,
+        "parameters": {p: _param(v) for p, v in params.items()},
+        "flows": flows,
+        "routes": routes,
+        "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
+    })  # fmt: skip
+
+
+def _predict(model: ldpk.Model, regimen: list, times: Any, params: dict, **kw: Any) -> np.ndarray:
+    sim = ldpk.simulate(model, params, regimen, np.asarray(times, dtype=float), **kw)
+    return np.asarray(sim.output("cp") if "cp" in model.output_names else sim.outputs[..., 0])
+
+
+def _rel(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+# ---- warfarin (PopED) ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def warfarin(cases):
+    c = cases["warfarin"]
+    model = ldpk.build_model({
+        "name": "warfarin",
+        "time_unit": "h",
+        "amount_unit": "mg",
+        "compartments": {"depot": {"unit": "mg"}, "central": {"unit": "mg"}},
+        "parameters": {p: _param(1.0) for p in ("CL", "V", "KA", "F")},
+        "flows": [{"from": "depot", "to": "central", "k": "KA"}, {"from": "central", "k": "CL / V"}],
+        "routes": {"oral": {"target": "depot", "bioavailability": "F"}},
+        "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
+    })  # fmt: skip
+    times = c["design"]["groups"][0]["times"]
+    regimen = [ldpk.Bolus(c["fixed"]["D"], route="oral")]
+    design = dz.Design(
+        groups=[dz.Group(n=c["design"]["groups"][0]["n"], times=times, regimen=regimen)],
+        output="cp",
+        fixed_effects=c["parameters"],
+        omega2=c["omega2"],
+        residual=dz.Residual(proportional=c["residual"]["proportional_variance"]),
+    )
+    return c, model, design
+
+
+def test_warfarin_prediction_is_the_formula(warfarin):
+    c, model, design = warfarin
+    CL, V, KA = (c["parameters"][k] for k in ("CL", "V", "KA"))
+    D, F = c["fixed"]["D"], c["fixed"]["F"]
+    t = np.asarray(design.groups[0].times, dtype=float)
+    f = D * F * KA / (V * (KA - CL / V)) * (np.exp(-CL / V * t) - np.exp(-KA * t))
+    got = _predict(model, list(design.groups[0].regimen), t, {**c["parameters"], "F": F})
+    np.testing.assert_allclose(got, f, rtol=1e-11)
+
+
+def test_warfarin_reduced_fim(warfarin):
+    c, model, design = warfarin
+    exp = c["reduced"]
+    tol = exp["tolerance_rel"]
+    fim = dz.fisher_information(model, design)
+    assert fim.names == tuple(c["order"])
+    assert fim.kind == "reduced" and isinstance(np.asarray(fim), np.ndarray)
+    assert _rel(np.linalg.det(fim.matrix), exp["det"]) < tol
+    assert _rel(np.exp(dz.ln_det(fim)), exp["det"]) < tol
+    assert _rel(dz.rse_percent(fim), exp["rse_percent"]) < tol
+    assert _rel(np.diag(fim.matrix), exp["fim_diagonal"]) < tol
+    # block diagonal: no fixed-effect / variance cross terms
+    np.testing.assert_array_equal(fim.matrix[:3, 3:], 0.0)
+    np.testing.assert_allclose(dz.d_criterion(fim), exp["det"] ** (1 / 7), rtol=tol)
+    # efficiency: a design with twice the subjects has det 2^p times larger -> efficiency 2
+    double = dz.Design(**{**design.__dict__, "groups": [dz.Group(**{**design.groups[0].__dict__, "n": 64})]})  # fmt: skip
+    np.testing.assert_allclose(dz.efficiency(dz.fisher_information(model, double), fim), 2.0, rtol=1e-12)  # fmt: skip
+
+
+def test_warfarin_full_fim(warfarin):
+    c, model, design = warfarin
+    exp = c["full"]
+    tol = exp["tolerance_rel"]
+    fim = dz.fisher_information(model, design, kind="full")
+    assert fim.names == tuple(c["order"])
+    assert _rel(np.linalg.det(fim.matrix), exp["det"]) < tol
+    assert _rel(dz.rse_percent(fim), exp["rse_percent"]) < tol
+    # the variance block is the reduced FIM's
+    red = dz.fisher_information(model, design)
+    np.testing.assert_allclose(fim.matrix[3:, 3:], red.matrix[3:, 3:], rtol=1e-12)
+
+
+def test_groups_add_each_times_its_size(warfarin):
+    """Two groups of 12 and 20 with the same times give the FIM of one group of 32."""
+    c, model, design = warfarin
+    g = design.groups[0]
+    split = dz.Design(**{**design.__dict__, "groups": [dz.Group(12, g.times, g.regimen), dz.Group(20, g.times, g.regimen)]})  # fmt: skip
+    np.testing.assert_allclose(
+        dz.fisher_information(model, split).matrix, dz.fisher_information(model, design).matrix, rtol=1e-12
+    )  # fmt: skip
+
+
+# ---- Retout 2007: power of a Wald test (PopED) ---------------------------------------------
+def test_retout_power(cases):
+    c = cases["retout_power"]
+    model = ldpk.build_model({
+        "name": "retout_biexponential",
+        "time_unit": "d",
+        "amount_unit": "1",
+        "compartments": {"a": {"unit": "1", "initial": "P1"}, "b": {"unit": "1", "initial": "P2"}},
+        "parameters": {p: _param(1.0) for p in ("P1", "P2", "L1", "L2", "BETA")},
+        "covariates": {"ARM": {"unit": "1", "default": 0}},
+        "derived": {"L1e": {"expr": "L1 * exp(BETA * ARM)", "unit": "1/d"}},
+        "flows": [{"from": "a", "k": "L1e"}, {"from": "b", "k": "L2"}],
+        "outputs": {"y": {"expr": "log10(a + b)", "unit": "1"}},
+    })  # fmt: skip
+    b = c["parameters_log"]
+    # initial amounts apply at the first record: a reset at 0 puts them at t = 0
+    start = [ldpk.Reset(0.0)]
+    groups = [
+        dz.Group(n=g["n"], times=g["times"], regimen=start, covariates={"ARM": g["arm"] - 1}, name=f"arm {g['arm']}")
+        for g in c["design"]["groups"]
+    ]  # fmt: skip
+    # the prediction is the formula, arm 2 with L1 = exp(bL1 + BETA)
+    for arm, g in enumerate(groups):
+        t = np.asarray(g.times, dtype=float)
+        P1, P2, L1, L2 = np.exp(b["P1"]), np.exp(b["P2"]), np.exp(b["L1"] + arm * b["BETA"]), np.exp(b["L2"])  # fmt: skip
+        f = np.log10(P1 * np.exp(-L1 * t) + P2 * np.exp(-L2 * t))
+        sim = ldpk.simulate(model, {"P1": np.exp(b["P1"]), "P2": np.exp(b["P2"]), "L1": np.exp(b["L1"]), "L2": np.exp(b["L2"]), "BETA": b["BETA"]}, start, t, covariates={"ARM": arm})  # fmt: skip
+        np.testing.assert_allclose(np.asarray(sim.output("y")), f, rtol=1e-12)
+    design = dz.Design(
+        groups=groups,
+        output="y",
+        fixed_effects=b,
+        omega2=dict(zip(("P1", "P2", "L1", "L2"), c["omega2"], strict=True)),
+        scale={"P1": "log", "P2": "log", "L1": "log", "L2": "log", "BETA": "additive"},
+        residual=dz.Residual(additive=c["residual"]["additive_sd"] ** 2),
+    )
+    fim = dz.fisher_information(model, design)
+    tol = c["tolerance_rel"]
+    se = dz.standard_errors(fim)[fim.index("BETA")]
+    assert _rel(se, c["expected"]["se_BETA"]) < tol
+    power = 100 * dz.wald_power(fim, "BETA", h0=0.0)
+    assert _rel(power, c["expected"]["power_percent_wald_h0_0"]) < tol
+
+
+# ---- shrinkage (PFIM example 1.4.2 as in PopED) ------------------------------------------
+def test_shrinkage_pfim_142(cases):
+    c = cases["shrinkage_pfim_142"]
+    p = c["parameters"]
+    model = one_compartment(dict(p), "K", oral=True)
+    t = np.asarray(c["design"]["times"], dtype=float)
+    regimen = [ldpk.Bolus(100, route="oral")]
+    f = 100 / p["V"] * p["KA"] / (p["KA"] - p["K"]) * (np.exp(-p["K"] * t) - np.exp(-p["KA"] * t))
+    np.testing.assert_allclose(_predict(model, regimen, t, p), f, rtol=1e-11)
+    design = dz.Design(
+        groups=[dz.Group(n=1, times=t, regimen=regimen)],
+        output="cp",
+        fixed_effects=p,
+        omega2=c["omega2"],
+        residual=dz.Residual(additive=0.5, proportional=0.15, convention="sd", estimate=False),
+    )
+    shrink = dz.shrinkage(model, design)
+    assert shrink.shape == (1, 3)
+    assert _rel(shrink[0], c["expected"]["shrinkage_variance_scale"]) < c["tolerance_rel"]
+
+
+# ---- PFIM 7.0 determinants ----------------------------------------------------------------
+def _pfim_case(case: dict) -> tuple[ldpk.Model, list, Any]:
+    mu, name = case["mu"], case["name"]
+    k = "Cl / V" if "Cl" in mu else "k"
+    ka = mu.get("ka")
+    t = np.asarray(case["times"], dtype=float)
+    V = mu["V"]
+    kk = mu["Cl"] / V if "Cl" in mu else mu["k"]
+    if "Infusion" in name:
+        model = one_compartment(dict(mu), k, name=name)
+        regimen = [ldpk.Infusion(30, duration=2, route="iv")]
+        f = np.where(
+            t <= 2,
+            30 / (2 * kk * V) * (1 - np.exp(-kk * t)),
+            30 / (2 * kk * V) * (1 - np.exp(-2 * kk)) * np.exp(-kk * (t - 2)),
+        )
+    elif "FirstOrder" in name:
+        model = one_compartment(dict(mu), k, oral=True, name=name)
+        regimen = [ldpk.Bolus(100, route="oral")]
+        f = 100 / V * ka / (ka - kk) * (np.exp(-kk * t) - np.exp(-ka * t))
+    else:
+        model = one_compartment(dict(mu), k, name=name)
+        regimen = [ldpk.Bolus(100, route="iv")]
+        f = 100 / V * np.exp(-kk * t)
+    return model, regimen, f
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_pfim_determinants(cases, i):
+    pf = cases["pfim_cases"]
+    case = pf["cases"][i]
+    model, regimen, f = _pfim_case(case)
+    np.testing.assert_allclose(_predict(model, regimen, case["times"], case["mu"]), f, rtol=1e-11)  # fmt: skip
+    design = dz.Design(
+        groups=[dz.Group(n=case["n"], times=case["times"], regimen=regimen)],
+        output="cp",
+        fixed_effects=case["mu"],
+        omega2=case["omega2"],
+        residual=dz.Residual(
+            additive=case["sigma"]["inter"], proportional=case["sigma"]["slope"], convention="sd"
+        ),
+    )
+    fim = dz.fisher_information(model, design)
+    p = len(case["mu"])
+    assert fim.names == (*case["mu"], *(f"omega2_{k}" for k in case["omega2"]), "sigma_add", "sigma_prop")  # fmt: skip
+    assert fim.matrix.shape == (2 * p + 2, 2 * p + 2)
+    assert _rel(np.exp(dz.ln_det(fim)), float(case["det"])) < pf["tolerance_rel"]
+
+
+# ---- closed-form D-optimal two-point design ------------------------------------------------
+def test_analytic_two_point_design_maximises_det():
+    """y = (D/V)e^(-kt), (V, k), two samples in [0, T]: with constant-variance error
+    det FIM ∝ e^(-2k(t1+t2))(t2 - t1)^2, maximal at t1 = 0, t2 = 1/k; with proportional error
+    at the ends of the window. Checked over a grid that contains both optima."""
+    V, k, D, T = 10.0, 0.5, 100.0, 4.0
+    model = one_compartment({"V": V, "k": k}, "k")
+    regimen = [ldpk.Bolus(D, route="iv")]
+    grid = np.arange(0.0, T + 1e-9, 0.25)
+    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1 :]]
+    np.testing.assert_allclose(_predict(model, regimen, grid, {}), D / V * np.exp(-k * grid), rtol=1e-12)  # fmt: skip
+
+    def det(t1: float, t2: float, residual: dz.Residual) -> float:
+        d = dz.Design(
+            groups=[dz.Group(n=1, times=[t1, t2], regimen=regimen)],
+            output="cp",
+            fixed_effects={"V": V, "k": k},
+            residual=residual,
+        )
+        fim = dz.fisher_information(model, d)
+        assert fim.names == ("V", "k")
+        return float(np.exp(dz.ln_det(fim)))
+
+    const = np.array([det(a, b, dz.Residual(additive=0.04, estimate=False)) for a, b in pairs])
+    closed = np.array([np.exp(-2 * k * (a + b)) * (b - a) ** 2 for a, b in pairs])
+    # det FIM = (D/V)^4 e^(-2k(t1+t2)) (t2 - t1)^2 / (V^2 σ^4): the ratio is one constant
+    np.testing.assert_allclose(const / closed, (const / closed)[0], rtol=1e-10)
+    assert pairs[int(np.argmax(const))] == (0.0, 1 / k)
+    prop = np.array([det(a, b, dz.Residual(proportional=0.01, estimate=False)) for a, b in pairs])
+    assert pairs[int(np.argmax(prop))] == (0.0, T)
+
+
+# ---- errors -------------------------------------------------------------------------------
+def test_singular_fim_names_the_parameters():
+    model = one_compartment({"V": 10.0, "k": 0.5}, "k")
+    d = dz.Design(
+        groups=[dz.Group(n=10, times=[1.0, 1.0], regimen=[ldpk.Bolus(100, route="iv")])],
+        output="cp",
+        fixed_effects={"V": 10.0, "k": 0.5},
+        residual=dz.Residual(additive=0.1, estimate=False),
+    )
+    fim = dz.fisher_information(model, d)
+    for crit in (dz.ln_det, dz.d_criterion, dz.rse_percent, dz.standard_errors):
+        with pytest.raises(DataError, match=r"singular.*V \([+-]0\.\d\d\).*k \([+-]0\.\d\d\)"):
+            crit(fim)
+    with pytest.raises(DataError, match="singular"):
+        dz.wald_power(fim, "k")
+
+
+def _bad(**kw: Any) -> dict[str, Any]:
+    base = {
+        "groups": [dz.Group(n=10, times=[0.5, 2.0, 8.0], regimen=[ldpk.Bolus(100, route="iv")])],
+        "output": "cp",
+        "fixed_effects": {"V": 10.0, "k": 0.5},
+        "omega2": {"V": 0.1},
+        "residual": dz.Residual(additive=0.1),
+    }
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"groups": [dz.Group(n=-3, times=[1.0])]}, r"groups\[0\]\.n: must be a positive"),
+        ({"groups": [dz.Group(n=0, times=[1.0])]}, r"groups\[0\]\.n"),
+        (
+            {"groups": [dz.Group(n=5, times=[1.0]), dz.Group(n=5, times=[2.0, 1.0], name="late")]},
+            r"groups\[1\] \('late'\)\.times: .*sorted",
+        ),  # fmt: skip
+        ({"groups": [dz.Group(n=5, times=[-1.0, 1.0])]}, r"groups\[0\]\.times: .*>= 0"),
+        ({"groups": [dz.Group(n=5, times=[])]}, r"groups\[0\]\.times: give"),
+        ({"groups": []}, r"at least one group"),
+        ({"groups": [dz.Group(n=5, times=2.0)]}, r"groups\[0\]\.times: give a non-empty list"),
+        (
+            {"groups": [dz.Group(n=5, times=["a"])]},
+            r"groups\[0\]\.times: sampling times must be numbers",
+        ),
+        ({"omega2": {"CL": 0.1}}, r"omega2\.CL: CL has no fixed effect"),
+        ({"omega2": {"V": -0.1}}, r"omega2\.V: a variance"),
+        ({"scale": "logit"}, r"scale: 'logit'"),
+        ({"fixed": ["omega2_k"]}, r"fixed: 'omega2_k' is not a parameter"),
+    ],
+)
+def test_bad_design_is_refused_when_built(kw, match):
+    with pytest.raises(DataError, match=match):
+        dz.Design(**_bad(**kw))
+
+
+def test_bad_residual_is_refused():
+    with pytest.raises(DataError, match="convention"):
+        dz.Residual(additive=1.0, convention="cv")
+    with pytest.raises(DataError, match="give `additive`"):
+        dz.Residual()
+    with pytest.raises(DataError, match=r"proportional: must be"):
+        dz.Residual(proportional=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (
+            {"fixed_effects": {"V": 10.0, "CLX": 0.5}, "omega2": {}},
+            r"fixed_effects\.CLX: model 'pk1' has no parameter 'CLX'; parameters: V, k",
+        ),  # fmt: skip
+        ({"output": "auc"}, r"Design\.output: model 'pk1' has no output 'auc'; outputs: cp"),
+        (
+            {"groups": [dz.Group(n=5, times=[1.0], covariates={"WT": 70})]},
+            r"groups\[0\]\.covariates\.WT: .*no covariate",
+        ),  # fmt: skip
+        (
+            {"groups": [dz.Group(n=5, times=[1.0], regimen=[ldpk.Bolus(1, route="oral")])]},
+            r"Design\.groups\[0\]: .*oral",
+        ),  # fmt: skip
+    ],
+)
+def test_design_the_model_lacks_is_refused_before_compiling(monkeypatch, kw, match):
+    """Entries the model does not have raise DataError naming them; nothing is simulated."""
+    import ldpk.solve._simulate as sim_mod
+
+    model = one_compartment({"V": 10.0, "k": 0.5}, "k")
+
+    def never(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a simulator ran before the design was checked")
+
+    monkeypatch.setattr(sim_mod.Simulator, "run", never)
+    for fn in (dz.fisher_information, dz.shrinkage):
+        with pytest.raises(DataError, match=match):
+            fn(model, dz.Design(**_bad(**kw)))
+    with pytest.raises(DataError, match="kind"):
+        dz.fisher_information(model, dz.Design(**_bad()), kind="partial")
+
+
+def test_natural_and_log_scale_agree_on_the_variance_block():
+    """θ = β·e^η and θ = e^(log β + η) are the same model: identical ω² and residual blocks,
+    and fixed-effect blocks related by the Jacobian diag(β)."""
+    model = one_compartment({"V": 10.0, "k": 0.5}, "k")
+    common = _bad(omega2={"V": 0.1, "k": 0.2})
+    nat = dz.fisher_information(model, dz.Design(**common))
+    log = dz.fisher_information(model, dz.Design(**{**common, "fixed_effects": {"V": np.log(10.0), "k": np.log(0.5)}, "scale": "log"}))  # fmt: skip
+    np.testing.assert_allclose(log.matrix[2:, 2:], nat.matrix[2:, 2:], rtol=1e-12)
+    b = np.array([10.0, 0.5])
+    np.testing.assert_allclose(log.matrix[:2, :2], nat.matrix[:2, :2] * np.outer(b, b), rtol=1e-12)  # fmt: skip
+    held = dz.fisher_information(model, dz.Design(**{**common, "fixed": ["omega2_k", "sigma2_add"]}))  # fmt: skip
+    assert held.names == ("V", "k", "omega2_V")
