@@ -292,9 +292,9 @@ def _prior_hessian(pm: PopulationModel, flat: Any, unravel: Any) -> np.ndarray:
 def _weakly_informed(hessian: np.ndarray, prior: np.ndarray, names: list[str], sites: Any) -> list[str]:  # fmt: skip
     """Sentences naming the typical values (or their combinations, e.g. CL1 + CL2) that the
     data do not inform, from the curvature at the mode: the posterior's Hessian ``hessian``
-    (unconstrained coordinates named by ``names``, as ``site`` or ``site[i]``; subject
-    effects ``eta_*`` integrated out by the Schur complement when they are among them)
-    against the priors' Hessian ``prior`` there. A
+    (unconstrained coordinates named by ``names``, as ``site`` or ``site[i]``; the
+    coordinates not judged, subject effects ``eta_*`` among them, integrated out by the Schur
+    complement) against the priors' Hessian ``prior`` there. A
     direction whose data information (posterior minus prior curvature) is below
     :data:`WEAK_DATA_INFORMATION` of the prior's is one where the posterior is the prior.
     Only the sites in ``sites`` (typical values, covariate effects) are judged: between-subject
@@ -303,30 +303,19 @@ def _weakly_informed(hessian: np.ndarray, prior: np.ndarray, names: list[str], s
     if not (np.all(np.isfinite(h)) and np.all(np.isfinite(prior))):
         return []
     site_of = [n.split("[")[0] for n in names]
-    eta = np.array([s.startswith("eta_") for s in site_of])
-    judged = np.array([s in sites for s in site_of])
+    judged = np.array([s in sites and not s.startswith("eta_") for s in site_of])
     if not judged.any():
         return []
-    keep = ~eta
-    if eta.any():  # the marginal curvature of the rest: H_kk - H_ke H_ee^-1 H_ek
+    # the judged sites' curvature with every other coordinate (subject effects, SDs)
+    # integrated out: the Schur complement H_jj - H_jo H_oo^-1 H_oj
+    other = ~judged
+    h_jj = h[np.ix_(judged, judged)]
+    if other.any():
         try:
-            h = h[np.ix_(keep, keep)] - h[np.ix_(keep, eta)] @ np.linalg.solve(h[np.ix_(eta, eta)], h[np.ix_(eta, keep)])  # fmt: skip
+            h_jj = h_jj - h[np.ix_(judged, other)] @ np.linalg.solve(h[np.ix_(other, other)], h[np.ix_(other, judged)])  # fmt: skip
         except np.linalg.LinAlgError:
             return []
-    else:
-        h = h[np.ix_(keep, keep)]
-    prior = prior[np.ix_(keep, keep)]
-    sel = judged[keep]
-    # the judged sites' block, the others' uncertainty integrated out (Schur again)
-    rest = ~sel
-    if rest.any():
-        try:
-            h = h[np.ix_(sel, sel)] - h[np.ix_(sel, rest)] @ np.linalg.solve(h[np.ix_(rest, rest)], h[np.ix_(rest, sel)])  # fmt: skip
-        except np.linalg.LinAlgError:
-            return []
-    else:
-        h = h[np.ix_(sel, sel)]
-    p = prior[np.ix_(sel, sel)]
+    h, p = h_jj, prior[np.ix_(judged, judged)]
     if not np.all(np.linalg.eigvalsh(p) > 0):
         return []  # a flat or improper prior: no yardstick
     # generalised eigenproblem (h - p) v = lam p v through p = L L^T
