@@ -15,42 +15,14 @@ import yaml
 import ldpk
 from ldpk import design as dz
 from ldpk.errors import DataError
+from tests import design_cases
+from tests.design_cases import one_compartment
 
 
 @pytest.fixture(scope="module")
 def cases(design_data_dir: Path) -> dict[str, Any]:
     """The published cases, ``fim_cases.yaml`` (see conftest's ``design_data_dir``)."""
     return yaml.safe_load((design_data_dir / "fim_cases.yaml").read_text())
-
-
-def _param(value: float, unit: str = "1") -> dict[str, Any]:
-    return {"value": value, "unit": unit}
-
-
-def one_compartment(
-    params: dict[str, float], k: str, oral: bool = False, name: str = "pk1"
-) -> ldpk.Model:
-    """A one-compartment model: elimination rate constant ``k`` (an expression of
-    ``params``), a central volume ``V``, first-order absorption rate ``KA``/``ka`` from a
-    depot when ``oral``; output ``cp = central / V``."""
-    comps = {"central": {"unit": "mg"}}
-    flows = [{"from": "central", "k": k}]
-    routes = {"iv": {"target": "central"}}
-    if oral:
-        ka = "KA" if "KA" in params else "ka"
-        comps = {"depot": {"unit": "mg"}, **comps}
-        flows.insert(0, {"from": "depot", "to": "central", "k": ka})
-        routes = {"oral": {"target": "depot"}}
-    return ldpk.build_model({
-        "name": name,
-        "time_unit": "h",
-        "amount_unit": "mg",
-        "compartments": comps,
-        "parameters": {p: _param(v) for p, v in params.items()},
-        "flows": flows,
-        "routes": routes,
-        "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
-    })  # fmt: skip
 
 
 def _predict(model: ldpk.Model, regimen: list, times: Any, params: dict, **kw: Any) -> np.ndarray:
@@ -67,26 +39,7 @@ def _rel(a: Any, b: Any) -> float:
 @pytest.fixture(scope="module")
 def warfarin(cases):
     c = cases["warfarin"]
-    model = ldpk.build_model({
-        "name": "warfarin",
-        "time_unit": "h",
-        "amount_unit": "mg",
-        "compartments": {"depot": {"unit": "mg"}, "central": {"unit": "mg"}},
-        "parameters": {p: _param(1.0) for p in ("CL", "V", "KA", "F")},
-        "flows": [{"from": "depot", "to": "central", "k": "KA"}, {"from": "central", "k": "CL / V"}],
-        "routes": {"oral": {"target": "depot", "bioavailability": "F"}},
-        "outputs": {"cp": {"expr": "central / V", "unit": "mg/L"}},
-    })  # fmt: skip
-    times = c["design"]["groups"][0]["times"]
-    regimen = [ldpk.Bolus(c["fixed"]["D"], route="oral")]
-    design = dz.Design(
-        groups=[dz.Group(n=c["design"]["groups"][0]["n"], times=times, regimen=regimen)],
-        output="cp",
-        fixed_effects=c["parameters"],
-        omega2=c["omega2"],
-        residual=dz.Residual(proportional=c["residual"]["proportional_variance"]),
-    )
-    return c, model, design
+    return (c, *design_cases.warfarin(c))
 
 
 def test_warfarin_prediction_is_the_formula(warfarin):
@@ -144,24 +97,9 @@ def test_groups_add_each_times_its_size(warfarin):
 # ---- Retout 2007: power of a Wald test (PopED) ---------------------------------------------
 def test_retout_power(cases):
     c = cases["retout_power"]
-    model = ldpk.build_model({
-        "name": "retout_biexponential",
-        "time_unit": "d",
-        "amount_unit": "1",
-        "compartments": {"a": {"unit": "1", "initial": "P1"}, "b": {"unit": "1", "initial": "P2"}},
-        "parameters": {p: _param(1.0) for p in ("P1", "P2", "L1", "L2", "BETA")},
-        "covariates": {"ARM": {"unit": "1", "default": 0}},
-        "derived": {"L1e": {"expr": "L1 * exp(BETA * ARM)", "unit": "1/d"}},
-        "flows": [{"from": "a", "k": "L1e"}, {"from": "b", "k": "L2"}],
-        "outputs": {"y": {"expr": "log10(a + b)", "unit": "1"}},
-    })  # fmt: skip
+    model, design = design_cases.retout(c)
     b = c["parameters_log"]
-    # initial amounts apply at the first record: a reset at 0 puts them at t = 0
-    start = [ldpk.Reset(0.0)]
-    groups = [
-        dz.Group(n=g["n"], times=g["times"], regimen=start, covariates={"ARM": g["arm"] - 1}, name=f"arm {g['arm']}")
-        for g in c["design"]["groups"]
-    ]  # fmt: skip
+    start, groups = list(design_cases.RETOUT_START), design.groups
     # the prediction is the formula, arm 2 with L1 = exp(bL1 + BETA)
     for arm, g in enumerate(groups):
         t = np.asarray(g.times, dtype=float)
@@ -169,14 +107,6 @@ def test_retout_power(cases):
         f = np.log10(P1 * np.exp(-L1 * t) + P2 * np.exp(-L2 * t))
         sim = ldpk.simulate(model, {"P1": np.exp(b["P1"]), "P2": np.exp(b["P2"]), "L1": np.exp(b["L1"]), "L2": np.exp(b["L2"]), "BETA": b["BETA"]}, start, t, covariates={"ARM": arm})  # fmt: skip
         np.testing.assert_allclose(np.asarray(sim.output("y")), f, rtol=1e-12)
-    design = dz.Design(
-        groups=groups,
-        output="y",
-        fixed_effects=b,
-        omega2=dict(zip(("P1", "P2", "L1", "L2"), c["omega2"], strict=True)),
-        scale={"P1": "log", "P2": "log", "L1": "log", "L2": "log", "BETA": "additive"},
-        residual=dz.Residual(additive=c["residual"]["additive_sd"] ** 2),
-    )
     fim = dz.fisher_information(model, design)
     tol = c["tolerance_rel"]
     se = dz.standard_errors(fim)[fim.index("BETA")]
@@ -189,65 +119,24 @@ def test_retout_power(cases):
 def test_shrinkage_pfim_142(cases):
     c = cases["shrinkage_pfim_142"]
     p = c["parameters"]
-    model = one_compartment(dict(p), "K", oral=True)
-    t = np.asarray(c["design"]["times"], dtype=float)
-    regimen = [ldpk.Bolus(100, route="oral")]
+    model, design = design_cases.shrinkage_142(c)
+    t = np.asarray(design.groups[0].times, dtype=float)
+    regimen = list(design.groups[0].regimen)
     f = 100 / p["V"] * p["KA"] / (p["KA"] - p["K"]) * (np.exp(-p["K"] * t) - np.exp(-p["KA"] * t))
     np.testing.assert_allclose(_predict(model, regimen, t, p), f, rtol=1e-11)
-    design = dz.Design(
-        groups=[dz.Group(n=1, times=t, regimen=regimen)],
-        output="cp",
-        fixed_effects=p,
-        omega2=c["omega2"],
-        residual=dz.Residual(additive=0.5, proportional=0.15, convention="sd", estimate=False),
-    )
     shrink = dz.shrinkage(model, design)
     assert shrink.shape == (1, 3)
     assert _rel(shrink[0], c["expected"]["shrinkage_variance_scale"]) < c["tolerance_rel"]
 
 
 # ---- PFIM 7.0 determinants ----------------------------------------------------------------
-def _pfim_case(case: dict) -> tuple[ldpk.Model, list, Any]:
-    mu, name = case["mu"], case["name"]
-    k = "Cl / V" if "Cl" in mu else "k"
-    ka = mu.get("ka")
-    t = np.asarray(case["times"], dtype=float)
-    V = mu["V"]
-    kk = mu["Cl"] / V if "Cl" in mu else mu["k"]
-    if "Infusion" in name:
-        model = one_compartment(dict(mu), k, name=name)
-        regimen = [ldpk.Infusion(30, duration=2, route="iv")]
-        f = np.where(
-            t <= 2,
-            30 / (2 * kk * V) * (1 - np.exp(-kk * t)),
-            30 / (2 * kk * V) * (1 - np.exp(-2 * kk)) * np.exp(-kk * (t - 2)),
-        )
-    elif "FirstOrder" in name:
-        model = one_compartment(dict(mu), k, oral=True, name=name)
-        regimen = [ldpk.Bolus(100, route="oral")]
-        f = 100 / V * ka / (ka - kk) * (np.exp(-kk * t) - np.exp(-ka * t))
-    else:
-        model = one_compartment(dict(mu), k, name=name)
-        regimen = [ldpk.Bolus(100, route="iv")]
-        f = 100 / V * np.exp(-kk * t)
-    return model, regimen, f
-
-
 @pytest.mark.parametrize("i", range(6))
 def test_pfim_determinants(cases, i):
     pf = cases["pfim_cases"]
     case = pf["cases"][i]
-    model, regimen, f = _pfim_case(case)
+    model, design, f = design_cases.pfim(case)
+    regimen = list(design.groups[0].regimen)
     np.testing.assert_allclose(_predict(model, regimen, case["times"], case["mu"]), f, rtol=1e-11)  # fmt: skip
-    design = dz.Design(
-        groups=[dz.Group(n=case["n"], times=case["times"], regimen=regimen)],
-        output="cp",
-        fixed_effects=case["mu"],
-        omega2=case["omega2"],
-        residual=dz.Residual(
-            additive=case["sigma"]["inter"], proportional=case["sigma"]["slope"], convention="sd"
-        ),
-    )
     fim = dz.fisher_information(model, design)
     p = len(case["mu"])
     assert fim.names == (*case["mu"], *(f"omega2_{k}" for k in case["omega2"]), "sigma_add", "sigma_prop")  # fmt: skip

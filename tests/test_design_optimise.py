@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_design_fim import one_compartment
 
 import ldpk
 from ldpk import design as dz
 from ldpk.errors import DataError
+from tests.design_cases import one_compartment
 
 V, K, DOSE, T_END = 10.0, 0.5, 100.0, 4.0
 IV = [ldpk.Bolus(DOSE, route="iv")]
