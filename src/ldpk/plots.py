@@ -940,3 +940,41 @@ def plot_metric_vs_dose(
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_dose_response(selection: Any, path: str | Path | None = None) -> Any:
+    """Attainment against dose of a :func:`ldpk.design.select_dose` result, one colour per
+    schedule: the smoothed median over trials (line) with its interval (band), the
+    ``1 - confidence`` quantile that the dose solves (dashed), the unsmoothed median at the
+    simulated levels (points), the target (grey line) and each selected dose (dotted). The dose
+    axis is logarithmic. Returns the Figure; saves it (atomically) when ``path`` is given."""
+    curve, levels, table = selection.curve, selection.levels, selection.table
+    fig, ax = _subplots(figsize=(6.8, 4.6), layout="constrained")
+    colors = _colors()
+    dose = np.asarray(curve["dose"], dtype=float)
+    for j, s in enumerate(curve["schedule"].values):
+        c = curve.sel(schedule=s)
+        color = colors[j % len(colors)]
+        label = str(s) if curve.sizes["schedule"] > 1 else "median over trials"
+        ax.fill_between(dose, c["lower"], c["upper"], color=color, alpha=0.18, linewidth=0)
+        ax.plot(dose, c["median"], color=color, lw=1.8, label=label)
+        ax.plot(dose, c["at_confidence"], color=color, lw=1.0, ls="--",
+                label=f"{1 - selection.confidence:.0%} quantile over trials" if j == 0 else None)  # fmt: skip
+        pts = levels.where(levels["schedule"] == s, drop=True)
+        ax.plot(np.asarray(pts["dose"]), np.asarray(pts["median"]), "o", ms=4, color=color,
+                label="simulated levels (unsmoothed)" if j == 0 else None)  # fmt: skip
+        d = float(table.loc[str(s), "dose"])
+        if np.isfinite(d):
+            ax.axvline(d, color=color, lw=1.0, ls=":")
+            ax.annotate(f"{d:.3g}", (d, 0.02), color=color, fontsize=8, rotation=90, ha="right", va="bottom")  # fmt: skip
+    ax.axhline(selection.target, color="0.4", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(_label("dose", selection.dose_unit))
+    ax.set_ylabel("fraction of subjects attaining")
+    ax.set_title(f"{selection.criterion}\ntarget {selection.target:.0%} of subjects in {selection.confidence:.0%} of trials; band: {selection.interval:.0%} over {selection.trial.sizes['trial']} trials", fontsize=9)  # fmt: skip
+    ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.grid(alpha=0.3)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

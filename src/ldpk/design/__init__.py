@@ -11,6 +11,8 @@ One concern per private module, each importing only those listed before it:
 - ``_trials``: :func:`virtual_trial` (trials × subjects through :func:`ldpk.sweep`, dims
   trial, subject, regimen, time), :func:`population_from_priors` and :func:`attainment`
   → :class:`Attainment` (probability of target attainment per trial and regimen)
+- ``_dose``: :func:`select_dose` → :class:`DoseSelection` (the lowest dose reaching a target
+  attainment with a stated confidence, per schedule of a family)
 
 Example (PopED's warfarin design)::
 
@@ -44,6 +46,7 @@ from ldpk.design._criteria import (
     standard_errors,
     wald_power,
 )
+from ldpk.design._dose import INCREASING, DoseSelection, select_dose
 from ldpk.design._fim import KINDS, FisherInformation, fisher_information
 from ldpk.design._optimise import CRITERIA, METHODS, OptimisedTimes, optimise_times
 from ldpk.design._spec import CONVENTIONS, SCALES, Design, Group, Residual
@@ -58,6 +61,7 @@ from ldpk.design._trials import (
 __all__ = [
     "CONVENTIONS",
     "CRITERIA",
+    "INCREASING",
     "KINDS",
     "METHODS",
     "OPERATORS",
@@ -65,6 +69,7 @@ __all__ = [
     "SCALES",
     "Attainment",
     "Design",
+    "DoseSelection",
     "FisherInformation",
     "Group",
     "OptimisedTimes",
@@ -77,6 +82,7 @@ __all__ = [
     "ln_det",
     "optimise_times",
     "rse_percent",
+    "select_dose",
     "shrinkage",
     "standard_errors",
     "attainment",

@@ -328,42 +328,47 @@ class Attainment:
     interval: float
 
 
-def _spec_mask(ds: Any, criterion: Any) -> tuple[Any, str]:
-    """The boolean (trial, subject, regimen) array of a criterion spec, and its text."""
+def criterion_values(
+    ds: Any, criterion: Any, who: str = "attainment"
+) -> tuple[Any, str, float, str]:
+    """The values a criterion spec compares, per (trial, subject, regimen): ``(values, op,
+    threshold, text)``. ``criterion`` is a tuple ``(variable, op, threshold[, at])`` or a
+    mapping with those keys (see :func:`attainment`); an output is interpolated linearly on
+    the time grid at ``at``. ``who`` names the caller in messages."""
     if isinstance(criterion, Mapping):
         allowed = {"variable", "op", "threshold", "at"}
         if unknown := sorted(set(criterion) - allowed):
-            raise DataError(f"attainment(): unknown criterion entries {unknown}; valid: {sorted(allowed)}")  # fmt: skip
+            raise DataError(f"{who}(): unknown criterion entries {unknown}; valid: {sorted(allowed)}")  # fmt: skip
         if missing := [k for k in ("variable", "op", "threshold") if k not in criterion]:
-            raise DataError(f"attainment(): the criterion needs {missing}")
+            raise DataError(f"{who}(): the criterion needs {missing}")
         var, op, thr, at = (criterion.get(k) for k in ("variable", "op", "threshold", "at"))
     elif isinstance(criterion, tuple | list) and len(criterion) in (3, 4):
         var, op, thr, *rest = criterion
         at = rest[0] if rest else None
     else:
         raise DataError(
-            "attainment(): criterion must be a callable, a tuple (variable, op, threshold[, at]) "
-            f"or a mapping with those keys; got {criterion!r}"
+            f"{who}(): criterion must be a tuple (variable, op, threshold[, at]) or a mapping "
+            f"with those keys{' (or a callable)' if who == 'attainment' else ''}; got {criterion!r}"
         )
     if not isinstance(var, str) or var not in ds.data_vars or var == "status":
         valid = [v for v in ds.data_vars if v != "status"]
-        raise DataError(f"attainment(): no variable {var!r} in the trial; variables (outputs and metrics): {', '.join(valid)}")  # fmt: skip
+        raise DataError(f"{who}(): no variable {var!r} in the trial; variables (outputs and metrics): {', '.join(valid)}")  # fmt: skip
     if op not in OPERATORS:
-        raise DataError(f"attainment(): unknown comparison {op!r}; valid: {', '.join(OPERATORS)}")
+        raise DataError(f"{who}(): unknown comparison {op!r}; valid: {', '.join(OPERATORS)}")
     try:
         thr = float(thr)
     except (TypeError, ValueError):
-        raise DataError(f"attainment(): threshold must be a number, got {thr!r}") from None
+        raise DataError(f"{who}(): threshold must be a number, got {thr!r}") from None
     da = ds[var]
     unit = da.attrs.get("unit", "")
     text = f"{var} {op} {thr:g} {unit}".rstrip()
     if "time" in da.dims:
         if at is None:
-            raise DataError(f"attainment(): {var!r} is a time course; give the time `at` (model time unit) to compare it at")  # fmt: skip
+            raise DataError(f"{who}(): {var!r} is a time course; give the time `at` (model time unit) to compare it at")  # fmt: skip
         t = np.asarray(ds["time"].values, dtype=float)
         at = float(at)
         if not t[0] <= at <= t[-1]:
-            raise DataError(f"attainment(): at = {at:g} is outside the trial's times [{t[0]:g}, {t[-1]:g}]")  # fmt: skip
+            raise DataError(f"{who}(): at = {at:g} is outside the trial's times [{t[0]:g}, {t[-1]:g}]")  # fmt: skip
         i = int(np.clip(np.searchsorted(t, at), 1, len(t) - 1)) if len(t) > 1 else 0
         if len(t) == 1:
             values = da.isel(time=0)
@@ -373,9 +378,9 @@ def _spec_mask(ds: Any, criterion: Any) -> tuple[Any, str]:
         text += f" at t = {at:g} {ds['time'].attrs.get('unit', '')}".rstrip()
     else:
         if at is not None:
-            raise DataError(f"attainment(): {var!r} has no time dimension; leave `at` out")
+            raise DataError(f"{who}(): {var!r} has no time dimension; leave `at` out")
         values = da
-    return OPERATORS[op](values, thr), text
+    return values, op, thr, text
 
 
 def attainment(trial: Any, criterion: Any, *, interval: float = 0.9) -> Attainment:
@@ -408,7 +413,8 @@ def attainment(trial: Any, criterion: Any, *, interval: float = 0.9) -> Attainme
         if not isinstance(met, xr.DataArray) or not {"trial", "subject"} <= set(met.dims) or not set(met.dims) <= {"trial", "subject", "regimen"}:  # fmt: skip
             raise DataError("attainment(): a callable criterion must return a boolean DataArray with dims (trial, subject[, regimen])")  # fmt: skip
     else:
-        met, text = _spec_mask(trial, criterion)
+        values, op, thr, text = criterion_values(trial, criterion)
+        met = OPERATORS[op](values, thr)
     ok = trial["status"] == 0 if "status" in trial else xr.ones_like(met, dtype=bool)
     met = (met.astype(bool) & ok).transpose("trial", "subject", ...)
     n_ok = ok.sum("subject")
