@@ -200,3 +200,57 @@ def test_bad_inputs_raise_before_compiling(pk1, monkeypatch, kw, match):
     monkeypatch.setattr(sim_mod.Simulator, "run", never)
     with pytest.raises(DataError, match=match):
         dz.optimise_times(pk1, _two_point([1.0, 2.0], CONST), **kw)
+
+
+# ---- ED: the expectation of ln det over parameter draws ------------------------------------
+# With constant variance ln det FIM = const(V) − 2k(t1 + t2) + 2 ln(t2 − t1) (see
+# _closed_form_ln_det), so its mean over draws of k is maximised at t1 = t_min,
+# t2 = t_min + 1/mean(k), whatever the draws of V.
+K_DRAWS = np.array([0.25, 0.35, 0.4, 0.45, 0.55])  # mean 0.4: t2 = 2.5 (the nominal k gives 2)
+V_DRAWS = np.array([8.0, 9.0, 10.0, 11.0, 12.0])
+
+
+def _closed_form_ln_det_at(t1: float, t2: float, v: float, k: float) -> float:
+    return float(np.log((DOSE / v) ** 4 * np.exp(-2 * k * (t1 + t2)) * (t2 - t1) ** 2 / (v**2 * 0.04**2)))  # fmt: skip
+
+
+def test_expected_ln_det_is_the_mean_of_the_closed_forms(pk1):
+    d = _two_point([0.5, 3.0], CONST)
+    got = dz.expected_ln_det(pk1, d, {"V": V_DRAWS, "k": K_DRAWS})
+    want = np.mean([_closed_form_ln_det_at(0.5, 3.0, v, k) for v, k in zip(V_DRAWS, K_DRAWS, strict=True)])  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    # draws all at the design's values: ED is D
+    same = dz.expected_ln_det(pk1, d, {"k": np.full(3, K)})
+    np.testing.assert_allclose(same, dz.ln_det(dz.fisher_information(pk1, d)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["gradient", "exchange"])
+def test_ed_optimum_is_the_closed_form(pk1, method):
+    samples = {"V": V_DRAWS, "k": K_DRAWS}
+    kw = {"windows": (0.0, T_END), "starts": 2} if method == "gradient" else {"grid": np.round(np.arange(0.0, T_END + 1e-9, 0.05), 10)}  # fmt: skip
+    r = dz.optimise_times(pk1, _two_point([1.0, 3.0], CONST), criterion="ED", samples=samples, **kw)  # fmt: skip
+    (t,) = r.times
+    assert r.criterion == "ED" and r.samples == 5 and r.method == method
+    assert abs(t[0]) <= 1e-6
+    assert abs(t[1] - 1 / K_DRAWS.mean()) <= 1e-3 * 2.5  # 2.5 is on the grid
+    want = np.mean([_closed_form_ln_det_at(t[0], t[1], v, k) for v, k in zip(V_DRAWS, K_DRAWS, strict=True)])  # fmt: skip
+    np.testing.assert_allclose(r.ln_det, want, rtol=1e-9)
+    start = np.mean([_closed_form_ln_det_at(1.0, 3.0, v, k) for v, k in zip(V_DRAWS, K_DRAWS, strict=True)])  # fmt: skip
+    np.testing.assert_allclose(r.efficiency, np.exp((want - start) / 2), rtol=1e-9)
+    # fim is at the design's own values (the nominal k), as for D
+    np.testing.assert_allclose(dz.ln_det(r.fim), _closed_form_ln_det(*t), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"criterion": "ED"}, "give samples="),
+        ({"criterion": "ED", "samples": {"CL": [1.0]}}, "'CL' is not a parameter of the design"),
+        ({"criterion": "ED", "samples": {"k": [0.4, 0.5], "V": [10.0]}}, "same number of draws"),
+        ({"criterion": "ED", "samples": {"k": [np.nan]}}, "finite values"),
+        ({"samples": {"k": [0.4]}}, "samples are for criterion='ED'"),
+    ],
+)
+def test_ed_bad_samples_are_refused(pk1, kwargs, match):
+    with pytest.raises(DataError, match=match):
+        dz.optimise_times(pk1, _two_point([1.0, 3.0], CONST), windows=(0.0, T_END), **kwargs)

@@ -7,7 +7,8 @@ One concern per private module, each importing only those listed before it:
 - ``_spec``: :class:`Design`, :class:`Group`, :class:`Residual` and their checks
 - ``_fim``: :func:`fisher_information` → :class:`FisherInformation`
 - ``_criteria``: ln det, D-criterion, SE and RSE%, efficiency, Wald power, shrinkage
-- ``_optimise``: :func:`optimise_times` → :class:`OptimisedTimes` (D-optimal sampling times)
+- ``_optimise``: :func:`optimise_times` → :class:`OptimisedTimes` (D- or ED-optimal sampling
+  times) and :func:`expected_ln_det` (the ED criterion over parameter draws)
 - ``_trials``: :func:`virtual_trial` (trials × subjects through :func:`ldpk.sweep`, dims
   trial, subject, regimen, time), :func:`population_from_priors` and :func:`attainment`
   → :class:`Attainment` (probability of target attainment per trial and regimen)
@@ -48,7 +49,13 @@ from ldpk.design._criteria import (
 )
 from ldpk.design._dose import INCREASING, DoseSelection, select_dose
 from ldpk.design._fim import KINDS, FisherInformation, fisher_information
-from ldpk.design._optimise import CRITERIA, METHODS, OptimisedTimes, optimise_times
+from ldpk.design._optimise import (
+    CRITERIA,
+    METHODS,
+    OptimisedTimes,
+    expected_ln_det,
+    optimise_times,
+)
 from ldpk.design._spec import CONVENTIONS, SCALES, Design, Group, Residual
 from ldpk.design._trials import (
     OPERATORS,
@@ -78,6 +85,7 @@ __all__ = [
     "covariance",
     "d_criterion",
     "efficiency",
+    "expected_ln_det",
     "fisher_information",
     "ln_det",
     "optimise_times",

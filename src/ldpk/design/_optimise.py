@@ -46,8 +46,11 @@ from ldpk.solve import ODEOptions, prepare
 #: 'gradient'.
 METHODS = ("auto", "gradient", "exchange")
 
-#: Design criteria (``optimise_times(criterion=...)``): 'D', ln det FIM.
-CRITERIA = ("D",)
+#: Design criteria (``optimise_times(criterion=...)``): 'D', ln det FIM at the design's
+#: parameter values (local D-optimality); 'ED', the expectation of ln det FIM over draws of
+#: the parameters from a prior or a posterior (``samples=``; PopED's ED criterion on the log
+#: scale, "ELD", as in Atkinson's Bayesian D-optimality): robust to not knowing them.
+CRITERIA = ("D", "ED")
 
 #: Relative step of the central differences of the moments in time (times the latest window
 #: end): truncation error ~ (step/time scale)², rounding of the simulator's schedule ~1e-12
@@ -61,11 +64,15 @@ class OptimisedTimes:
 
     ``design``: the optimised :class:`Design` (the start's groups with new times, model time
     unit). ``start``: the design it replaces. ``fim``, ``fim_start``: their FIMs.
-    ``ln_det``, ``ln_det_start``: ln det of those FIMs. ``efficiency``: D-efficiency of the
-    optimised design against the start, (det/det_start)^(1/p), p the number of estimated
-    parameters (≥ 1 up to round-off when the start meets the constraints). ``method``:
-    'gradient' or 'exchange'. ``starts``: optimiser runs; ``converged``: how many of them
-    ended by their convergence test (not by the iteration limit or a failed line search)."""
+    ``ln_det``, ``ln_det_start``: the criterion of each, ln det FIM for 'D', the mean of ln
+    det FIM over the parameter samples for 'ED'. ``efficiency``: D-efficiency of the
+    optimised design against the start, exp((ln_det − ln_det_start)/p), p the number of
+    estimated parameters (≥ 1 up to round-off when the start meets the constraints).
+    ``method``: 'gradient' or 'exchange'. ``starts``: optimiser runs; ``converged``: how many
+    of them ended by their convergence test (not by the iteration limit or a failed line
+    search). ``criterion``: 'D' or 'ED'; ``samples``: the number of parameter samples the
+    criterion averages over (1 for 'D'); ``fim`` and ``fim_start`` are always at the
+    design's own parameter values."""
 
     design: Design
     start: Design
@@ -77,6 +84,8 @@ class OptimisedTimes:
     method: str
     starts: int
     converged: int
+    criterion: str = "D"
+    samples: int = 1
 
     @property
     def times(self) -> tuple[np.ndarray, ...]:
@@ -359,13 +368,94 @@ class _Problem:
         return np.asarray(self._info(*(jnp.asarray(m[f][rows]) for f in _FIELDS)))
 
 
+class _Average:
+    """The criterion averaged over parameter samples: one :class:`_Problem` per sample (the
+    design with that sample's values), each group's moments and information stacked over
+    samples. With one sample it is the D criterion of that design."""
+
+    def __init__(self, problems: list[_Problem]) -> None:
+        self.problems = problems
+
+    def value_and_grad(self, times: list[np.ndarray], h: float) -> tuple[float, list[np.ndarray]]:  # fmt: skip
+        vals, grads = zip(*(p.value_and_grad(times, h) for p in self.problems), strict=True)
+        n = len(self.problems)
+        return float(np.mean(vals)), [sum(g[i] for g in grads) / n for i in range(len(times))]
+
+    def moments(self, i: int, times: np.ndarray) -> list[dict[str, np.ndarray]]:
+        return [p.moments(i, times) for p in self.problems]
+
+    def information(self, i: int, m: list[dict], rows: np.ndarray) -> np.ndarray:
+        return np.stack([p.information(i, mm, rows) for p, mm in zip(self.problems, m, strict=True)])  # fmt: skip
+
+    def exchange_values(self, fixed: np.ndarray, i: int, m: list[dict], sets: np.ndarray) -> np.ndarray:  # fmt: skip
+        vals = [p.exchange_values(f, i, mm, sets) for p, f, mm in zip(self.problems, fixed, m, strict=True)]  # fmt: skip
+        return np.mean(vals, axis=0)
+
+
+def _sample_designs(design: Design, samples: Any) -> list[Design]:
+    """The design once per parameter sample: ``samples`` maps FIM parameter names (fixed
+    effects, ``omega2_<P>``, residual names) to arrays of equal length; names not given keep
+    the design's values. Checked before anything compiles."""
+    if not isinstance(samples, Mapping) or not samples:
+        raise DataError("optimise_times(criterion='ED'): give samples= a mapping parameter name -> values (draws from a prior or posterior)")  # fmt: skip
+    names = design.all_names
+    cols, n = {}, None
+    for k, v in samples.items():
+        if k not in names:
+            raise DataError(f"optimise_times(samples=): {k!r} is not a parameter of the design; parameters: {', '.join(names)}")  # fmt: skip
+        try:
+            a = np.asarray(v, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise DataError(f"optimise_times(samples=): {k!r} is not numeric") from None
+        if a.size == 0 or not np.all(np.isfinite(a)):
+            raise DataError(f"optimise_times(samples=): {k!r} needs finite values (at least one)")  # fmt: skip
+        if k.startswith(("omega2_", "sigma")) and np.any(a < 0):
+            raise DataError(f"optimise_times(samples=): {k!r} is a variance or SD; values must be >= 0")  # fmt: skip
+        if n is not None and a.size != n:
+            raise DataError(f"optimise_times(samples=): {k!r} has {a.size} values, the others {n}; give the same number of draws for every parameter")  # fmt: skip
+        n, cols[k] = a.size, a
+    out = []
+    res = design.residual
+    for j in range(n):
+        fe = {k: cols[k][j] if k in cols else v for k, v in design.fixed_effects.items()}
+        om = {k: cols[f"omega2_{k}"][j] if f"omega2_{k}" in cols else v for k, v in design.omega2.items()}  # fmt: skip
+        vals = dict(zip(res.names, res.values, strict=True))
+        vals.update({k: cols[k][j] for k in res.names if k in cols})
+        it = iter(vals[k] for k in res.names)
+        add = next(it) if res.additive is not None else None
+        prop = next(it) if res.proportional is not None else None
+        out.append(replace(design, fixed_effects=fe, omega2=om, residual=replace(res, additive=add, proportional=prop)))  # fmt: skip
+    return out
+
+
+def expected_ln_det(
+    model: Model,
+    design: Design,
+    samples: Mapping[str, Any],
+    *,
+    kind: str = "reduced",
+    method: str = "auto",
+    ode: ODEOptions | None = None,
+) -> float:
+    """The ED criterion of ``design``: the mean of ln det FIM over parameter ``samples``
+    (a mapping of FIM parameter names — fixed effects, ``omega2_<P>``, residual names — to
+    equal-length arrays of draws from a prior or a posterior, on the design's scales and
+    conventions; names not given keep the design's values). Raises :class:`DataError`, naming
+    the parameters, if the FIM is singular at any sample."""
+    check_design(model, design)
+    if kind not in KINDS:
+        raise DataError(f"expected_ln_det(kind=): {kind!r}; valid: {', '.join(KINDS)}")
+    designs = _sample_designs(design, samples)
+    return float(np.mean([ln_det(fisher_information(model, d, kind=kind, method=method, ode=ode)) for d in designs]))  # fmt: skip
+
+
 def _with_times(design: Design, times: Sequence[np.ndarray]) -> Design:
     groups = [replace(g, times=tuple(float(x) for x in np.sort(t))) for g, t in zip(design.groups, times, strict=True)]  # fmt: skip
     return replace(design, groups=groups)
 
 
 def _gradient(
-    problem: _Problem,
+    problem: _Average,
     spaces: list[_Space],
     design: Design,
     starts: int,
@@ -434,7 +524,7 @@ def _gradient(
 
 
 def _exchange(
-    problem: _Problem, spaces: list[_Space], design: Design, replicates: bool
+    problem: _Average, spaces: list[_Space], design: Design, replicates: bool
 ) -> tuple[list[np.ndarray], int]:
     """Fedorov-type exchange on each group's candidates: from the start's times (each moved to
     the nearest candidate that keeps the constraints, else the earliest ones that do), swap
@@ -453,7 +543,7 @@ def _exchange(
             sets[np.arange(s.k)[:, None], np.arange(G)[None, :], np.arange(s.k)[:, None]] = np.arange(G)[None, :]  # fmt: skip
             sets = sets.reshape(-1, s.k)
             ok = s.allowed.reshape(-1) & _feasible(s, sets, replicates)
-            vals = np.where(ok, problem.exchange_values(np.asarray(fixed) + np.zeros((len(infos[0]),) * 2), i, m, sets), -np.inf)  # fmt: skip
+            vals = np.where(ok, problem.exchange_values(np.asarray(fixed) + np.zeros(infos[0].shape), i, m, sets), -np.inf)  # fmt: skip
             j = int(np.argmax(vals))
             if vals[j] > best[0]:
                 best = (float(vals[j]), i, sets[j])
@@ -514,6 +604,7 @@ def optimise_times(
     min_spacing: float = 0.0,
     replicates: bool = False,
     criterion: str = "D",
+    samples: Mapping[str, Any] | None = None,
     kind: str = "reduced",
     starts: int = 8,
     seed: int = 0,
@@ -531,7 +622,10 @@ def optimise_times(
     list for every group or one per group (model time unit). ``min_spacing``: smallest gap
     between consecutive samples of a group (time unit, ≥ 0). ``replicates``: allow equal
     times (needs ``min_spacing=0``); without them the gradient method keeps samples 4e-6 of
-    the latest window end apart. ``criterion``: 'D' (ln det FIM). ``kind``: the FIM,
+    the latest window end apart. ``criterion``: 'D' (ln det FIM at the design's values) or
+    'ED' (the mean of ln det FIM over ``samples``, a mapping of FIM parameter names to
+    equal-length arrays of draws, e.g. from a posterior; see :func:`expected_ln_det`: each
+    sample costs one FIM per evaluation, so 10-50 draws are the usual budget). ``kind``: the FIM,
     'reduced' or 'full' (:func:`fisher_information`). ``method``: 'gradient' (continuous
     windows, multi-start L-BFGS-B, ``starts`` runs: the start design and Latin-hypercube
     points seeded by ``seed``), 'exchange' (on the grid), or 'auto' (exchange with a grid,
@@ -555,6 +649,12 @@ def optimise_times(
         raise DataError(f"optimise_times(min_spacing=): a finite time >= 0, got {min_spacing!r}")  # fmt: skip
     if replicates and min_spacing > 0:
         raise DataError("optimise_times: replicates=True (equal times) contradicts min_spacing > 0")  # fmt: skip
+    if criterion == "ED":
+        designs = _sample_designs(design, samples)
+    elif samples is not None:
+        raise DataError("optimise_times(samples=): samples are for criterion='ED'; the D criterion uses the design's values")  # fmt: skip
+    else:
+        designs = [design]
     if method == "auto":
         method = "exchange" if grid is not None else "gradient"
     if method == "exchange" and grid is None:
@@ -565,7 +665,9 @@ def optimise_times(
 
     fim0 = fisher_information(model, design, kind=kind, method=kernel, ode=ode)
     ld0 = ln_det(fim0)  # a singular start raises, naming the parameters
-    problem = _Problem(model, design, kind, kernel, ode)
+    problem = _Average([_Problem(model, d, kind, kernel, ode) for d in designs])
+    if criterion == "ED":
+        ld0 = expected_ln_det(model, design, samples, kind=kind, method=kernel, ode=ode)
     if method == "gradient":
         times, runs, converged = _gradient(problem, spaces, design, int(starts), int(seed), bool(replicates))  # fmt: skip
     else:
@@ -573,11 +675,11 @@ def optimise_times(
         runs = 1
     new = _with_times(design, times)
     fim = fisher_information(model, new, kind=kind, method=kernel, ode=ode)
-    ld = ln_det(fim)
+    ld = ln_det(fim) if criterion == "D" else expected_ln_det(model, new, samples, kind=kind, method=kernel, ode=ode)  # fmt: skip
     if ld < ld0 and _meets(design, spaces, replicates) and method == "gradient":
         new, fim, ld = design, fim0, ld0  # round-off: keep the start
     p = len(fim.names)
-    return OptimisedTimes(new, design, fim, fim0, ld, ld0, float(np.exp((ld - ld0) / p)), method, runs, converged)  # fmt: skip
+    return OptimisedTimes(new, design, fim, fim0, ld, ld0, float(np.exp((ld - ld0) / p)), method, runs, converged, criterion, len(designs))  # fmt: skip
 
 
 def _meets(design: Design, spaces: list[_Space], replicates: bool) -> bool:
