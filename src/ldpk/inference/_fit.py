@@ -59,33 +59,130 @@ class Fit:
     def population(self) -> PopulationModel:
         return PopulationModel(self.model, self.dataset, self.spec, self.kernel, self.ode)
 
-    def draws(self, name: str | int) -> Any:
+    def draws(self, name: str | int, **table_options: Any) -> Any:
         """Posterior draws of the variable ``name``, chains and draws flattened to the first
-        axis; or, given a number ``n``, a :class:`~ldpk.ParameterTable` of ``n`` population
-        draws for :func:`ldpk.sweep` (see :meth:`parameter_table`)."""
+        axis; or, given a number ``n``, a :class:`~ldpk.ParameterTable` for :func:`ldpk.sweep`
+        (``fit.draws(n, subjects=..., ...)``: see :meth:`parameter_table`)."""
         if isinstance(name, int | np.integer) and not isinstance(name, bool):
-            return self.parameter_table(int(name))
+            return self.parameter_table(int(name), **table_options)
+        if table_options:
+            raise DataError(f"draws({name!r}): options {sorted(table_options)} are for a number of draws, draws(n, ...)")  # fmt: skip
         v = self.posterior["posterior"][name].values
         return v.reshape(-1, *v.shape[2:])
 
     def parameter_table(
-        self, n: int = 1000, *, covariates: Mapping[str, float] | None = None
+        self,
+        n: int = 1000,
+        *,
+        subjects: str = "typical",
+        n_subjects: int | None = None,
+        covariates: Any = None,
+        seed: int = 0,
     ) -> ParameterTable:
-        """``n`` population-level parameter sets from the posterior (evenly spaced over the
-        chains' draws; all of them if there are fewer): every model parameter at its typical
-        value given each draw, covariate effects at ``covariates`` (default their reference
-        values), no between-subject variability. Values in model units. The table feeds
-        :func:`ldpk.sweep`, which knows nothing of fits."""
+        """Parameter sets from the posterior for :func:`ldpk.sweep` (which knows nothing of
+        fits), in model units: ``n`` population draws (evenly spaced over the chains' draws;
+        all of them if there are fewer), and per draw
+
+        - ``subjects='typical'``: one set, every parameter at its typical value given the
+          draw (the uncertainty about the population, no between-subject variability);
+        - ``subjects='observed'``: one set per fitted subject, its own parameters in that
+          draw (its η, its covariates; study effects included): ``n × n_subjects_fitted``
+          rows;
+        - ``subjects='new'``: ``n_subjects`` new virtual subjects around the draw,
+          ``P_i = P_typ · exp(ω z_i)`` with the draw's ω and ``z`` standard normal from
+          ``numpy.random.default_rng(seed)`` (one block per parameter with between-subject
+          variability, in the fit's order; no study effect): ``n × n_subjects`` rows.
+
+        Rows are draw-major: row ``draw * m + subject``, ``m`` the subjects per draw (the
+        provenance records ``draws``, ``subjects``, ``n_subjects`` and, for 'observed', the
+        subject IDs). ``covariates`` (typical and new subjects; the fitted subjects keep
+        their own): None (each effect at its reference value), a mapping covariate -> a
+        value or ``m`` values (one per subject of each draw), a pandas DataFrame whose rows
+        are sampled with replacement (``rng`` as above, after the z) — a covariate
+        distribution such as a target population's demographics — or ``'observed'``, the
+        fitted subjects' covariates sampled with replacement. Covariates the fit has no
+        effect of are refused, as are bad counts or modes. Without a fit, draw typical values
+        from the model file's priors with :func:`ldpk.design.population_from_priors` and
+        subjects with :func:`ldpk.virtual_subjects`."""
         if not isinstance(n, int | np.integer) or isinstance(n, bool) or n <= 0:
             raise DataError(f"parameter_table(): n must be a positive number of draws, got {n!r}")  # fmt: skip
+        if subjects not in ("typical", "observed", "new"):
+            raise DataError(f"parameter_table(): subjects must be 'typical', 'observed' or 'new', got {subjects!r}")  # fmt: skip
+        if n_subjects is not None and subjects != "new":
+            raise DataError(f"parameter_table(): n_subjects is for subjects='new' (subjects={subjects!r} has {'one set per draw' if subjects == 'typical' else 'the fitted subjects'})")  # fmt: skip
+        if subjects == "new" and n_subjects is None:
+            raise DataError("parameter_table(subjects='new'): give n_subjects, the number of new subjects per draw")  # fmt: skip
+        if n_subjects is not None and (not isinstance(n_subjects, int | np.integer) or isinstance(n_subjects, bool) or n_subjects <= 0):  # fmt: skip
+            raise DataError(f"parameter_table(): n_subjects must be a positive integer, got {n_subjects!r}")  # fmt: skip
+        if subjects == "observed" and covariates is not None:
+            raise DataError("parameter_table(subjects='observed'): the fitted subjects keep their own covariates; leave covariates out")  # fmt: skip
+        if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+            raise DataError(f"parameter_table(): seed must be an integer, got {seed!r}")
         d = self.population_draws(int(n))
         k = len(next(iter(d.values())))
-        z = {p: jnp.zeros(k) for p in self.spec.iiv}
-        covs = {c: np.full(k, float(v)) for c, v in (covariates or {}).items()}
-        params = self.population.individual_parameters({c: jnp.asarray(v) for c, v in d.items()}, z, None, covs, k)  # fmt: skip
-        values = {p: np.broadcast_to(np.asarray(params[p], dtype=float), (k,)) for p in self.model.parameter_names if p in params}  # fmt: skip
-        prov = {"method": "posterior", "seed": None, "fit": self.method, "draws": k}
+        pm = self.population
+        prov: dict[str, Any] = {"method": "posterior", "seed": int(seed) if subjects == "new" or covariates is not None else None, "fit": self.method, "draws": k, "subjects": subjects}  # fmt: skip
+        if subjects == "observed":
+            m = self.dataset.n_subjects
+            z = {p: d[f"eta_{p}"] for p in self.spec.iiv}
+            sz = {p: d[f"eta_study_{p}"] for p in self.spec.study_iiv} or None
+            params = jax.vmap(lambda pop, z, sz: pm.individual_parameters(pop, z, sz))({c: jnp.asarray(v) for c, v in d.items()}, z, sz)  # fmt: skip
+            prov["subject_ids"] = [str(s) for s in self.dataset.subjects]
+        else:
+            m = 1 if subjects == "typical" else int(n_subjects)
+            rng = np.random.default_rng(int(seed))
+            z = {p: (rng.standard_normal((k, m)) if subjects == "new" else np.zeros((k, m))).reshape(-1) for p in self.spec.iiv}  # fmt: skip
+            covs = self._covariate_rows(covariates, k, m, rng)
+            pop = {c: jnp.repeat(jnp.asarray(v), m) for c, v in d.items() if np.ndim(v) == 1}
+            params = pm.individual_parameters(pop, {p: jnp.asarray(v) for p, v in z.items()}, None, covs, k * m)  # fmt: skip
+            if covariates is not None:
+                prov["covariates"] = "observed (resampled)" if isinstance(covariates, str) else type(covariates).__name__  # fmt: skip
+        prov["n_subjects"] = m
+        values = {p: np.broadcast_to(np.asarray(params[p], dtype=float).reshape(-1), (k * m,)) for p in self.model.parameter_names if p in params}  # fmt: skip
         return ParameterTable.from_mapping(values, provenance=prov)
+
+    def _covariate_rows(self, covariates: Any, k: int, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:  # fmt: skip
+        """Covariate values (k·m,) per covariate with an effect in the fit, draw-major."""
+        import pandas as pd
+
+        used = sorted({c.covariate for c in self.spec.covariates})
+        if covariates is None:
+            return {}
+        if isinstance(covariates, str):
+            if covariates != "observed":
+                raise DataError(f"parameter_table(covariates=): {covariates!r}; give 'observed', a mapping covariate -> values or a DataFrame to sample rows from")  # fmt: skip
+            covariates = pd.DataFrame({c: np.asarray(v, dtype=float) for c, v in self.dataset.covariates.items() if c in used})  # fmt: skip
+            if covariates.empty and used:
+                raise DataError(f"parameter_table(covariates='observed'): the data set has none of the covariates {used}")  # fmt: skip
+        names = list(covariates.columns) if isinstance(covariates, pd.DataFrame) else list(covariates) if isinstance(covariates, Mapping) else None  # fmt: skip
+        if names is None:
+            raise DataError(f"parameter_table(covariates=): a mapping, a pandas DataFrame or 'observed', got {type(covariates).__name__}")  # fmt: skip
+        unknown = [c for c in names if c not in used]
+        if unknown:
+            raise DataError(f"parameter_table(covariates=): the fit has no effect of {unknown}; covariates with an effect: {', '.join(used) or '(none)'}")  # fmt: skip
+        out = {}
+        if isinstance(covariates, pd.DataFrame):
+            if len(covariates) == 0:
+                raise DataError("parameter_table(covariates=): the DataFrame has no rows to sample")
+            rows = rng.integers(0, len(covariates), size=k * m)
+            for c in names:
+                try:
+                    col = np.asarray(covariates[c], dtype=float)
+                except (TypeError, ValueError):
+                    raise DataError(f"parameter_table(covariates=): column {c!r} is not numeric") from None  # fmt: skip
+                if not np.all(np.isfinite(col)):
+                    raise DataError(f"parameter_table(covariates=): column {c!r} has missing or non-finite values")  # fmt: skip
+                out[c] = col[rows]
+            return out
+        for c in names:
+            try:
+                v = np.asarray(covariates[c], dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                raise DataError(f"parameter_table(covariates=): {c!r} is not numeric") from None
+            if v.size not in (1, m) or not np.all(np.isfinite(v)):
+                raise DataError(f"parameter_table(covariates=): {c!r} needs one finite value or {m} (one per subject of each draw), got {v.size}")  # fmt: skip
+            out[c] = np.tile(np.broadcast_to(v, (m,)), k)
+        return out
 
     def summary(self, var_names: list[str] | None = None, ci_prob: float = 0.9) -> Any:
         """Posterior summary table (pandas, one row per population parameter, or per element
