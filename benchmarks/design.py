@@ -11,7 +11,11 @@ Writes ``benchmarks/results/design.json``:
   (gradient method, 8 starts, samples at least 1 h apart, from 0.5/1/2/4 h) with the
   efficiency gained, and a virtual trial of ``--trials`` × ``--subjects`` × 3 IV dose levels
   on the MSC model (``msc_pbpk``; typical values per trial drawn from the priors of the bundled
-  MSC study's fit config, ω its between-subject SDs) with its peak memory.
+  MSC study's fit config, ω its between-subject SDs) with its peak memory; the same four
+  times optimised for the ED criterion over 20 draws of the fixed effects (20 % CV, 4
+  starts); and a dose selection on the MSC model (5 IV levels 1e6-1e9 cells × 200 trials ×
+  100 subjects: the lowest dose with Alu qPCR cell-equivalents in the injury >= 1e4 at day 7
+  in 90 % of subjects in 80 % of trials).
 
 Usage::
 
@@ -118,6 +122,18 @@ def timings(cases: dict, n_trials: int, n_subjects: int) -> dict:
     trial = dz.virtual_trial(msc, population, regimens, times, n_trials=n_trials, n_subjects=n_subjects, seed=0)  # fmt: skip
     trial_s = time.perf_counter() - t0
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB (Linux)
+    # ED: the same start, the criterion averaged over 20 draws of the fixed effects (20 % CV)
+    rng = np.random.default_rng(0)
+    samples = {k: v * np.exp(0.2 * rng.standard_normal(20)) for k, v in design.fixed_effects.items()}  # fmt: skip
+    t0 = time.perf_counter()
+    ed = dz.optimise_times(model, poor, windows=(0.5, 120), min_spacing=1.0, method="gradient", starts=4, criterion="ED", samples=samples)  # fmt: skip
+    ed_s = time.perf_counter() - t0
+    # dose selection: 5 levels x 200 trials x 100 subjects of the MSC model, one criterion
+    levels = np.geomspace(1e6, 1e9, 5)
+    crit = ("alu_injury", ">=", 1e4, 168.0)
+    t0 = time.perf_counter()
+    sel = dz.select_dose(msc, _msc_population(200, seed=1), [ldpk.Bolus(1.0, route="iv")], crit, np.linspace(0.0, 168.0, 29), doses=levels, target=0.9, confidence=0.8, n_trials=200, n_subjects=100, outputs=["alu_injury"], metrics=[])  # fmt: skip
+    sel_s = time.perf_counter() - t0
     return {
         "fim_warfarin_reduced_first_call_s": first,
         "fim_warfarin_reduced_best_s": best,
@@ -138,6 +154,20 @@ def timings(cases: dict, n_trials: int, n_subjects: int) -> dict:
             "sets_per_s": n_trials * n_subjects * len(regimens) / trial_s,
             "peak_rss_gib_process": peak_gib,
             "dims": dict(trial.sizes),
+        },  # fmt: skip
+        "optimise_warfarin_4_times_ed_20_draws": {
+            "wall_s": ed_s,
+            "times_h": [list(map(float, t)) for t in ed.times],
+            "efficiency_vs_start": float(ed.efficiency),
+            "starts": ed.starts,
+        },  # fmt: skip
+        "select_dose_msc": {
+            "criterion": sel.criterion,
+            "levels": levels.tolist(),
+            "subject_sets": 200 * 100 * len(levels),
+            "wall_s": sel_s,
+            "dose_cells": sel.dose,
+            "status": str(sel.table["status"].iloc[0]),
         },  # fmt: skip
     }
 
