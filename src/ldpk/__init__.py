@@ -29,6 +29,7 @@ from ldpk.model import (  # noqa: E402
     load_model,
     model_template,
     physiology,  # noqa: E402
+    scale_species,
 )
 from ldpk.paramsets import ParameterTable, grid, sample, virtual_subjects  # noqa: E402
 from ldpk.population import read_config  # noqa: E402
@@ -78,6 +79,7 @@ __all__ = [
     "regimens",
     "report",
     "sample",
+    "scale_species",
     "sensitivity",
     "simulate",
     "sweep",

@@ -978,3 +978,48 @@ def plot_dose_response(selection: Any, path: str | Path | None = None) -> Any:
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def plot_first_in_human(result: Any, path: str | Path | None = None, bins: int = 30) -> Any:
+    """The human dose of :func:`ldpk.design.first_in_human` (``result``: its
+    :class:`~ldpk.design.FirstInHuman`): histograms of the per-draw doses with the allometric
+    exponents fixed and uncertain (log dose axis, model amount unit), their medians and
+    central intervals, and the body-surface-area (FDA Km) dose as a vertical line. Returns
+    the Figure; saves it (atomically) when ``path`` is given."""
+    sets = [("exponents fixed", np.asarray(result.doses, dtype=float))]
+    if result.exponent_sd:
+        sets.append(("exponents uncertain", np.asarray(result.doses_with_uncertainty, dtype=float)))  # fmt: skip
+    finite = np.concatenate([d[np.isfinite(d) & (d > 0)] for _, d in sets])
+    if not finite.size:
+        raise DataError("plot_first_in_human: no finite positive dose to plot")
+    lo = min(float(finite.min()), float(result.bsa_dose))
+    hi = max(float(finite.max()), float(result.bsa_dose))
+    if hi <= lo * (1 + 1e-9):  # one value: a band around it
+        lo, hi = lo / 1.2, hi * 1.2
+    edges = np.geomspace(lo / 1.05, hi * 1.05, bins + 1)
+    fig, ax = _subplots(figsize=(6.8, 4.2), layout="constrained")
+    colors = _colors()
+    pct = f"{100 * result.ci:g}%"
+    unit = result.dose_unit or "amount"
+    for j, (label, d) in enumerate(sets):
+        d = d[np.isfinite(d) & (d > 0)]
+        q = np.quantile(d, [0.5, (1 - result.ci) / 2, (1 + result.ci) / 2])
+        c = colors[j % len(colors)]
+        ax.hist(d, bins=edges, color=c, alpha=0.45, label=f"{label}: median {q[0]:.3g} ({pct} {q[1]:.3g} to {q[2]:.3g})")  # fmt: skip
+        ax.axvline(q[0], color=c, lw=1.6)
+        for x in q[1:]:
+            ax.axvline(x, color=c, lw=0.9, ls=":")
+    ax.axvline(result.bsa_dose, color="k", lw=1.4, ls="--", label=f"BSA (FDA Km): {result.bsa_dose:.3g}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(_label(f"{result.species} dose", unit))
+    ax.set_ylabel("draws")
+    ax.set_title(
+        f"First-in-human dose: {result.metric} of {result.output} matched to the "
+        f"{result.animal_species} dose {result.animal_dose:.3g} {unit}",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -14,6 +14,9 @@ One concern per private module, each importing only those listed before it:
   → :class:`Attainment` (probability of target attainment per trial and regimen)
 - ``_dose``: :func:`select_dose` → :class:`DoseSelection` (the lowest dose reaching a target
   attainment with a stated confidence, per schedule of a family)
+- ``_species``: :func:`first_in_human` → :class:`FirstInHuman` (the human dose matching an
+  animal exposure, per posterior draw, with and without allometric uncertainty) and
+  :func:`bsa_dose` (FDA body-surface-area conversion, :data:`KM_FACTORS`)
 
 Example (PopED's warfarin design)::
 
@@ -57,6 +60,13 @@ from ldpk.design._optimise import (
     optimise_times,
 )
 from ldpk.design._spec import CONVENTIONS, SCALES, Design, Group, Residual
+from ldpk.design._species import (
+    KM_FACTORS,
+    KM_REFERENCE,
+    FirstInHuman,
+    bsa_dose,
+    first_in_human,
+)
 from ldpk.design._trials import (
     OPERATORS,
     Attainment,
@@ -96,5 +106,10 @@ __all__ = [
     "attainment",
     "population_from_priors",
     "virtual_trial",
+    "KM_FACTORS",
+    "KM_REFERENCE",
+    "FirstInHuman",
+    "bsa_dose",
+    "first_in_human",
     "wald_power",
 ]

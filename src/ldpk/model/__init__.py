@@ -15,6 +15,7 @@ from ldpk.model._model import (
     build_model,
 )
 from ldpk.model._template import model_template
+from ldpk.model.scaling import SpeciesScaling, scale_species
 
 __all__ = [
     "FUNCTIONS",
@@ -29,6 +30,7 @@ __all__ = [
     "Parameter",
     "Prior",
     "Route",
+    "SpeciesScaling",
     "build_model",
     "builtin_models",
     "check_model",
@@ -36,4 +38,5 @@ __all__ = [
     "load_model",
     "model_template",
     "models_dir",
+    "scale_species",
 ]

@@ -73,6 +73,9 @@ class Parameter:
     lower: float | None = None
     upper: float | None = None
     physiology: tuple[str, float] | None = None  # (table path, factor to the parameter unit)
+    #: Allometric exponent b of body weight for species scaling (value × (BW_t/BW_s)^b; the
+    #: model file's `allometry:` key, 0.0 for `allometry: none`); None: the default by unit.
+    allometry: float | None = None
 
 
 @dataclass(frozen=True)
@@ -279,18 +282,45 @@ class Model:
         )
         return dataclasses.replace(self, parameters=params)
 
-    def for_species(self, name: str) -> Model:
+    def for_species(
+        self,
+        name: str,
+        *,
+        body_weight_kg: float | None = None,
+        allometry: bool = False,
+        exponents: Mapping[str, float | None] | None = None,
+    ) -> Model:
         """The model re-parameterised for another species: every parameter bound to the
-        physiology tables (``value: {physiology: PATH}``) takes that species' value."""
-        from ldpk.model.physiology import lookup
+        physiology tables (``value: {physiology: PATH}``) takes that species' value, at
+        ``body_weight_kg`` (kg; default the table's reference weight, see
+        ``physiology.scale_to``). The other parameters keep their values unless ``allometry``
+        is True: then every parameter is scaled as :func:`ldpk.model.scaling.scale_species`
+        does (value × (BW_target/BW_source)^b, ``exponents`` overriding b per parameter) and
+        this returns its ``.model`` (print ``scale_species(...)`` to see every assumption)."""
+        from ldpk.model.physiology import lookup, scale_to
 
+        if allometry:
+            from ldpk.model.scaling import scale_species
+
+            return scale_species(
+                self, name, body_weight_kg=body_weight_kg, exponents=exponents
+            ).model
+        if exponents is not None:
+            raise ModelError(
+                f"{self.source}: for_species(exponents=...) applies to allometric scaling only; "
+                "give allometry=True as well, or leave exponents out"
+            )
+        table = name if body_weight_kg is None else scale_to(name, body_weight_kg)
         params = tuple(
-            dataclasses.replace(p, value=lookup(name, p.physiology[0]).value * p.physiology[1])
+            dataclasses.replace(p, value=lookup(table, p.physiology[0]).value * p.physiology[1])
             if p.physiology
             else p
             for p in self.parameters
         )
-        return dataclasses.replace(self, parameters=params, species=name)
+        extra = tuple((k, v) for k, v in self.extra if k != "body_weight_kg")
+        if body_weight_kg is not None:
+            extra += (("body_weight_kg", float(body_weight_kg)),)
+        return dataclasses.replace(self, parameters=params, species=name, extra=extra)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -666,6 +696,29 @@ def _physiology_binding(value: Any, species: Any, where: str) -> tuple[str, floa
     return str(value["physiology"]), factor, v.value * factor
 
 
+def _allometry(entry: Mapping[str, Any], binding: Any, where: str) -> float | None:
+    """The `allometry:` key of a parameter entry: an exponent b (a number), or `none` (or
+    null): not scaled (0.0); absent: None (the default by unit applies)."""
+    if "allometry" not in entry:
+        return None
+    raw = entry["allometry"]
+    if binding:
+        raise ModelError(
+            f"{where}.allometry: the parameter is bound to the physiology tables, so another "
+            "species takes that table's value; remove `allometry:` (or give a number as "
+            "`value:` to scale it allometrically)"
+        )
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() == "none"):
+        return 0.0
+    try:
+        return _num(raw, f"{where}.allometry")
+    except ModelError:
+        raise ModelError(
+            f"{where}.allometry: {_short(raw)} is not an exponent; give a number (e.g. 0.75 for "
+            "a clearance, 1 for a volume, -0.25 for a rate constant) or `none` (not scaled)"
+        ) from None
+
+
 def make_prior(spec: Any, where: str) -> Prior:
     if isinstance(spec, Prior):
         return spec
@@ -744,7 +797,10 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
     parameters = []
     for n, v in mapping("parameters").items():
         v = entry(
-            "parameters", n, v, {"value", "unit", "description", "prior", "iiv", "lower", "upper"}
+            "parameters",
+            n,
+            v,
+            {"value", "unit", "description", "prior", "iiv", "lower", "upper", "allometry"},
         )
         if "value" not in v:
             raise ModelError(f"{source}: parameters.{n} needs `value:`")
@@ -768,6 +824,7 @@ def build_model(spec: Mapping[str, Any], source: str = "<python>") -> Model:
                 upper=_num(v["upper"], f"{source}: parameters.{n}.upper", finite=False)
                 if "upper" in v
                 else None,
+                allometry=_allometry(v, binding, f"{source}: parameters.{n}"),
             )
         )
     covariates = []
