@@ -182,6 +182,20 @@ def test_msc_pbpk_mouse_to_human_physiology():
     assert jax.tree_util.tree_unflatten(treedef, leaves).parameter("QCO").value == h.parameter("QCO").value  # fmt: skip
 
 
+def test_scale_values_scales_draws_as_the_model():
+    mouse = ldpk.load_model("msc_pbpk").for_species("mouse")
+    s = ldpk.scale_species(mouse, "human")
+    r = BW_HUMAN / BW_MOUSE
+    draws = {"K_REL_LUNG": np.array([0.1, 0.2, 0.4]), "E_LUNG": np.array([0.5, 0.8, 0.9]), "QCO": 1.0}  # fmt: skip
+    out = s.scale_values(draws)
+    np.testing.assert_allclose(out["K_REL_LUNG"], draws["K_REL_LUNG"] * r**-0.25, rtol=1e-12)
+    np.testing.assert_array_equal(out["E_LUNG"], draws["E_LUNG"])  # dimensionless: unchanged
+    # bound to the physiology tables: the human value, whatever the mouse value
+    np.testing.assert_allclose(out["QCO"], np.full(3, s.model.parameter("QCO").value), rtol=0)
+    with pytest.raises(ldpk.ModelError, match="unknown parameter"):
+        s.scale_values({"CLX": 1.0})
+
+
 # ---- BSA -----------------------------------------------------------------------------------
 def test_bsa_dose():
     assert dz.bsa_dose(10, "mouse") == pytest.approx(10 * 3 / 37, rel=1e-15)

@@ -163,6 +163,24 @@ class SpeciesScaling:
         """The parameters scaled allometrically with a non-zero exponent."""
         return tuple(p for p, b in self.exponents.items() if b != 0.0)
 
+    def scale_values(self, values: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Source-species parameter values (name -> a value or an array, e.g. a posterior's
+        draws, source units) scaled to the target species as the model was: each times
+        ratio^b; a parameter bound to the physiology tables takes the target model's value
+        (broadcast to the others' shape). Names the model does not have are refused."""
+        unknown = [k for k in values if k not in self.model.parameter_names]
+        if unknown:
+            raise ModelError(f"scale_values(): unknown parameter(s) {unknown}; parameters: {', '.join(self.model.parameter_names)}")  # fmt: skip
+        arrays = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+        shape = np.broadcast_shapes(*(a.shape for a in arrays.values())) if arrays else ()
+        out = {}
+        for k, a in arrays.items():
+            if k in self.exponents:
+                out[k] = a * self.ratio ** self.exponents[k]
+            else:  # physiology-bound: the target table's value
+                out[k] = np.full(shape, float(self.model.parameter(k).value))
+        return out
+
     def __str__(self) -> str:
         lines = [
             f"{self.model.name}: {self.source_species} ({self.source_body_weight_kg:g} kg) -> "
