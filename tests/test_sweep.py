@@ -282,3 +282,26 @@ def test_model_values_alone_and_a_store_result_saved(model, tmp_path):
     back.close()
     with pytest.raises(ldpk.DataError, match="two regimens would be named"):
         regimens([1.0, 1.0000001])
+
+
+def test_a_subset_of_outputs_in_any_order_carries_each_outputs_own_values():
+    """Regression: the simulator returns the model's outputs in model order, so a sweep of
+    ``outputs=[...]`` (a subset, in another order) must pick each by name. Oracle: the named
+    outputs of ``ldpk.simulate`` and the exposure module on them."""
+    import ldpk.exposure as exposure
+
+    model = ldpk.load_model("mitochondria_iv")
+    t = np.linspace(0.0, 48.0, 97)
+    reg = [ldpk.Bolus(100.0)]
+    names = ["pct_spleen", "pct_blood"]  # model order is pct_blood, ..., pct_spleen
+    kbl = model.parameter("KBL").value * np.array([0.5, 2.0])
+    ds = sweep(model, grid(KBL=kbl), {"iv": reg}, t, outputs=names, metrics=["auc", "cmax"], progress=False)  # fmt: skip
+    for i in range(ds.sizes["set"]):
+        sim = ldpk.simulate(model.with_values(KBL=kbl[i]), None, reg, t)
+        for o in names:
+            y = np.asarray(sim[o])
+            np.testing.assert_allclose(ds[o].values[i, 0], y, rtol=1e-10, atol=1e-12)
+            want = exposure.compute(t, y, ["auc", "cmax"], output_unit="%ID", time_unit="h")
+            assert float(ds[f"{o}_auc"].values[i, 0]) == pytest.approx(float(want["auc"].value), rel=1e-10)  # fmt: skip
+            assert float(ds[f"{o}_cmax"].values[i, 0]) == pytest.approx(float(y.max()), rel=1e-12)
+    assert (ds["status"].values == 0).all()

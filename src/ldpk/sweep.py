@@ -164,7 +164,12 @@ def _finish_fn(plan: _Plan, failed: int) -> Any:
     units = {o.name: o.unit for o in plan.model.outputs}
     options = dict(plan.metric_options)
 
+    # The simulator's outputs are the model's, in model order (those not asked for are not
+    # computed): take the plan's, in the plan's order.
+    columns = np.asarray([plan.model.output_names.index(o) for o in plan.outputs], dtype=int)
+
     def fn(y: Any, ok: Any) -> dict[str, Any]:
+        y = y[..., columns]
         finite = jnp.all(jnp.isfinite(y), axis=(-2, -1))
         status = jnp.where(ok & finite, 0, jnp.where(ok, 2, failed)).astype(jnp.int8)
         y = jnp.where((status == 0)[:, None, None], y, jnp.nan)
