@@ -239,3 +239,62 @@ def test_population_from_a_fit(model, reference_data_dir):
     assert abs(frac - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1 / n
     with pytest.raises(ldpk.DataError, match="fewer than n_trials"):
         dz.virtual_trial(model, fit, {"iv": [ldpk.Bolus(DOSE, route="iv")]}, TIMES, n_trials=2, n_subjects=3)  # fmt: skip
+
+
+def test_prediction_intervals_match_numpy_percentiles():
+    """prediction_intervals against NumPy, trial by trial in a loop: per trial the
+    percentiles over the subjects whose simulation succeeded (status 0), then over trials the
+    median and the central interval (equal tails) of each. A hand-made trial Dataset with
+    failed subjects and one trial where every subject failed (its percentiles are NaN and
+    are left out over trials). Tolerance: 1e-12 relative (the same arithmetic, reordered)."""
+    import xarray as xr
+
+    rng = np.random.default_rng(7)
+    n_trials, n_subjects, times = 6, 9, np.array([0.0, 1.0, 2.5])
+    regs = ["a", "b"]
+    cp = rng.lognormal(0.0, 0.5, (n_trials, n_subjects, len(regs), len(times)))
+    status = np.zeros((n_trials, n_subjects, len(regs)), dtype=np.int32)
+    status[0, :3, 0] = 1  # three subjects of trial 0 failed under regimen a
+    status[4, :, 1] = 2  # every subject of trial 4 failed under regimen b
+    cp[status != 0] = 1e9  # must not count
+    coords = {"trial": np.arange(n_trials), "subject": np.arange(n_subjects), "regimen": regs, "time": ("time", times, {"unit": "h"})}  # fmt: skip
+    trial = xr.Dataset(
+        {
+            "cp": (("trial", "subject", "regimen", "time"), cp, {"unit": "mg/L"}),
+            "cp_auc": (("trial", "subject", "regimen"), cp.sum(-1), {"unit": "mg/L*h"}),
+            "status": (("trial", "subject", "regimen"), status),
+        },
+        coords=coords,
+    )
+    q, interval = (10.0, 50.0, 90.0), 0.8
+    out = dz.prediction_intervals(trial, percentiles=q, interval=interval)
+    assert out.attrs["outputs"] == ["cp"]  # the time courses only; cp_auc is a metric
+    assert dict(out.sizes) == {"percentile": 3, "regimen": 2, "time": 3}
+    assert out["cp_median"].attrs["unit"] == "mg/L" and out["time"].attrs["unit"] == "h"
+    for j, r in enumerate(regs):
+        for k, t in enumerate(times):
+            per_trial = []
+            for i in range(n_trials):
+                y = cp[i, status[i, :, j] == 0, j, k]
+                if y.size:
+                    per_trial.append(np.percentile(y, q))
+            per_trial = np.array(per_trial)  # (trials with a subject, percentile)
+            assert len(per_trial) == (n_trials - 1 if r == "b" else n_trials)
+            for stat, expected in (
+                ("median", np.median(per_trial, axis=0)),
+                ("lower", np.quantile(per_trial, 0.1, axis=0)),
+                ("upper", np.quantile(per_trial, 0.9, axis=0)),
+            ):
+                got = out[f"cp_{stat}"].sel(regimen=r, time=t).values
+                np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{stat} {r} {t}")
+    assert np.all(out["cp_upper"].values < 1e8)  # no failed subject leaked in
+    with pytest.raises(ldpk.DataError, match=r"no time course 'cp_auc' in the trial; valid: cp"):
+        dz.prediction_intervals(trial, outputs=["cp_auc"])
+    with pytest.raises(ldpk.DataError, match=r"percentiles must be a non-empty list of numbers in \[0, 100\]"):  # fmt: skip
+        dz.prediction_intervals(trial, percentiles=(5, 105))
+    with pytest.raises(ldpk.DataError, match="percentiles must be increasing"):
+        dz.prediction_intervals(trial, percentiles=(50, 5))
+    with pytest.raises(ldpk.DataError, match=r"interval must be a probability in \(0, 1\)"):
+        dz.prediction_intervals(trial, interval=1.0)
+    with pytest.raises(ldpk.DataError, match="give the Dataset of ldpk.design.virtual_trial"):
+        dz.prediction_intervals(trial.isel(time=0))

@@ -648,6 +648,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- ldpk design --------------------------------------------------------------------------
+def cmd_design(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import ldpk
+
+    out = Path(args.out) if args.out else Path(f"{Path(args.design).stem}-design")
+    design = ldpk.design.read_design_file(args.design)
+    if args.small:
+        design = design.small()
+    ldpk.report.check_report_folder(out, design.inputs, kind="design")
+    extras = [w for w, on in (("sampling design", design.sampling), ("dose selection", design.dose_selection)) if on is not None]  # fmt: skip
+    print(
+        f"design {design.path}: {design.model.name}, {len(design.regimens)} regimens, "
+        f"{design.n_trials} trials x {design.n_subjects} subjects"
+        + "".join(f", {w}" for w in extras),
+        flush=True,
+    )
+    result = ldpk.design.run_design(design, progress=not args.no_progress)
+    written = ldpk.report.write_design_report(result, out, protect=design.inputs)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        if "attainment" in result.tables:
+            print("\ntarget attainment (fraction of subjects; median and interval over trials):")
+            cols = ["target", "regimen", "median", "lower", "upper"]
+            print(result.tables["attainment"][cols].to_string(index=False, float_format="{:.3g}".format))  # fmt: skip
+        if "parameters" in result.tables:
+            print("\nexpected precision (population FIM):")
+            cols = [c for c in result.tables["parameters"].columns if c == "parameter" or c.startswith("rse_percent")]  # fmt: skip
+            print(result.tables["parameters"][cols].to_string(index=False, float_format="{:.3g}".format))  # fmt: skip
+        if result.optimised is not None:
+            print(f"optimised sampling times: efficiency {result.optimised.efficiency:.3g} against the start design")  # fmt: skip
+        if result.dose_selection is not None:
+            print(f"\n{result.dose_selection}")
+    for w in result.warnings:
+        print(f"warning: {w}")
+    print()
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ldpk",
@@ -835,6 +876,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_sweep)
+    p = sub.add_parser(
+        "design",
+        help="run a trial design file: target attainment, prediction intervals, FIM, sampling times, dose selection",
+        description="Run DESIGN.yaml (a model or a saved fit, the population, regimens, output "
+        "times, targets, optionally a sampling design and a dose selection; see "
+        "examples/designs/) and write attainment.csv, prediction_intervals.csv, with "
+        "`sampling:` parameters.csv, fim.csv and sampling_times.csv, with `dose_selection:` "
+        "dose_selection.csv, the figures and report.html into the folder --out. The whole "
+        "file is checked before anything is computed.",
+    )
+    p.add_argument("design", help="the design file (YAML)")
+    p.add_argument("--out", help="the folder for the results (default: DESIGN-design); in an existing folder the files of an earlier design report are replaced, other files kept")  # fmt: skip
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="a quick run: at most 20 trials x 20 subjects and 2 optimiser starts",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_design)
     return ap
 
 

@@ -1023,3 +1023,157 @@ def plot_first_in_human(result: Any, path: str | Path | None = None, bins: int =
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Trial designs (ldpk.design, `ldpk design`): prediction bands, target attainment, sampling
+# times. The dose-selection figure is plot_dose_response above.
+# ---------------------------------------------------------------------------------------------
+
+#: Most outputs :func:`plot_prediction_bands` draws (one panel each).
+MAX_BAND_PANELS = 12
+
+
+def plot_prediction_bands(
+    bands: Any,
+    path: str | Path | None = None,
+    *,
+    outputs: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Any:
+    """Prediction bands of a virtual trial (``bands``: the Dataset of
+    :func:`ldpk.design.prediction_intervals`): one panel per output (at most
+    :data:`MAX_BAND_PANELS`; ``outputs`` picks them), and in it, per regimen, the median over
+    trials of the subjects' middle percentile (the one nearest 50; line), of the lowest and
+    highest percentiles (band), and the central interval over trials of the middle one
+    (dashed). Time in the model's time unit, values in each output's unit; a log axis when
+    the values span more than :data:`LOG_SPAN`. Returns the Figure; saves it (atomically)
+    when ``path`` is given."""
+    import xarray as xr
+
+    who = "plot_prediction_bands"
+    if not isinstance(bands, xr.Dataset) or "outputs" not in bands.attrs or "percentile" not in bands.dims:  # fmt: skip
+        raise DataError(f"{who}: give the Dataset of ldpk.design.prediction_intervals")
+    available = list(bands.attrs["outputs"])
+    shown = available if outputs is None else list(outputs)
+    if bad := [o for o in shown if o not in available]:
+        raise DataError(f"{who}: no output {bad[0]!r} in the prediction intervals; valid: {', '.join(available)}")  # fmt: skip
+    shown = shown[:MAX_BAND_PANELS]
+    if not shown:
+        raise DataError(f"{who}: no output to draw")
+    q = np.asarray(bands["percentile"].values, dtype=float)
+    mid = int(np.argmin(np.abs(q - 50.0)))
+    t = np.asarray(bands["time"].values, dtype=float)
+    fig, axes = _grid(len(shown), ncol=2, w=6.0, h=4.0)
+    colors = _colors()
+    for ax, o in zip(axes, shown, strict=False):
+        med, lower, upper = (bands[f"{o}_{s}"] for s in ("median", "lower", "upper"))
+        values = []
+        for j, r in enumerate(bands["regimen"].values):
+            c = colors[j % len(colors)]
+            m = np.asarray(med.sel(regimen=r).values, dtype=float)  # (percentile, time)
+            if len(q) > 1:
+                ax.fill_between(t, m[0], m[-1], color=c, alpha=0.18, linewidth=0)
+            ax.plot(t, m[mid], color=c, lw=1.8, label=str(r))
+            for edge in (lower, upper):
+                ax.plot(t, np.asarray(edge.sel(regimen=r).values, dtype=float)[mid], color=c, lw=0.8, ls="--")  # fmt: skip
+            values += [m]
+        ax.set_title(o, fontsize=10)
+        ax.set_xlabel(_label("time", str(bands["time"].attrs.get("unit") or "")))
+        ax.set_ylabel(_label(o, str(med.attrs.get("unit") or "")))
+        if _log_scale(*values):
+            ax.set_yscale("log", nonpositive="mask")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    band = f"{q[0]:g}th-{q[-1]:g}th" if len(q) > 1 else ""
+    sub = f"median over {bands.attrs.get('n_trials', '?')} trials of the subjects' {q[mid]:g}th percentile" + (f" and {band} percentiles (band)" if band else "") + f"; dashed: its {100 * float(bands.attrs.get('interval', 0.9)):g}% interval over trials"  # fmt: skip
+    fig.suptitle(f"{title}\n{sub}" if title else sub, fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_attainment(results: Any, path: str | Path | None = None, *, title: str | None = None) -> Any:  # fmt: skip
+    """Probability of target attainment (``results``: an :class:`ldpk.design.Attainment`, or
+    a mapping target name -> Attainment): one panel per target, and in it, per regimen, the
+    median over trials of the fraction of subjects meeting the target (point) with its
+    central interval over trials (bar) and the mean (cross); fractions 0-1. Returns the
+    Figure; saves it (atomically) when ``path`` is given."""
+    from collections.abc import Mapping
+
+    items = dict(results) if isinstance(results, Mapping) else {getattr(results, "criterion", "target"): results}  # fmt: skip
+    if not items or not all(hasattr(a, "summary") and hasattr(a, "criterion") for a in items.values()):  # fmt: skip
+        raise DataError("plot_attainment: give an ldpk.design.Attainment or a mapping name -> Attainment (of ldpk.design.attainment)")  # fmt: skip
+    fig, axes = _grid(len(items), ncol=2, w=5.5, h=3.6)
+    for ax, (name, a) in zip(axes, items.items(), strict=False):
+        s = a.summary
+        regs = [str(r) for r in s["regimen"].values]
+        x = np.arange(len(regs))
+        med = np.asarray(s["median"].values, dtype=float)
+        err = np.vstack([med - np.asarray(s["lower"].values, dtype=float), np.asarray(s["upper"].values, dtype=float) - med])  # fmt: skip
+        ax.errorbar(x, med, yerr=np.clip(err, 0, None), fmt="o", capsize=4, label=f"median, {100 * float(a.interval):g}% interval")  # fmt: skip
+        ax.plot(x, np.asarray(s["mean"].values, dtype=float), "x", color="k", label="mean")
+        ax.set_xticks(x, regs)
+        ax.set_xlim(-0.6, len(regs) - 0.4)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylabel("fraction of subjects")
+        ax.set_title(f"{name}: {a.criterion}" if name != a.criterion else name, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_sampling_times(
+    model: Any,
+    design: Any,
+    optimised: Any = None,
+    path: str | Path | None = None,
+    *,
+    t_end: float | None = None,
+    regimen_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Any:
+    """Sampling times of a population design (``design``: an :class:`ldpk.design.Design`):
+    per group, the typical prediction of the sampled output (at the design's fixed effects,
+    the model's values otherwise) under the group's regimen, with the design's sampling times
+    (circles) and, with ``optimised`` (an :class:`ldpk.design.OptimisedTimes`), the optimised
+    ones (triangles) on it. The prediction runs from 0 to ``t_end`` (default: the latest
+    sampling time; model time unit); ``regimen_names`` labels the groups' regimens. Returns
+    the Figure; saves it (atomically) when ``path`` is given."""
+    from ldpk.solve import simulate
+
+    groups = list(design.groups)
+    if regimen_names is not None and len(regimen_names) != len(groups):
+        raise DataError(f"plot_sampling_times: {len(regimen_names)} regimen names for {len(groups)} groups")  # fmt: skip
+    ends = [float(max(g.times)) for g in groups]
+    if optimised is not None:
+        ends += [float(max(g.times)) for g in optimised.design.groups]
+    end = max([*ends, float(t_end or 0.0)])
+    unit = next((o.unit for o in model.outputs if o.name == design.output), "")
+    fig, axes = _grid(len(groups), ncol=2, w=6.0, h=4.0)
+    for gi, (ax, g) in enumerate(zip(axes, groups, strict=False)):
+        grid = np.unique(np.concatenate([np.linspace(0.0, end, 401), np.asarray(g.times, dtype=float)]))  # fmt: skip
+        sim = simulate(model, dict(design.fixed_effects), list(g.regimen), grid, covariates=g.covariates, outputs=[design.output])  # fmt: skip
+        y = np.asarray(sim.output(design.output), dtype=float).reshape(-1)
+        ax.plot(grid, y, color="0.3", lw=1.4, label="typical prediction")
+        t0 = np.asarray(g.times, dtype=float)
+        ax.plot(t0, np.interp(t0, grid, y), "o", mfc="none", ms=8, label="start")
+        if optimised is not None:
+            t1 = np.asarray(optimised.design.groups[gi].times, dtype=float)
+            ax.plot(t1, np.interp(t1, grid, y), "^", ms=7, label=f"optimised (efficiency {optimised.efficiency:.3g})")  # fmt: skip
+        if _log_scale(y):
+            ax.set_yscale("log", nonpositive="mask")
+        reg = f", regimen {regimen_names[gi]}" if regimen_names is not None else ""
+        ax.set_title(f"{g.name or f'group {gi + 1}'}: n = {float(g.n):g}{reg}", fontsize=10)
+        ax.set_xlabel(_label("time", model.time_unit))
+        ax.set_ylabel(_label(design.output, unit))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title or f"Sampling times of {design.output}", fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -249,15 +249,23 @@ def _refuse_inputs(targets: Sequence[Path], protect: Sequence[str | Path]) -> No
             raise DataError(f"{t}: refusing to overwrite an input file; choose another --out")
 
 
-def check_report_folder(out_dir: str | Path, protect: Sequence[str | Path] = ()) -> Path:
-    """Raise :class:`~ldpk.DataError` unless :func:`write_fit_report` can write into
-    ``out_dir`` without touching any of ``protect`` (call it before a long fit): ``out_dir``
-    is a folder or does not exist yet, and the folder that will hold it (its nearest existing
-    ancestor) is writable. Creates nothing."""
+def check_report_folder(
+    out_dir: str | Path, protect: Sequence[str | Path] = (), *, kind: str = "fit"
+) -> Path:
+    """Raise :class:`~ldpk.DataError` unless :func:`write_fit_report` (``kind`` 'fit') or
+    :func:`write_design_report` (``kind`` 'design') can write into ``out_dir`` without
+    touching any of ``protect`` (call it before a long fit or design run): ``out_dir`` is a
+    folder or does not exist yet, and the folder that will hold it (its nearest existing
+    ancestor) is writable. A design report is not written into a folder holding a fit report
+    (``posterior.nc``): both have a ``report.html``. Creates nothing."""
+    if kind not in _REPORT_FILES:
+        raise DataError(f"check_report_folder(): kind {kind!r}; valid: {', '.join(_REPORT_FILES)}")  # fmt: skip
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; --out names a folder for the report")
-    _refuse_inputs([out / f for f in FIT_REPORT_FILES], protect)
+    _refuse_inputs([out / f for f in _REPORT_FILES[kind]], protect)
+    if kind == "design" and (out / "posterior.nc").exists():
+        raise DataError(f"{out}: holds a fit report (posterior.nc), whose report.html the design's would replace; choose another --out")  # fmt: skip
     parent = out.absolute().parent
     while not parent.exists():
         parent = parent.parent
@@ -269,16 +277,19 @@ def check_report_folder(out_dir: str | Path, protect: Sequence[str | Path] = ())
     return out
 
 
-def _install_folder(tmp: Path, out: Path, names: Sequence[str]) -> None:
+def _install_folder(
+    tmp: Path, out: Path, names: Sequence[str], known: Sequence[str] = FIT_REPORT_FILES
+) -> None:
     """Move the report written into ``tmp`` to ``out``: a rename of the whole folder when
     ``out`` does not exist; otherwise each file is renamed over its namesake (atomic per
-    file), report files of an earlier fit that this one did not write are deleted, and the
-    user's other files in ``out`` are left alone."""
+    file), report files (``known``: the files a report of its kind may write) of an earlier
+    report that this one did not write are deleted, and the user's other files in ``out`` are
+    left alone."""
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
         return
-    for name in FIT_REPORT_FILES:
+    for name in known:
         if name in names:
             os.replace(tmp / name, out / name)
         else:  # a figure of an earlier fit into this folder would mislead
@@ -676,3 +687,213 @@ def fit_demo(
     log(f"fitted in {time.perf_counter() - t0:.0f} s; writing the report to {out_dir}")
     written = write_fit_report(result, out_dir, protect=(csv, config))
     return result, written
+
+
+# ---------------------------------------------------------------------------------------------
+# The design report (`ldpk design`).
+# ---------------------------------------------------------------------------------------------
+
+#: Files written by :func:`write_design_report`, in order (each only when the design file
+#: has its section: attainment with ``targets:``; parameters, fim, sampling times with
+#: ``sampling:``; dose selection and dose response with ``dose_selection:``).
+DESIGN_REPORT_FILES = (
+    "attainment.csv",
+    "prediction_intervals.csv",
+    "parameters.csv",
+    "fim.csv",
+    "sampling_times.csv",
+    "dose_selection.csv",
+    "prediction_bands.png",
+    "attainment.png",
+    "sampling_times.png",
+    "dose_response.png",
+    "report.html",
+)
+_REPORT_FILES = {"fit": FIT_REPORT_FILES, "design": DESIGN_REPORT_FILES}
+_PRE_CSS = "pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}"
+
+
+def write_design_report(
+    result: Any, out_dir: str | Path, *, protect: Sequence[str | Path] = ()
+) -> list[Path]:
+    """Write a design's results (``result``: the :class:`~ldpk.design.DesignResult` of
+    :func:`ldpk.design.run_design`) into ``out_dir`` and return the paths:
+
+    - its tables as CSV (``attainment.csv``, ``prediction_intervals.csv``,
+      ``parameters.csv``, ``fim.csv``, ``sampling_times.csv``, ``dose_selection.csv``: those
+      the design file's sections produced; columns as in ``DesignResult.tables``);
+    - figures: ``prediction_bands.png`` (:func:`ldpk.plots.plot_prediction_bands`),
+      ``attainment.png`` (:func:`~ldpk.plots.plot_attainment`), ``sampling_times.png``
+      (:func:`~ldpk.plots.plot_sampling_times`), ``dose_response.png``
+      (:func:`~ldpk.plots.plot_dose_response`);
+    - ``report.html``: a self-contained page with the warnings, the inputs, the tables, the
+      figures embedded and the design file's text.
+
+    As :func:`write_fit_report`: nothing is written half (a temporary sibling folder renamed
+    to ``out_dir``, or, when ``out_dir`` exists, whose files are renamed over their
+    namesakes); design-report files of an earlier run that this one does not write are
+    deleted, other files are left alone; ``protect`` (and the design's own inputs: the design
+    file, a model file, a fit) are never overwritten; a folder holding a fit report is
+    refused (:func:`check_report_folder` with ``kind='design'``, checked before anything is
+    written). A figure that cannot be drawn is reported in the page and as a warning instead
+    of losing the rest."""
+    from ldpk.design import DesignResult
+
+    if not isinstance(result, DesignResult):
+        raise DataError(f"write_design_report(): give the DesignResult of ldpk.design.run_design, got {type(result).__name__}")  # fmt: skip
+    t0 = time.perf_counter()
+    final = Path(out_dir)
+    check_report_folder(final, [*protect, *result.design.inputs], kind="design")
+    parent = final.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=parent))
+    try:
+        written = _write_design_files(result, out, t0)
+        os.chmod(out, DIR_MODE)  # mkdtemp's 0700 would hide the results from colleagues
+        _install_folder(out, final, [p.name for p in written], DESIGN_REPORT_FILES)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return [final / p.name for p in written]
+
+
+def _write_design_files(result: Any, out: Path, t0: float) -> list[Path]:
+    """Write the design report's files into the (new, empty) folder ``out``."""
+    import ldpk.plots as plots
+
+    design = result.design
+    written = [write_table(frame, out / f"{name}.csv") for name, frame in result.tables.items()]
+    title = f"{design.title}: {design.model.name}, {design.n_trials} trials x {design.n_subjects} subjects"  # fmt: skip
+    pct = f"{100 * design.interval:g} %"
+    specs: list[tuple[str, str, str, Callable[[Path], Any]]] = [
+        (
+            "prediction_bands.png",
+            "Prediction intervals",
+            f"Per regimen: the median over trials of the subjects' median (line) and of their 5th and 95th percentiles (band); dashed: the central {pct} interval over trials of the median.",  # fmt: skip
+            lambda p: plots.plot_prediction_bands(result.bands, p, title=title),
+        )
+    ]
+    if result.attainment:
+        specs.append(("attainment.png", "Target attainment", f"Fraction of subjects meeting each target: median over trials (point) with the central {pct} interval over trials (bar); crosses: the mean.", lambda p: plots.plot_attainment(result.attainment, p, title=title)))  # fmt: skip
+    if design.sampling is not None:
+        s = design.sampling
+        specs.append(("sampling_times.png", "Sampling times", "The typical prediction of the sampled output (at the fixed effects) under each group's regimen; circles: the start design's sampling times; triangles: the D-optimal ones.", lambda p: plots.plot_sampling_times(design.model, s.design, result.optimised, p, t_end=float(design.times[-1]), regimen_names=list(s.regimens))))  # fmt: skip
+    if result.dose_selection is not None:
+        specs.append(("dose_response.png", "Dose response", "Fraction of subjects attaining against dose (log axis): smoothed median over trials (line) with its interval (band), the quantile over trials that the dose solves (dashed), the unsmoothed median at the simulated levels (points), the target (grey line) and each selected dose (dotted).", lambda p: plots.plot_dose_response(result.dose_selection, p)))  # fmt: skip
+    figures: list[tuple[Path, str, str]] = []
+    failed: list[str] = []
+    for name, heading, caption, draw in specs:
+        path = out / name
+        before = _pyplot_figures()
+        try:
+            draw(path)
+        except Exception as exc:  # a figure must not cost the user the rest of the report
+            _close_new_figures(before)
+            msg = f"figure {name} could not be drawn: {type(exc).__name__}: {exc}"
+            warnings.warn(msg, stacklevel=3)
+            failed.append(msg)
+            continue
+        figures.append((path, heading, caption))
+        written.append(path)
+    html_path = out / "report.html"
+    text = _design_html(result, figures, failed, [*written, html_path], time.perf_counter() - t0)
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    written.append(html_path)
+    return written
+
+
+def _design_inputs(design: Any) -> list[tuple[str, Any]]:
+    """The inputs of a design file, as (label, text) rows of the page."""
+    m = design.model
+    t = design.times
+    options = ", ".join(f"{k}={v:g}" for k, v in design.metric_options.items())
+    pop = {
+        "fit": f"the posterior of the fit ({getattr(design.fit, 'method', '')}; one draw per trial)",  # fmt: skip
+        "priors": f"the model's priors and iiv (seed {design.population_seed})",
+        "mapping": "typical values and ω given in the file",
+    }[design.population_source]
+    items: list[tuple[str, Any]] = [
+        ("design file", str(design.path)),
+        ("model", f"{m.name} ({m.source})"),
+        ("species", m.species or ""),
+        ("population", pop),
+        ("regimens", "; ".join(f"{k}: {', '.join(v)}" for k, v in design.regimen_texts.items())),
+        ("times", f"{t.size} times from {t[0]:g} to {t[-1]:g} {m.time_unit}"),
+        ("outputs", ", ".join(design.outputs)),
+        ("metrics", ", ".join(design.metrics) + (f" ({options})" if options else "")),
+    ]
+    items.append(("virtual trial", f"{design.n_trials} trials x {design.n_subjects} subjects, seed {design.seed}, {100 * design.interval:g} % intervals over trials"))  # fmt: skip
+    if design.sampling is not None:
+        s = design.sampling
+        d = s.design
+        residual = ", ".join(f"{n}={v:g}" for n, v in zip(d.residual.names, d.residual.values, strict=True))  # fmt: skip
+        fixed = ", ".join(f"{k}={v:g}" for k, v in d.fixed_effects.items())
+        omega2 = ", ".join(f"{k}={v:g}" for k, v in d.omega2.items()) or "none"
+        defaulted = f" ({' and '.join(s.defaulted)} from the population)" if s.defaulted else ""
+        items.append(("sampling", f"output {d.output}; FIM {s.kind} (FO); residual {residual}; fixed effects {fixed}; ω² {omega2}{defaulted}"))  # fmt: skip
+        if s.optimise is not None:
+            items.append(("optimisation", ", ".join(f"{k}={v}" for k, v in s.optimise.items() if v is not None)))  # fmt: skip
+    if design.dose_selection is not None:
+        ds = design.dose_selection
+        unit = m.amount_unit or "model amount unit"
+        items.append(("dose selection", f"target {ds.target!r}; templates {', '.join(ds.regimens)}; candidate doses {', '.join(f'{x:g}' for x in ds.doses)} {unit}; {100 * ds.attainment:g} % of subjects in {100 * ds.confidence:g} % of trials"))  # fmt: skip
+    return items
+
+
+def _design_html(
+    result: Any,
+    figures: Sequence[tuple[Path, str, str]],
+    failed: Sequence[str],
+    files: Sequence[Path],
+    seconds: float,
+) -> str:
+    """The self-contained HTML page of a design (figures embedded as base64 PNG)."""
+    from ldpk._version import __version__
+
+    design, tables = result.design, result.tables
+    esc = html.escape
+    pct = f"{100 * design.interval:g} %"
+    problems = [*result.warnings, *failed]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>ldpk design: {esc(design.title)}</title><style>{_CSS}{_PRE_CSS}</style></head><body>",  # fmt: skip
+        f"<h1>{esc(design.title)}</h1>",
+        f"<p class='sub'>{esc(design.model.name)} · {design.n_trials} trials x {design.n_subjects} subjects · ldpk {esc(__version__)} · {time.strftime('%Y-%m-%d %H:%M')}</p>",  # fmt: skip
+    ]
+    if problems:
+        items = "".join(f"<li>{esc(p)}</li>" for p in problems)
+        parts.append(f"<div class='warn'><h2>Warnings ({len(problems)})</h2><ul>{items}</ul></div>")  # fmt: skip
+    timings = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in result.timings.items())
+    items = [*_design_inputs(design), ("timings", f"{timings}; report {seconds:.1f} s" if timings else f"report {seconds:.1f} s"), ("ldpk version", __version__)]  # fmt: skip
+    parts += ["<h2>Inputs</h2>", _kv_table(items)]
+    if "attainment" in tables:
+        parts += ["<h2>Target attainment</h2>", _html_table(tables["attainment"])]
+        parts.append(f"<p class='sub'>Per trial, the fraction of subjects meeting the target; median, central {pct} interval (lower, upper) and mean over trials.</p>")  # fmt: skip
+    parts.append(f"<h2>Prediction intervals</h2><p class='sub'>{len(tables['prediction_intervals'])} rows (regimen x output x time) in <code>prediction_intervals.csv</code>: per trial the 5th, 50th and 95th percentiles over subjects, and over trials the median and central {pct} interval of each.</p>")  # fmt: skip
+    if "parameters" in tables:
+        parts += ["<h2>Sampling design (population FIM)</h2>", _html_table(tables["parameters"])]
+        parts.append("<p class='sub'>Expected standard errors (se) and relative standard errors (rse_percent = 100 se / |value|) from the FO population Fisher information; shrinkage of each group's empirical Bayes estimates (variance scale, 0-1).</p>")  # fmt: skip
+        opt = result.optimised
+        if opt is not None:
+            parts.append(f"<p>D-optimal times: efficiency {opt.efficiency:.4g} against the start design (ln det FIM {opt.ln_det_start:.4g} → {opt.ln_det:.4g}; {esc(str(opt.method))}, {opt.converged} of {opt.starts} runs converged).</p>")  # fmt: skip
+        parts += ["<h3>Sampling times</h3>", _html_table(tables["sampling_times"])]
+        parts += ["<h3>Fisher information matrix</h3>", _html_table(tables["fim"])]
+    if result.dose_selection is not None:
+        sel = result.dose_selection
+        goal = "lowest" if sel.increasing else "highest"
+        unit = sel.dose_unit or "model amount unit"
+        parts += ["<h2>Dose selection</h2>", _html_table(tables["dose_selection"])]
+        parts.append(f"<p class='sub'>The {goal} dose (per administration, {esc(unit)}; total: the schedule's amount at that dose) at which at least {sel.target:.0%} of subjects meet <code>{esc(sel.criterion)}</code> in at least {sel.confidence:.0%} of {sel.trial.sizes['trial']} trials; median and central {sel.interval:.0%} interval over trials of the attainment at that dose. The recommended schedule has the smallest total.</p>")  # fmt: skip
+    parts.append("<h2>Figures</h2>")
+    for path, heading, caption in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(
+            f"<figure><h3>{esc(heading)}</h3><img alt='{esc(heading)}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
+            f"(<code>{esc(path.name)}</code>)</figcaption></figure>"
+        )
+    parts += ["<h2>Design file</h2>", f"<pre>{esc(design.text)}</pre>", "<h2>Files</h2><ul>"]
+    parts += [f"<li><code>{esc(p.name)}</code></li>" for p in files]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts)

@@ -11,12 +11,16 @@ One concern per private module, each importing only those listed before it:
   times) and :func:`expected_ln_det` (the ED criterion over parameter draws)
 - ``_trials``: :func:`virtual_trial` (trials × subjects through :func:`ldpk.sweep`, dims
   trial, subject, regimen, time), :func:`population_from_priors` and :func:`attainment`
-  → :class:`Attainment` (probability of target attainment per trial and regimen)
+  → :class:`Attainment` (probability of target attainment per trial and regimen),
+  :func:`prediction_intervals` (percentiles over subjects, their spread over trials)
 - ``_dose``: :func:`select_dose` → :class:`DoseSelection` (the lowest dose reaching a target
   attainment with a stated confidence, per schedule of a family)
 - ``_species``: :func:`first_in_human` → :class:`FirstInHuman` (the human dose matching an
   animal exposure, per posterior draw, with and without allometric uncertainty) and
   :func:`bsa_dose` (FDA body-surface-area conversion, :data:`KM_FACTORS`)
+- ``_file``: :func:`read_design_file` → :class:`DesignFile` (a YAML design file, checked
+  before anything compiles); ``_run``: :func:`run_design` → :class:`DesignResult` (its
+  results and tables; :func:`ldpk.report.write_design_report` writes them, ``ldpk design``)
 
 Example (PopED's warfarin design)::
 
@@ -51,6 +55,7 @@ from ldpk.design._criteria import (
     wald_power,
 )
 from ldpk.design._dose import INCREASING, DoseSelection, select_dose
+from ldpk.design._file import DesignFile, read_design_file
 from ldpk.design._fim import KINDS, FisherInformation, fisher_information
 from ldpk.design._optimise import (
     CRITERIA,
@@ -59,6 +64,7 @@ from ldpk.design._optimise import (
     expected_ln_det,
     optimise_times,
 )
+from ldpk.design._run import DesignResult, run_design
 from ldpk.design._spec import CONVENTIONS, SCALES, Design, Group, Residual
 from ldpk.design._species import (
     KM_FACTORS,
@@ -72,6 +78,7 @@ from ldpk.design._trials import (
     Attainment,
     attainment,
     population_from_priors,
+    prediction_intervals,
     virtual_trial,
 )
 
@@ -80,36 +87,41 @@ __all__ = [
     "CRITERIA",
     "INCREASING",
     "KINDS",
+    "KM_FACTORS",
+    "KM_REFERENCE",
     "METHODS",
     "OPERATORS",
     "RCOND",
     "SCALES",
     "Attainment",
     "Design",
+    "DesignFile",
+    "DesignResult",
     "DoseSelection",
+    "FirstInHuman",
     "FisherInformation",
     "Group",
     "OptimisedTimes",
     "Residual",
+    "attainment",
+    "bsa_dose",
     "check_invertible",
     "covariance",
     "d_criterion",
     "efficiency",
     "expected_ln_det",
+    "first_in_human",
     "fisher_information",
     "ln_det",
     "optimise_times",
+    "population_from_priors",
+    "prediction_intervals",
+    "read_design_file",
     "rse_percent",
+    "run_design",
     "select_dose",
     "shrinkage",
     "standard_errors",
-    "attainment",
-    "population_from_priors",
     "virtual_trial",
-    "KM_FACTORS",
-    "KM_REFERENCE",
-    "FirstInHuman",
-    "bsa_dose",
-    "first_in_human",
     "wald_power",
 ]

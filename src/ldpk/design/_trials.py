@@ -440,4 +440,100 @@ def attainment(trial: Any, criterion: Any, *, interval: float = 0.9) -> Attainme
     return Attainment(frac, summary, text, float(interval))
 
 
-__all__ = ["OPERATORS", "Attainment", "attainment", "population_from_priors", "virtual_trial"]
+# ---- prediction intervals -------------------------------------------------------------------
+def prediction_intervals(
+    trial: Any,
+    *,
+    outputs: Sequence[str] | None = None,
+    percentiles: Sequence[float] = (5, 50, 95),
+    interval: float = 0.9,
+) -> Any:
+    """Prediction intervals of a :func:`virtual_trial`: the spread of the subjects and its
+    uncertainty over trials.
+
+    In each trial and regimen, at each time, the ``percentiles`` (0-100) of the output over
+    the trial's subjects (subjects whose simulation failed, ``status`` != 0, left out; linear
+    interpolation between order statistics, NumPy's default); then, over trials, the median
+    and the central ``interval`` (0-1, equal tails) of each of those per-trial percentiles:
+    the uncertainty of a percentile due to the uncertainty about the population and to the
+    finite number of subjects per trial.
+
+    ``outputs``: the time courses to summarise (default: every variable of the trial with
+    dims (trial, subject, regimen, time)). Returns an ``xarray.Dataset`` with dims
+    ``percentile``, ``regimen``, ``time`` and, per output ``o``, the variables ``o_median``,
+    ``o_lower`` and ``o_upper`` (attrs: ``unit`` the output's unit, ``output``, ``statistic``);
+    ``time`` keeps its unit (model time unit); the Dataset's attrs hold ``interval``,
+    ``n_trials``, ``n_subjects`` and ``outputs``. A percentile over no subject, or over no
+    trial, is NaN. Raises :class:`~ldpk.errors.DataError` for a Dataset that is not a virtual
+    trial, an unknown output, or percentiles and interval out of range."""
+    import warnings
+
+    import xarray as xr
+
+    who = "prediction_intervals()"
+    if not isinstance(trial, xr.Dataset) or not {"trial", "subject", "regimen", "time"} <= set(trial.dims):  # fmt: skip
+        raise DataError(f"{who}: give the Dataset of ldpk.design.virtual_trial (dims trial, subject, regimen, time)")  # fmt: skip
+    courses = [str(v) for v in trial.data_vars if trial[v].dims == ("trial", "subject", "regimen", "time")]  # fmt: skip
+    if outputs is None:
+        names = courses
+    else:
+        if isinstance(outputs, str) or not isinstance(outputs, Sequence):
+            raise DataError(f"{who}: outputs must be a list of output names, got {outputs!r}")
+        names = list(outputs)
+        for o in names:
+            if o not in courses:
+                raise DataError(f"{who}: no time course {o!r} in the trial; valid: {', '.join(courses) or '(none)'}")  # fmt: skip
+        if dup := sorted({o for o in names if names.count(o) > 1}):
+            raise DataError(f"{who}: {', '.join(dup)} given more than once in outputs")
+    if not names:
+        raise DataError(f"{who}: the trial has no time course (output) to summarise")
+    try:
+        q = np.asarray(percentiles, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{who}: percentiles must be numbers in [0, 100], got {percentiles!r}") from None  # fmt: skip
+    if q.ndim != 1 or q.size == 0 or not np.all(np.isfinite(q)) or np.any((q < 0) | (q > 100)):
+        raise DataError(f"{who}: percentiles must be a non-empty list of numbers in [0, 100], got {percentiles!r}")  # fmt: skip
+    if np.any(np.diff(q) <= 0):
+        raise DataError(f"{who}: percentiles must be increasing, got {q.tolist()}")
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not 0 < float(interval) < 1:  # fmt: skip
+        raise DataError(f"{who}: interval must be a probability in (0, 1), got {interval!r}")
+    lo, hi = (1 - float(interval)) / 2, (1 + float(interval)) / 2
+
+    if "status" in trial:
+        ok = np.asarray(trial["status"].transpose("trial", "subject", "regimen").values == 0)
+    else:
+        ok = np.ones((trial.sizes["trial"], trial.sizes["subject"], trial.sizes["regimen"]), bool)  # fmt: skip
+    data: dict[str, Any] = {}
+    dims = ("percentile", "regimen", "time")
+    with warnings.catch_warnings():  # an all-NaN slice (no subject, no trial) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for o in names:
+            da = trial[o].transpose("trial", "subject", "regimen", "time")
+            y = np.where(ok[..., None], np.asarray(da.values, dtype=float), np.nan)
+            per_trial = np.nanpercentile(y, q, axis=1)  # (percentile, trial, regimen, time)
+            unit = da.attrs.get("unit", "")
+            for stat, values in (
+                ("median", np.nanmedian(per_trial, axis=1)),
+                ("lower", np.nanquantile(per_trial, lo, axis=1)),
+                ("upper", np.nanquantile(per_trial, hi, axis=1)),
+            ):
+                what = "median" if stat == "median" else f"{stat} end of the central {float(interval):g} interval"  # fmt: skip
+                attrs = {"unit": unit, "output": o, "statistic": stat, "description": f"{what} over trials of the per-trial percentile of {o} over subjects"}  # fmt: skip
+                data[f"{o}_{stat}"] = xr.DataArray(values, dims=dims, attrs=attrs)
+    coords = {
+        "percentile": ("percentile", q, {"unit": "%"}),
+        "regimen": trial["regimen"].values,
+        "time": ("time", np.asarray(trial["time"].values, dtype=float), dict(trial["time"].attrs)),
+    }
+    attrs = {"interval": float(interval), "n_trials": int(trial.sizes["trial"]), "n_subjects": int(trial.sizes["subject"]), "outputs": list(names)}  # fmt: skip
+    return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+__all__ = [
+    "OPERATORS",
+    "Attainment",
+    "attainment",
+    "population_from_priors",
+    "prediction_intervals",
+    "virtual_trial",
+]
