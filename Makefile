@@ -7,6 +7,11 @@
 #                a separate venv (.venv/latest, upgraded on every run, no constraints)
 #   make lint    ruff check + ruff format --check
 #   make bench   install the bench extras and run every benchmarks/*.py
+#   make notebooks
+#                install the notebooks extra, run every examples/*.ipynb at full size
+#                (LDPK_NOTEBOOK_SIZE=full: about 16 min in all on 2 CPU cores) in the venv's own
+#                kernel and write HTML copies to examples/output/ (gitignored); the test
+#                suite runs the same notebooks at small size (tests/test_notebooks.py)
 #   make clean   remove build outputs and caches (keeps .venv)
 #
 # The interpreter used to create .venv can be given explicitly: make test PYTHON=/path/to/python3.12
@@ -24,6 +29,9 @@ CONSTRAINTS := constraints.txt
 VPY := $(VENV)/bin/python
 LINT_PATHS := $(wildcard src tests benchmarks examples)
 PYTEST_ARGS ?=
+NOTEBOOKS_OUT := examples/output
+# Seconds one notebook cell may run under `make notebooks`.
+NOTEBOOK_TIMEOUT ?= 3600
 
 # Find a Python >= 3.12 that actually runs (a pyenv shim such as `python3.12` may exist
 # and still fail when pyenv's selected version is older): python3.12, python3.13, then
@@ -47,7 +55,7 @@ FIND_PYTHON := \
 # Evaluated lazily, once, and only by targets that need it (`make clean` never searches).
 PYTHON ?= $(eval PYTHON := $(shell $(FIND_PYTHON)))$(PYTHON)
 
-.PHONY: venv .venv demo test test-latest lint bench clean print-python
+.PHONY: venv .venv demo test test-latest lint bench notebooks clean print-python
 
 venv .venv: $(VENV)/.installed
 
@@ -66,6 +74,10 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(VPY)
 
 $(VENV)/.installed-bench: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
 	$(VPY) -m pip install -c $(CONSTRAINTS) -e ".[test,bench]"
+	@touch $@
+
+$(VENV)/.installed-notebooks: pyproject.toml $(CONSTRAINTS) $(VENV)/.installed
+	$(VPY) -m pip install -c $(CONSTRAINTS) -e ".[test,notebooks]"
 	@touch $@
 
 demo: $(VENV)/.installed
@@ -102,6 +114,21 @@ bench: $(VENV)/.installed-bench
 	  echo "== $$f"; $(VPY) "$$f"; \
 	done; \
 	if [ $$found -eq 0 ]; then echo "no benchmarks/*.py found" >&2; fi
+
+# Full size, one notebook after another, each in a fresh kernel of the venv's python
+# (JUPYTER_PATH puts the venv's python3 kernel spec before any user or system one).
+notebooks: $(VENV)/.installed-notebooks
+	@mkdir -p $(NOTEBOOKS_OUT)
+	@set -e; found=0; \
+	for nb in examples/*.ipynb; do \
+	  [ -e "$$nb" ] || continue; found=1; start=$$SECONDS; \
+	  echo "== $$nb"; \
+	  JUPYTER_PATH="$(abspath $(VENV))/share/jupyter" LDPK_NOTEBOOK_SIZE=full \
+	    $(VPY) -m nbconvert --to html --execute --ExecutePreprocessor.kernel_name=python3 \
+	    --ExecutePreprocessor.timeout=$(NOTEBOOK_TIMEOUT) --output-dir $(NOTEBOOKS_OUT) "$$nb"; \
+	  echo "   $$((SECONDS - start)) s"; \
+	done; \
+	if [ $$found -eq 0 ]; then echo "no examples/*.ipynb found" >&2; exit 1; fi
 
 clean:
 	rm -rf dist build ldpk-demo .pytest_cache .ruff_cache src/*.egg-info
