@@ -608,6 +608,27 @@ def test_run_design_writes_nothing_and_the_report_replaces_its_own_files(tmp_pat
         dz.run_design(tmp_path / "missing.yaml")
 
 
+def test_a_figure_that_fails_costs_only_itself(tmp_path, monkeypatch):
+    """A figure whose drawing raises is reported (a warning and a line on the page) and the
+    rest of the report is written."""
+    import ldpk.plots as plots
+
+    path = tmp_path / "d.yaml"
+    path.write_text(SMALL, encoding="utf-8")
+    result = dz.run_design(path, progress=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(plots, "plot_attainment", broken)
+    with pytest.warns(UserWarning, match="figure attainment.png could not be drawn: RuntimeError: no ink"):  # fmt: skip
+        written = ldpk.report.write_design_report(result, tmp_path / "out")
+    names = [p.name for p in written]
+    assert "attainment.png" not in names and "prediction_bands.png" in names
+    assert names[-1] == "report.html"
+    assert "could not be drawn: RuntimeError: no ink" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")  # fmt: skip
+
+
 def test_design_figures_draw_the_results(tmp_path):
     """ldpk.plots' design figures draw what they are given: the bands' median line is the
     median over trials of the subjects' 50th percentile, the attainment points the medians

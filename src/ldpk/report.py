@@ -592,6 +592,20 @@ def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
         specs.append(("trace.png", "Posterior traces", "Marginal posterior densities (one line per chain) and traces of the population parameters.", lambda p: plots.plot_trace(fit, p)))  # fmt: skip
     if n_chains > 1:
         specs.append(("rank.png", "Rank plots", "Fractional-rank Δ-ECDF of each chain: lines leaving the envelope (black points) mean the chains sample different distributions.", lambda p: plots.plot_rank(fit, p)))  # fmt: skip
+    figures, failed = _draw_figures(specs, out, written)
+    html_path = out / "report.html"
+    text = _fit_html(fit, summary, figures, failed, [*written, html_path], time.perf_counter() - t0)  # fmt: skip
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    written.append(html_path)
+    return written
+
+
+def _draw_figures(specs: Sequence[tuple[str, str, str, Any]], out: Path, written: list[Path]) -> tuple[list[tuple[Path, str, str]], list[str]]:  # fmt: skip
+    """Draw each (file name, heading, caption, draw(path)) of ``specs`` into ``out``; a figure
+    that fails is reported (a warning and a line for the page), never costs the rest. Returns
+    (path, heading, caption) of those drawn and the failure messages; appends the drawn paths
+    to ``written``."""
     figures: list[tuple[Path, str, str]] = []
     failed: list[str] = []
     for name, heading, caption, draw in specs:
@@ -602,17 +616,12 @@ def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
         except Exception as exc:  # a figure must not cost the user the rest of the report
             _close_new_figures(before)
             msg = f"figure {name} could not be drawn: {type(exc).__name__}: {exc}"
-            warnings.warn(msg, stacklevel=2)
+            warnings.warn(msg, stacklevel=3)
             failed.append(msg)
             continue
         figures.append((path, heading, caption))
         written.append(path)
-    html_path = out / "report.html"
-    text = _fit_html(fit, summary, figures, failed, [*written, html_path], time.perf_counter() - t0)  # fmt: skip
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    written.append(html_path)
-    return written
+    return figures, failed
 
 
 def _pyplot_figures() -> set[int]:
@@ -780,21 +789,7 @@ def _write_design_files(result: Any, out: Path, t0: float) -> list[Path]:
         specs.append(("sampling_times.png", "Sampling times", "The typical prediction of the sampled output (at the fixed effects) under each group's regimen; circles: the start design's sampling times; triangles: the D-optimal ones.", lambda p: plots.plot_sampling_times(design.model, s.design, result.optimised, p, t_end=float(design.times[-1]), regimen_names=list(s.regimens))))  # fmt: skip
     if result.dose_selection is not None:
         specs.append(("dose_response.png", "Dose response", "Fraction of subjects attaining against dose (log axis): smoothed median over trials (line) with its interval (band), the quantile over trials that the dose solves (dashed), the unsmoothed median at the simulated levels (points), the target (grey line) and each selected dose (dotted).", lambda p: plots.plot_dose_response(result.dose_selection, p)))  # fmt: skip
-    figures: list[tuple[Path, str, str]] = []
-    failed: list[str] = []
-    for name, heading, caption, draw in specs:
-        path = out / name
-        before = _pyplot_figures()
-        try:
-            draw(path)
-        except Exception as exc:  # a figure must not cost the user the rest of the report
-            _close_new_figures(before)
-            msg = f"figure {name} could not be drawn: {type(exc).__name__}: {exc}"
-            warnings.warn(msg, stacklevel=3)
-            failed.append(msg)
-            continue
-        figures.append((path, heading, caption))
-        written.append(path)
+    figures, failed = _draw_figures(specs, out, written)
     html_path = out / "report.html"
     text = _design_html(result, figures, failed, [*written, html_path], time.perf_counter() - t0)
     with atomic_path(html_path) as tmp:
