@@ -288,3 +288,39 @@ def test_natural_and_log_scale_agree_on_the_variance_block():
     np.testing.assert_allclose(log.matrix[:2, :2], nat.matrix[:2, :2] * np.outer(b, b), rtol=1e-12)  # fmt: skip
     held = dz.fisher_information(model, dz.Design(**{**common, "fixed": ["omega2_k", "sigma2_add"]}))  # fmt: skip
     assert held.names == ("V", "k", "omega2_V")
+
+
+# ---- every kernel -----------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["exact", "ode"])
+def test_warfarin_fim_is_the_same_on_every_kernel(warfarin, method):
+    """The published warfarin FIM (closed-form kernel by default) again through the matrix
+    exponential and through the ODE solver: autodiff through each kernel gives the same
+    matrix (ODE: within its tolerances, 1e-5 relative on every entry above 1e-8 of the
+    largest)."""
+    _, model, design = warfarin
+    ref = dz.fisher_information(model, design)
+    got = dz.fisher_information(model, design, method=method)
+    big = np.abs(ref.matrix) > 1e-8 * np.abs(ref.matrix).max()
+    rtol = 1e-9 if method == "exact" else 1e-5
+    np.testing.assert_allclose(got.matrix[big], ref.matrix[big], rtol=rtol)
+
+
+def test_piecewise_linear_model_fim_matches_the_ode_kernel():
+    """A piecewise-linear model (CAR-T cellular kinetics: expansion until TMAX, then
+    contraction) solved exactly between its switches, and by the ODE solver: the same FIM.
+    TMAX is held (its derivative jumps where a sample meets it)."""
+    model = ldpk.load_model("cart_cellular_kinetics")
+    assert model.is_piecewise_linear
+    fe = {p: model.parameter(p).value for p in ("RHO", "ALPHA", "KMEM", "BETA")}
+    design = dz.Design(
+        groups=[dz.Group(n=20, times=[1, 4, 7, 10, 14, 21, 28, 56, 84], regimen=[ldpk.Bolus(1.0)])],
+        output="transgene",
+        fixed_effects=fe,
+        omega2={"RHO": 0.25, "ALPHA": 0.09},
+        residual=dz.Residual(proportional=0.09),
+    )
+    exact = dz.fisher_information(model, design)
+    ode = dz.fisher_information(model, design, method="ode")
+    big = np.abs(exact.matrix) > 1e-8 * np.abs(exact.matrix).max()
+    np.testing.assert_allclose(ode.matrix[big], exact.matrix[big], rtol=1e-4)
+    assert np.all(np.isfinite(dz.rse_percent(exact)))
