@@ -298,3 +298,41 @@ def test_prediction_intervals_match_numpy_percentiles():
         dz.prediction_intervals(trial, interval=1.0)
     with pytest.raises(ldpk.DataError, match="give the Dataset of ldpk.design.virtual_trial"):
         dz.prediction_intervals(trial.isel(time=0))
+
+
+def test_prior_draws_follow_the_priors_and_the_iiv(model):
+    """prior_draws without a fit: typical values from the model file's priors (oracle:
+    SciPy's log-normal, Kolmogorov-Smirnov), new subjects log-normal around them with the
+    model's iiv, rows draw-major."""
+    import dataclasses
+
+    from scipy import stats
+
+    def changed(p):
+        if p.name == "CL":
+            return dataclasses.replace(p, prior=None)  # iiv only: varies around its value
+        if p.name == "V":
+            return dataclasses.replace(p, iiv=None)  # prior only: one value per draw
+        return p
+
+    m = dataclasses.replace(model, parameters=tuple(changed(p) for p in model.parameters))
+    n, k = 400, 25
+    t = dz.prior_draws(m, n, subjects="new", n_subjects=k, seed=5)
+    assert t.n == n * k and set(t) == {"CL", "V", "KA"}
+    assert t.provenance["method"] == "priors" and t.provenance["n_subjects"] == k
+    v = t["V"].reshape(n, k)
+    assert np.all(v == v[:, :1])  # draw-major: V is the draw's typical value
+    loc, scale = dict(m.parameter("V").prior.args).values()
+    assert stats.kstest(v[:, 0], stats.lognorm(s=scale, scale=np.exp(loc)).cdf).pvalue > 1e-3
+    z = np.log(t["CL"] / m.parameter("CL").value)
+    assert abs(z.mean()) < 4 * 0.3 / np.sqrt(z.size)
+    assert z.std(ddof=1) == pytest.approx(0.3, rel=4 / np.sqrt(2 * z.size))
+    typical = dz.prior_draws(m, n, seed=5)
+    assert typical.n == n and set(typical) == {"V", "KA"}
+    np.testing.assert_array_equal(typical["V"], v[:, 0])  # the same seed, the same draws
+    with pytest.raises(ldpk.DataError, match="give n_subjects"):
+        dz.prior_draws(m, 3, subjects="new")
+    with pytest.raises(ldpk.DataError, match="subjects must be 'typical' or 'new'"):
+        dz.prior_draws(m, 3, subjects="observed")
+    with pytest.raises(ldpk.DataError, match=r"prior_draws\(\): n must be a positive integer"):
+        dz.prior_draws(m, 0)

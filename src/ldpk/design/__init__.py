@@ -10,7 +10,8 @@ One concern per private module, each importing only those listed before it:
 - ``_optimise``: :func:`optimise_times` → :class:`OptimisedTimes` (D- or ED-optimal sampling
   times) and :func:`expected_ln_det` (the ED criterion over parameter draws)
 - ``_trials``: :func:`virtual_trial` (trials × subjects through :func:`ldpk.sweep`, dims
-  trial, subject, regimen, time), :func:`population_from_priors` and :func:`attainment`
+  trial, subject, regimen, time), :func:`population_from_priors`, :func:`prior_draws` (a
+  parameter table from the priors, without a fit) and :func:`attainment`
   → :class:`Attainment` (probability of target attainment per trial and regimen),
   :func:`prediction_intervals` (percentiles over subjects, their spread over trials)
 - ``_dose``: :func:`select_dose` → :class:`DoseSelection` (the lowest dose reaching a target
@@ -79,6 +80,7 @@ from ldpk.design._trials import (
     attainment,
     population_from_priors,
     prediction_intervals,
+    prior_draws,
     virtual_trial,
 )
 
@@ -116,6 +118,7 @@ __all__ = [
     "optimise_times",
     "population_from_priors",
     "prediction_intervals",
+    "prior_draws",
     "read_design_file",
     "rse_percent",
     "run_design",

@@ -50,9 +50,9 @@ class _Population:
     source: str
 
 
-def _positive_int(value: Any, what: str) -> int:
+def _positive_int(value: Any, what: str, who: str = "virtual_trial") -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise DataError(f"virtual_trial(): {what} must be a positive integer, got {value!r}")
+        raise DataError(f"{who}(): {what} must be a positive integer, got {value!r}")
     return int(value)
 
 
@@ -152,7 +152,7 @@ def population_from_priors(model: Model, n_trials: int, seed: int = 0) -> dict[s
     and ω the model's ``iiv`` (SD of log, the same in every trial). Values in model units.
 
     Returns ``{"typical": {P: (n_trials,) array}, "omega": {P: float}}``."""
-    n_trials = _positive_int(n_trials, "n_trials")
+    n_trials = _positive_int(n_trials, "n_trials", "population_from_priors")
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise DataError(f"population_from_priors(): seed must be an integer, got {seed!r}")
     rng = np.random.default_rng(int(seed))
@@ -163,6 +163,58 @@ def population_from_priors(model: Model, n_trials: int, seed: int = 0) -> dict[s
     }
     omega = {p.name: float(p.iiv) for p in model.parameters if p.iiv and np.ndim(p.value) == 0}
     return {"typical": typical, "omega": omega}
+
+
+def prior_draws(
+    model: Model,
+    n: int,
+    *,
+    subjects: str = "typical",
+    n_subjects: int | None = None,
+    seed: int = 0,
+) -> ParameterTable:
+    """A parameter table for :func:`ldpk.sweep` from the model file's priors, for when there
+    is no fit (the counterpart of :meth:`ldpk.Fit.draws`): ``n`` draws of the typical values
+    (:func:`population_from_priors`, the same seed), and per draw one set
+    (``subjects='typical'``) or ``n_subjects`` new subjects ``P_typ · exp(iiv · z)`` around
+    it (``subjects='new'``; ``iiv`` the model's between-subject SD of log, ``z`` drawn after
+    the typical values). Rows are draw-major (row ``draw * n_subjects + subject``). Only
+    parameters with a prior or ``iiv`` are in the table; the others keep the model's values.
+    Values in model units. Raises :class:`~ldpk.errors.DataError` for bad counts or a model
+    with nothing to draw."""
+    n = _positive_int(n, "n", "prior_draws")
+    if subjects not in ("typical", "new"):
+        raise DataError(f"prior_draws(): subjects must be 'typical' or 'new' (a model has no fitted subjects), got {subjects!r}")  # fmt: skip
+    if (n_subjects is None) == (subjects == "new"):
+        raise DataError("prior_draws(): give n_subjects with subjects='new', and only then")
+    m = 1 if subjects == "typical" else _positive_int(n_subjects, "n_subjects", "prior_draws")
+    pop = population_from_priors(model, n, seed)
+    if not pop["typical"] and not (subjects == "new" and pop["omega"]):
+        raise DataError(f"prior_draws(): model {model.name!r} has no parameter with a prior{' or iiv' if subjects == 'new' else ''} to draw")  # fmt: skip
+    rng = np.random.default_rng([int(seed), 1])  # the subjects' z, apart from the priors' draws
+    columns: dict[str, np.ndarray] = {}
+    for p in model.parameters:
+        typ = pop["typical"].get(p.name)
+        varies = subjects == "new" and p.name in pop["omega"]
+        if typ is None and not varies:
+            continue
+        values = np.repeat(typ if typ is not None else np.full(n, float(p.value)), m)
+        if varies:
+            values = values * np.exp(pop["omega"][p.name] * rng.standard_normal(n * m))
+        columns[p.name] = values
+    prov = {
+        "method": "priors",
+        "seed": int(seed),
+        "draws": n,
+        "subjects": subjects,
+        "n_subjects": m,
+        "distributions": {
+            p.name: f"{p.prior.dist}{dict(p.prior.args)}"
+            for p in model.parameters
+            if p.name in pop["typical"]
+        },  # fmt: skip
+    }
+    return ParameterTable.from_mapping(columns, provenance=prov)
 
 
 def virtual_trial(
@@ -531,6 +583,7 @@ def prediction_intervals(
 
 __all__ = [
     "OPERATORS",
+    "prior_draws",
     "Attainment",
     "attainment",
     "population_from_priors",
