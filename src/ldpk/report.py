@@ -504,14 +504,7 @@ def _fit_html(
     parts.append(_kv_table(items))
     parts.append("<h3>Observations per output</h3>")
     parts.append(_html_table(_observation_counts(fit)))
-    parts.append("<h2>Figures</h2>")
-    for path, heading, caption in figures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(
-            f"<figure><h3>{esc(heading)}</h3><img alt='{esc(heading)}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
-            f"(<code>{esc(path.name)}</code>)</figcaption></figure>"
-        )
+    parts += _figures_html(figures)
     parts.append("<h2>Files</h2><ul>")
     parts += [f"<li><code>{esc(p.name)}</code></li>" for p in files]
     parts.append("</ul></body></html>")
@@ -599,6 +592,21 @@ def _write_report_files(fit: Any, out: Path, t0: float) -> list[Path]:
         tmp.write_text(text, encoding="utf-8")
     written.append(html_path)
     return written
+
+
+def _figures_html(figures: Sequence[tuple[Path, str, str]]) -> list[str]:
+    """The "Figures" section of a report page: each PNG embedded (base64) with its heading,
+    caption and file name."""
+    esc = html.escape
+    parts = ["<h2>Figures</h2>"]
+    for path, heading, caption in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(
+            f"<figure><h3>{esc(heading)}</h3><img alt='{esc(heading)}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
+            f"(<code>{esc(path.name)}</code>)</figcaption></figure>"
+        )
+    return parts
 
 
 def _draw_figures(specs: Sequence[tuple[str, str, str, Any]], out: Path, written: list[Path]) -> tuple[list[tuple[Path, str, str]], list[str]]:  # fmt: skip
@@ -879,15 +887,8 @@ def _design_html(
         goal = "lowest" if sel.increasing else "highest"
         unit = sel.dose_unit or "model amount unit"
         parts += ["<h2>Dose selection</h2>", _html_table(tables["dose_selection"])]
-        parts.append(f"<p class='sub'>The {goal} dose (per administration, {esc(unit)}; total: the schedule's amount at that dose) at which at least {sel.target:.0%} of subjects meet <code>{esc(sel.criterion)}</code> in at least {sel.confidence:.0%} of {sel.trial.sizes['trial']} trials; median and central {sel.interval:.0%} interval over trials of the attainment at that dose. The recommended schedule has the smallest total.</p>")  # fmt: skip
-    parts.append("<h2>Figures</h2>")
-    for path, heading, caption in figures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(
-            f"<figure><h3>{esc(heading)}</h3><img alt='{esc(heading)}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{esc(caption)} "
-            f"(<code>{esc(path.name)}</code>)</figcaption></figure>"
-        )
+        parts.append(f"<p class='sub'>The {goal} dose (per administration, {esc(unit)}; total: the schedule's amount at that dose) at which at least {sel.target:.0%} of subjects meet <code>{esc(sel.criterion)}</code> in at least {sel.confidence:.0%} of {sel.trial.sizes['trial']} trials; median and central {sel.interval:.0%} interval over trials of the attainment at that dose. The recommended schedule has the {'smallest' if sel.increasing else 'largest'} total.</p>")  # fmt: skip
+    parts += _figures_html(figures)
     parts += ["<h2>Design file</h2>", f"<pre>{esc(design.text)}</pre>", "<h2>Files</h2><ul>"]
     parts += [f"<li><code>{esc(p.name)}</code></li>" for p in files]
     parts.append("</ul></body></html>")
