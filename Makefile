@@ -12,7 +12,7 @@
 #                (LDPK_NOTEBOOK_SIZE=full: about 16 min in all on 2 CPU cores) in the venv's own
 #                kernel and write HTML copies to examples/output/ (gitignored); the test
 #                suite runs the same notebooks at small size (tests/test_notebooks.py)
-#   make clean   remove build outputs and caches (keeps .venv)
+#   make clean   remove build outputs, caches and examples/output (keeps .venv)
 #
 # The interpreter used to create .venv can be given explicitly: make test PYTHON=/path/to/python3.12
 #
@@ -131,7 +131,7 @@ notebooks: $(VENV)/.installed-notebooks
 	if [ $$found -eq 0 ]; then echo "no examples/*.ipynb found" >&2; exit 1; fi
 
 clean:
-	rm -rf dist build ldpk-demo .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf dist build ldpk-demo .pytest_cache .ruff_cache src/*.egg-info $(NOTEBOOKS_OUT)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 print-python:

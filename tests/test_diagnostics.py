@@ -14,10 +14,16 @@ from ldpk.inference import FitOptions
 
 
 @dataclass
+class _Model:
+    parameter_names: tuple[str, ...] = ("CL", "V", "KA")
+
+
+@dataclass
 class _Fit:
     posterior: object
     method: str = "nuts"
     options: FitOptions = field(default_factory=FitOptions)
+    model: _Model = field(default_factory=_Model)
 
 
 def _fit(draws=500, shift=0.0, diverging=0, depth=3, seed=0, shifted=(0,), subjects=False):
@@ -69,3 +75,15 @@ def test_chains_in_two_modes_are_named_with_the_subject():
     assert len(modes) == 1, warnings
     assert "chains 0, 2 and chains 1, 3" in modes[0] and "eta_CL[subject B]" in modes[0]
     assert not any("different modes" in w for w in convergence_warnings(_fit(shift=3.0)))
+
+
+def test_the_flip_flop_hint_is_only_for_models_with_an_absorption_rate():
+    """The R-hat warning names ka/k flip-flop as a possible second mode only when the model
+    has an absorption rate KA (not, e.g., for CAR-T kinetics)."""
+    oral = [w for w in convergence_warnings(_fit(shift=3.0)) if "R-hat" in w]
+    assert len(oral) == 1 and "flip-flop" in oral[0]
+    fit = _fit(shift=3.0)
+    fit.model = _Model(("RHO", "TMAX", "ALPHA"))
+    other = [w for w in convergence_warnings(fit) if "R-hat" in w]
+    assert len(other) == 1 and "flip-flop" not in other[0]
+    assert other[0].endswith("check for several modes.")

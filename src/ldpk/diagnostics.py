@@ -49,10 +49,12 @@ def _sampler_warnings(fit: Any) -> list[str]:
         rhat = az.rhat(tree, var_names=names)
         worst = _worst(rhat, max)
         if worst and worst[1] > RHAT_MAX:
+            # ka/k flip-flop is a cause only for a model with a first-order absorption rate
+            absorption = any(n.upper() == "KA" for n in fit.model.parameter_names)
+            example = " (e.g. ka/k flip-flop: tighten the prior on the absorption rate)" if absorption else ""  # fmt: skip
             out.append(
                 f"R-hat up to {worst[1]:.3f} (> {RHAT_MAX}) for {worst[0]}: chains disagree. Run "
-                "longer (warmup=2000, samples=2000), or check for several modes (e.g. ka/k "
-                "flip-flop: tighten the prior on the absorption rate)."
+                f"longer (warmup=2000, samples=2000), or check for several modes{example}."
             )
             if (modes := _separated_chains(post, names)) is not None:
                 out.append(modes)
